@@ -1,0 +1,1 @@
+"""A Zaqar API server over one partition's storage."""

@@ -1,0 +1,128 @@
+"""The node's closed error hierarchy.
+
+Storage drivers translate backend exceptions (sqlite3, pymongo) into these at their edge; the API
+layer raises the `ApiError` family for bad input. `node.api.errors` maps every type to an HTTP
+status and Zaqar's `{"title", "description"}` body in one table.
+"""
+
+
+class NodeError(Exception):
+    """Root of every error the node raises on purpose."""
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+
+class StorageError(NodeError):
+    """A storage operation could not be done as asked."""
+
+
+class DoesNotExist(StorageError):
+    pass
+
+
+class QueueDoesNotExist(DoesNotExist):
+    def __init__(self, project: str, queue: str) -> None:
+        super().__init__(f"Queue {queue} does not exist for project {project or '(none)'}")
+
+
+class MessageDoesNotExist(DoesNotExist):
+    def __init__(self, project: str, queue: str, message_id: str) -> None:
+        super().__init__(
+            f"Message {message_id} does not exist in queue {queue} "
+            f"for project {project or '(none)'}"
+        )
+
+
+class ClaimDoesNotExist(DoesNotExist):
+    def __init__(self, project: str, queue: str, claim_id: str) -> None:
+        super().__init__(
+            f"Claim {claim_id} does not exist in queue {queue} for project {project or '(none)'}"
+        )
+
+
+class InvalidClaim(StorageError):
+    """A delete named a claim that does not exist or has expired."""
+
+    def __init__(self) -> None:
+        super().__init__("The specified claim does not exist or has expired.")
+
+
+class MessageNotClaimed(StorageError):
+    """A delete named a claim, but the message is not claimed."""
+
+    def __init__(self) -> None:
+        super().__init__("A claim was specified, but the message is not currently claimed.")
+
+
+class MessageIsClaimed(StorageError):
+    """A delete without a claim id hit a message under a live claim (or another claim's)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This message is claimed; it cannot be deleted without a valid claim ID."
+        )
+
+
+class QueueFrozen(StorageError):
+    """The queue is frozen for a migration, or has moved away: writes are refused here."""
+
+    def __init__(self, project: str, queue: str, reason: str = "frozen") -> None:
+        self.reason = reason
+        super().__init__(f"Queue {queue} of project {project or '(none)'} is {reason}")
+
+
+class StorageUnavailable(StorageError):
+    """The backend failed (connection lost, disk error, timeout); the caller may retry."""
+
+
+# --- API input -----------------------------------------------------------------------------------
+
+
+class ApiError(NodeError):
+    """A request the API refuses; carries its Zaqar title and description."""
+
+    status = 400
+    title = "Invalid API request"
+
+    def __init__(self, description: str, *, title: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        if title is not None:
+            self.title = title
+
+
+class ValidationFailed(ApiError):
+    """Input broke one of the API's limits (Zaqar's `HTTPBadRequestAPI`)."""
+
+
+class BadRequestBody(ApiError):
+    """The body is missing, unparsable or of the wrong shape (Zaqar's `HTTPBadRequestBody`)."""
+
+    title = "Invalid request body"
+
+
+class BadHeader(ApiError):
+    """A required header is missing or malformed; the title says which."""
+
+
+class NotAcceptable(ApiError):
+    status = 406
+    title = "Media type not acceptable"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    title = "Unsupported media type"
+
+
+class ResourceNotFound(ApiError):
+    """A route or API version that does not exist."""
+
+    status = 404
+    title = "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    title = "Method not allowed"

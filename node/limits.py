@@ -1,0 +1,36 @@
+"""The API's limits and defaults, as Zaqar's `[transport]` and `[storage]` options have them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_queues_per_page: int = 20
+    max_messages_per_page: int = 20
+    max_messages_per_claim_or_pop: int = 20
+    max_queue_metadata: int = 64 * 1024
+    max_messages_post_size: int = 256 * 1024
+    max_message_ttl: int = 1_209_600
+    max_message_delay: int = 900
+    max_claim_ttl: int = 43_200
+    max_claim_grace: int = 43_200
+    min_message_ttl: int = 60
+    min_claim_ttl: int = 60
+    min_claim_grace: int = 60
+    default_message_ttl: int = 3600
+    default_message_delay: int = 0
+    default_claim_ttl: int = 300
+    default_claim_grace: int = 60
+
+    @classmethod
+    def from_env(cls, prefix: str = "MARCONI_LIMIT_") -> Limits:
+        """Each field may be overridden by `MARCONI_LIMIT_<FIELD>` (upper case)."""
+        values = {
+            f.name: int(os.environ[prefix + f.name.upper()])
+            for f in fields(cls)
+            if prefix + f.name.upper() in os.environ
+        }
+        return cls(**values)

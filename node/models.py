@@ -1,0 +1,81 @@
+"""Records the storage layer returns and the API formats. Times are UNIX seconds (floats)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+
+
+def new_id() -> str:
+    """A 24-hex ObjectId string: unique across partitions, so a migrated id never collides."""
+    return str(ObjectId())
+
+
+def is_id(value: str) -> bool:
+    return ObjectId.is_valid(value) and len(value) == 24
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    body: Any
+    ttl: int
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    marker: int
+    body: Any
+    ttl: int
+    created: float
+    expires: float
+    client_id: str
+    delay_expires: float = 0.0
+    claim_id: str | None = None
+    claim_expires: float = 0.0
+
+    def age(self, now: float) -> int:
+        return max(0, int(now - self.created))
+
+    def is_claimed(self, now: float) -> bool:
+        return self.claim_id is not None and self.claim_expires > now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    id: str
+    ttl: int
+    grace: int
+    created: float
+    expires: float
+
+    def age(self, now: float) -> int:
+        return max(0, int(now - self.created))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    id: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    free: int
+    claimed: int
+    delayed: int = 0
+    oldest: MessageSummary | None = None
+    newest: MessageSummary | None = None
+
+    @property
+    def total(self) -> int:
+        return self.free + self.claimed + self.delayed

@@ -1,0 +1,571 @@
+"""The embedded driver: one SQLite file per partition.
+
+Every operation runs as one function on a single dedicated thread, inside `BEGIN IMMEDIATE` when it
+writes, so each operation is atomic and writes from several node processes sharing the file
+serialize through SQLite's lock. WAL mode lets readers proceed during a write; a committed
+transaction survives a crash of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from node.errors import (
+    ClaimDoesNotExist,
+    InvalidClaim,
+    MessageDoesNotExist,
+    MessageIsClaimed,
+    MessageNotClaimed,
+    QueueDoesNotExist,
+    StorageUnavailable,
+)
+from node.models import (
+    Claim,
+    Message,
+    MessageSummary,
+    NewMessage,
+    QueueInfo,
+    QueueStats,
+    is_id,
+    new_id,
+)
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    counter INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    PRIMARY KEY (project, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    marker INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    ttl INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    delay_expires REAL NOT NULL DEFAULT 0,
+    client_id TEXT NOT NULL,
+    claim_id TEXT,
+    claim_expires REAL NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_marker ON messages (project, queue, marker);
+CREATE INDEX IF NOT EXISTS messages_by_claim ON messages (claim_id) WHERE claim_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
+CREATE TABLE IF NOT EXISTS claims (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    ttl INTEGER NOT NULL,
+    grace INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+MESSAGE_COLUMNS = (
+    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
+)
+LIVE = "project = ? AND queue = ? AND expires > ?"
+FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"
+
+
+def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    return Message(
+        id=row[0],
+        marker=row[1],
+        body=json.loads(row[2]),
+        ttl=row[3],
+        created=row[4],
+        expires=row[5],
+        client_id=row[6],
+        delay_expires=row[7],
+        claim_id=row[8],
+        claim_expires=row[9],
+    )
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqliteStorage:
+    """`node.storage.base.Storage` over one SQLite file."""
+
+    def __init__(self, path: str, clock: Clock = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self.queues = SqliteQueues(self)
+        self.messages = SqliteMessages(self)
+        self.claims = SqliteClaims(self)
+
+    @classmethod
+    async def open(cls, uri: str, clock: Clock = time.time) -> SqliteStorage:
+        parts = urlsplit(uri)
+        path = parts.path if parts.netloc == "" else parts.netloc + parts.path
+        if path.startswith("//"):
+            path = path[1:]
+        if path not in ("", "/:memory:", ":memory:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            path = ":memory:"
+        storage = cls(path, clock)
+        await storage.run(storage._connect)
+        return storage
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the storage thread, translating sqlite3 errors at this edge."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"sqlite: {exc}") from exc
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` inside one write transaction."""
+        return await self.run(self._transaction, fn, args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.run(lambda: fn(self.conn, *args))
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "storage is not open"
+        return self._conn
+
+    async def ping(self) -> bool:
+        try:
+            await self.read(lambda c: c.execute("SELECT 1").fetchone())
+        except StorageUnavailable:
+            return False
+        return True
+
+    async def collect_garbage(self) -> int:
+        def collect(conn: sqlite3.Connection, now: float) -> int:
+            gone = conn.execute("DELETE FROM messages WHERE expires <= ?", (now,)).rowcount
+            gone += conn.execute("DELETE FROM claims WHERE expires <= ?", (now,)).rowcount
+            return gone
+
+        return await self.write(collect, self.clock())
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+class SqliteQueues:
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._s = storage
+
+    async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
+        def create(conn: sqlite3.Connection, meta: str | None, now: float) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO queues (project, name, metadata, created) VALUES (?,?,?,?)",
+                (project, queue, meta or "{}", now),
+            )
+            if cur.rowcount == 0 and meta is not None:
+                conn.execute(
+                    "UPDATE queues SET metadata = ? WHERE project = ? AND name = ?",
+                    (meta, project, queue),
+                )
+            return cur.rowcount == 1
+
+        meta = None if metadata is None else json.dumps(metadata)
+        return await self._s.write(create, meta, self._s.clock())
+
+    async def exists(self, project: str, queue: str) -> bool:
+        row = await self._s.read(
+            lambda c: c.execute(
+                "SELECT 1 FROM queues WHERE project = ? AND name = ?", (project, queue)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
+        row = await self._s.read(
+            lambda c: c.execute(
+                "SELECT metadata FROM queues WHERE project = ? AND name = ?", (project, queue)
+            ).fetchone()
+        )
+        if row is None:
+            raise QueueDoesNotExist(project, queue)
+        metadata: dict[str, Any] = json.loads(row[0])
+        return metadata
+
+    async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
+        def update(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE queues SET metadata = ? WHERE project = ? AND name = ?",
+                (json.dumps(metadata), project, queue),
+            ).rowcount
+
+        if await self._s.write(update) == 0:
+            raise QueueDoesNotExist(project, queue)
+
+    async def delete(self, project: str, queue: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            args = (project, queue)
+            conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", args)
+            conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", args)
+            conn.execute("DELETE FROM queues WHERE project = ? AND name = ?", args)
+
+        await self._s.write(delete)
+
+    async def list(
+        self, project: str, *, marker: str | None, limit: int, detailed: bool
+    ) -> list[QueueInfo]:
+        rows = await self._s.read(
+            lambda c: c.execute(
+                "SELECT name, metadata FROM queues WHERE project = ? AND name > ? "
+                "ORDER BY name LIMIT ?",
+                (project, marker or "", limit),
+            ).fetchall()
+        )
+        return [QueueInfo(name, json.loads(meta) if detailed else None) for name, meta in rows]
+
+    async def stats(self, project: str, queue: str) -> QueueStats:
+        def stats(conn: sqlite3.Connection, now: float) -> QueueStats:
+            if not conn.execute(
+                "SELECT 1 FROM queues WHERE project = ? AND name = ?", (project, queue)
+            ).fetchone():
+                raise QueueDoesNotExist(project, queue)
+            claimed, delayed, total = conn.execute(
+                "SELECT"
+                " COALESCE(SUM(claim_id IS NOT NULL AND claim_expires > ?), 0),"
+                " COALESCE(SUM(delay_expires > ? AND (claim_id IS NULL OR claim_expires <= ?)),"
+                " 0), COUNT(*)"
+                f" FROM messages WHERE {LIVE}",
+                (now, now, now, project, queue, now),
+            ).fetchone()
+            if total == 0:
+                return QueueStats(free=0, claimed=0)
+            ends = []
+            for order in ("ASC", "DESC"):
+                mid, created = conn.execute(
+                    f"SELECT id, created FROM messages WHERE {LIVE} ORDER BY marker {order} LIMIT 1",
+                    (project, queue, now),
+                ).fetchone()
+                ends.append(MessageSummary(mid, created))
+            return QueueStats(
+                free=total - claimed - delayed,
+                claimed=claimed,
+                delayed=delayed,
+                oldest=ends[0],
+                newest=ends[1],
+            )
+
+        return await self._s.read(stats, self._s.clock())
+
+    async def purge(self, project: str, queue: str) -> None:
+        def purge(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", (project, queue))
+            conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", (project, queue))
+
+        await self._s.write(purge)
+
+
+class SqliteMessages:
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._s = storage
+
+    async def post(
+        self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
+    ) -> list[str]:
+        ids = [new_id() for _ in messages]
+        bodies = [json.dumps(m.body) for m in messages]
+
+        def post(conn: sqlite3.Connection, now: float) -> None:
+            row = conn.execute(
+                "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ? "
+                "RETURNING counter",
+                (len(messages), project, queue),
+            ).fetchone()
+            if row is None:
+                raise QueueDoesNotExist(project, queue)
+            first = row[0] - len(messages) + 1
+            conn.executemany(
+                "INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,"
+                " delay_expires, client_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        ids[i],
+                        project,
+                        queue,
+                        first + i,
+                        bodies[i],
+                        m.ttl,
+                        now,
+                        now + m.ttl,
+                        now + m.delay if m.delay else 0,
+                        client_id,
+                    )
+                    for i, m in enumerate(messages)
+                ],
+            )
+
+        await self._s.write(post, self._s.clock())
+        return ids
+
+    async def list(
+        self,
+        project: str,
+        queue: str,
+        *,
+        marker: int | None,
+        limit: int,
+        echo: bool,
+        include_claimed: bool,
+        include_delayed: bool,
+        client_id: str,
+    ) -> list[Message]:
+        now = self._s.clock()
+        where = [LIVE, "marker > ?"]
+        args: list[Any] = [project, queue, now, marker or 0]
+        if not echo:
+            where.append("client_id != ?")
+            args.append(client_id)
+        if not include_claimed:
+            where.append("(claim_id IS NULL OR claim_expires <= ?)")
+            args.append(now)
+        if not include_delayed:
+            where.append("delay_expires <= ?")
+            args.append(now)
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+            "ORDER BY marker LIMIT ?"
+        )
+        args.append(limit)
+        rows = await self._s.read(lambda c: c.execute(sql, args).fetchall())
+        return [_message(r) for r in rows]
+
+    async def get(self, project: str, queue: str, message_id: str) -> Message:
+        found = await self.bulk_get(project, queue, [message_id])
+        if not found:
+            raise MessageDoesNotExist(project, queue, message_id)
+        return found[0]
+
+    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> list[Message]:
+        ids = [i for i in ids if is_id(i)]
+        if not ids:
+            return []
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} "
+            f"AND id IN ({_placeholders(len(ids))}) ORDER BY marker"
+        )
+        args = (project, queue, self._s.clock(), *ids)
+        rows = await self._s.read(lambda c: c.execute(sql, args).fetchall())
+        return [_message(r) for r in rows]
+
+    async def delete(
+        self, project: str, queue: str, message_id: str, claim_id: str | None
+    ) -> None:
+        if claim_id is not None and not is_id(claim_id):
+            raise InvalidClaim()
+        if not is_id(message_id):
+            return
+
+        def delete(conn: sqlite3.Connection, now: float) -> None:
+            row = conn.execute(
+                f"SELECT claim_id, claim_expires FROM messages WHERE {LIVE} AND id = ?",
+                (project, queue, now, message_id),
+            ).fetchone()
+            if row is None:
+                return
+            held_by = row[0] if row[0] is not None and row[1] > now else None
+            if claim_id is None and held_by is not None:
+                raise MessageIsClaimed()
+            if claim_id is not None:
+                if held_by is None:
+                    raise MessageNotClaimed()
+                if held_by != claim_id:
+                    raise MessageIsClaimed()
+            conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+        await self._s.write(delete, self._s.clock())
+
+    async def bulk_delete(
+        self, project: str, queue: str, ids: Sequence[str], claim_ids: Sequence[str] | None
+    ) -> None:
+        ids = [i for i in ids if is_id(i)]
+        if not ids:
+            return
+        sql = (
+            "DELETE FROM messages WHERE project = ? AND queue = ? "
+            f"AND id IN ({_placeholders(len(ids))})"
+        )
+        args: list[Any] = [project, queue, *ids]
+        if claim_ids is not None:
+            sql += f" AND claim_id IN ({_placeholders(len(claim_ids))})"
+            args.extend(claim_ids)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute(sql, args)
+
+        await self._s.write(delete)
+
+    async def pop(self, project: str, queue: str, limit: int) -> list[Message]:
+        def pop(conn: sqlite3.Connection, now: float) -> list[Message]:
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} AND {FREE} "
+                "ORDER BY marker LIMIT ?",
+                (project, queue, now, now, now, limit),
+            ).fetchall()
+            popped = [_message(r) for r in rows]
+            if popped:
+                conn.execute(
+                    f"DELETE FROM messages WHERE id IN ({_placeholders(len(popped))})",
+                    [m.id for m in popped],
+                )
+            return popped
+
+        return await self._s.write(pop, self._s.clock())
+
+
+class SqliteClaims:
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._s = storage
+
+    async def create(
+        self, project: str, queue: str, *, ttl: int, grace: int, limit: int
+    ) -> tuple[Claim, list[Message]]:
+        now = self._s.clock()
+        claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
+
+        def create(conn: sqlite3.Connection) -> list[Message]:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM messages WHERE {LIVE} AND {FREE} ORDER BY marker LIMIT ?",
+                    (project, queue, now, now, now, limit),
+                )
+            ]
+            if not ids:
+                return []
+            _hold(conn, claim, ids=ids)
+            conn.execute(
+                "INSERT INTO claims (id, project, queue, ttl, grace, created, expires)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (claim.id, project, queue, ttl, grace, now, claim.expires),
+            )
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? ORDER BY marker",
+                (claim.id,),
+            ).fetchall()
+            return [_message(r) for r in rows]
+
+        return claim, await self._s.write(create)
+
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, list[Message]]:
+        if not is_id(claim_id):
+            raise ClaimDoesNotExist(project, queue, claim_id)
+
+        def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, list[Message]]:
+            row = conn.execute(
+                "SELECT id, ttl, grace, created, expires FROM claims"
+                " WHERE id = ? AND project = ? AND queue = ? AND expires > ?",
+                (claim_id, project, queue, now),
+            ).fetchone()
+            if row is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? AND expires > ?"
+                " ORDER BY marker",
+                (claim_id, now),
+            ).fetchall()
+            return Claim(*row), [_message(r) for r in rows]
+
+        return await self._s.read(get, self._s.clock())
+
+    async def update(self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int) -> None:
+        if not is_id(claim_id):
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        now = self._s.clock()
+
+        def update(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "UPDATE claims SET ttl = ?, grace = ?, expires = ?"
+                " WHERE id = ? AND project = ? AND queue = ? AND expires > ?"
+                " RETURNING created",
+                (ttl, grace, now + ttl, claim_id, project, queue, now),
+            ).fetchone()
+            if row is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            claim = Claim(id=claim_id, ttl=ttl, grace=grace, created=row[0], expires=now + ttl)
+            _hold(conn, claim, now=now)
+
+        await self._s.write(update)
+
+    async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        if not is_id(claim_id):
+            return
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE messages SET claim_id = NULL, claim_expires = 0"
+                " WHERE claim_id = ? AND project = ? AND queue = ?",
+                (claim_id, project, queue),
+            )
+            conn.execute(
+                "DELETE FROM claims WHERE id = ? AND project = ? AND queue = ?",
+                (claim_id, project, queue),
+            )
+
+        await self._s.write(delete)
+
+
+def _hold(
+    conn: sqlite3.Connection, claim: Claim, *, ids: list[str] | None = None, now: float = 0.0
+) -> None:
+    """Mark messages as held by `claim`; each lives at least until the claim ends plus grace."""
+    lives_until = claim.expires + claim.grace
+    sql = (
+        "UPDATE messages SET claim_id = ?, claim_expires = ?,"
+        " ttl = CASE WHEN expires < ? THEN ? ELSE ttl END,"
+        " expires = MAX(expires, ?) WHERE "
+    )
+    args: list[Any] = [claim.id, claim.expires, lives_until, claim.ttl + claim.grace, lives_until]
+    if ids is not None:
+        sql += f"id IN ({_placeholders(len(ids))})"
+        args.extend(ids)
+    else:
+        sql += "claim_id = ? AND expires > ?"
+        args.extend([claim.id, now])
+    conn.execute(sql, args)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from node.storage import open_storage
+from node.storage.base import Storage
+from tests.services import ferretdb
+
+
+class FakeClock:
+    """A clock tests move by hand, so expiry is tested without sleeping."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`MONGODB_URL` when set (a real MongoDB), else a FerretDB started for this session."""
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    with ferretdb(tmp_path_factory.mktemp("ferretdb")) as url:
+        yield url
+
+
+_db_counter = 0
+
+
+def storage_uri(driver: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty storage location for one test."""
+    global _db_counter
+    if driver == "sqlite":
+        return f"sqlite:///{tmp_path}/partition.db"
+    _db_counter += 1
+    base: str = request.getfixturevalue("mongodb_url")
+    return f"{base.rstrip('/')}/marconi_test_{os.getpid()}_{_db_counter}"
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)],
+)
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Storage]:
+    """Each driver over a fresh, empty location, driven by the fake clock."""
+    store = await open_storage(storage_uri(request.param, tmp_path, request), clock)
+    try:
+        yield store
+    finally:
+        await store.close()
