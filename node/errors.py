@@ -59,9 +59,7 @@ class MessageIsClaimed(StorageError):
     """A delete without a claim id hit a message under a live claim (or another claim's)."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "This message is claimed; it cannot be deleted without a valid claim ID."
-        )
+        super().__init__("This message is claimed; it cannot be deleted without a valid claim ID.")
 
 
 class QueueFrozen(StorageError):

@@ -13,6 +13,11 @@ from typing import Any, Protocol
 
 from node.models import Claim, Message, NewMessage, QueueInfo, QueueStats
 
+# Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
+Messages = list[Message]
+Queues = list[QueueInfo]
+Ids = list[str]
+
 
 class QueueStore(Protocol):
     async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
@@ -34,7 +39,7 @@ class QueueStore(Protocol):
 
     async def list(
         self, project: str, *, marker: str | None, limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> Queues:
         """Queues of `project` sorted by name, strictly after `marker`."""
 
     async def stats(self, project: str, queue: str) -> QueueStats:
@@ -47,7 +52,7 @@ class QueueStore(Protocol):
 class MessageStore(Protocol):
     async def post(
         self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
-    ) -> list[str]:
+    ) -> Ids:
         """Append messages in order, atomically; return their new ids.
 
         Each message gets the next value of the queue's marker counter. Raises `QueueDoesNotExist`
@@ -65,7 +70,7 @@ class MessageStore(Protocol):
         include_claimed: bool,
         include_delayed: bool,
         client_id: str,
-    ) -> list[Message]:
+    ) -> Messages:
         """Live messages with a marker above `marker`, in marker order.
 
         Messages posted by `client_id` are left out unless `echo`; claimed ones unless
@@ -75,12 +80,10 @@ class MessageStore(Protocol):
     async def get(self, project: str, queue: str, message_id: str) -> Message:
         """Raises `MessageDoesNotExist` (also for an expired or malformed id)."""
 
-    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> list[Message]:
+    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
         """The live messages among `ids`; unknown ids are skipped."""
 
-    async def delete(
-        self, project: str, queue: str, message_id: str, claim_id: str | None
-    ) -> None:
+    async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
         """Delete one message. A missing message is not an error.
 
         Raises `MessageIsClaimed` when it is under a live claim and `claim_id` is None or names
@@ -93,14 +96,14 @@ class MessageStore(Protocol):
     ) -> None:
         """Delete the messages among `ids`; with `claim_ids`, only those held by those claims."""
 
-    async def pop(self, project: str, queue: str, limit: int) -> list[Message]:
+    async def pop(self, project: str, queue: str, limit: int) -> Messages:
         """Atomically remove and return up to `limit` free messages, oldest first."""
 
 
 class ClaimStore(Protocol):
     async def create(
         self, project: str, queue: str, *, ttl: int, grace: int, limit: int
-    ) -> tuple[Claim, list[Message]]:
+    ) -> tuple[Claim, Messages]:
         """Claim up to `limit` free messages, oldest first.
 
         A message is held by at most one live claim. Each claimed message lives at least until
@@ -108,10 +111,12 @@ class ClaimStore(Protocol):
         claim is then not stored).
         """
 
-    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, list[Message]]:
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         """Raises `ClaimDoesNotExist` (also when expired or malformed)."""
 
-    async def update(self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int) -> None:
+    async def update(
+        self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
+    ) -> None:
         """Renew the claim for `ttl` seconds from now. Raises `ClaimDoesNotExist`."""
 
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
@@ -121,9 +126,14 @@ class ClaimStore(Protocol):
 class Storage(Protocol):
     """One partition's storage: the three controllers plus lifecycle."""
 
-    queues: QueueStore
-    messages: MessageStore
-    claims: ClaimStore
+    @property
+    def queues(self) -> QueueStore: ...
+
+    @property
+    def messages(self) -> MessageStore: ...
+
+    @property
+    def claims(self) -> ClaimStore: ...
 
     async def ping(self) -> bool:
         """True if the backend answers."""

@@ -38,6 +38,11 @@ from node.models import (
     new_id,
 )
 
+# Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
+Messages = list[Message]
+Queues = list[QueueInfo]
+Ids = list[str]
+
 T = TypeVar("T")
 Clock = Callable[[], float]
 
@@ -251,7 +256,7 @@ class SqliteQueues:
 
     async def list(
         self, project: str, *, marker: str | None, limit: int, detailed: bool
-    ) -> list[QueueInfo]:
+    ) -> Queues:
         rows = await self._s.read(
             lambda c: c.execute(
                 "SELECT name, metadata FROM queues WHERE project = ? AND name > ? "
@@ -308,7 +313,7 @@ class SqliteMessages:
 
     async def post(
         self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
-    ) -> list[str]:
+    ) -> Ids:
         ids = [new_id() for _ in messages]
         bodies = [json.dumps(m.body) for m in messages]
 
@@ -355,7 +360,7 @@ class SqliteMessages:
         include_claimed: bool,
         include_delayed: bool,
         client_id: str,
-    ) -> list[Message]:
+    ) -> Messages:
         now = self._s.clock()
         where = [LIVE, "marker > ?"]
         args: list[Any] = [project, queue, now, marker or 0]
@@ -382,7 +387,7 @@ class SqliteMessages:
             raise MessageDoesNotExist(project, queue, message_id)
         return found[0]
 
-    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> list[Message]:
+    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
         ids = [i for i in ids if is_id(i)]
         if not ids:
             return []
@@ -394,9 +399,7 @@ class SqliteMessages:
         rows = await self._s.read(lambda c: c.execute(sql, args).fetchall())
         return [_message(r) for r in rows]
 
-    async def delete(
-        self, project: str, queue: str, message_id: str, claim_id: str | None
-    ) -> None:
+    async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
         if claim_id is not None and not is_id(claim_id):
             raise InvalidClaim()
         if not is_id(message_id):
@@ -441,8 +444,8 @@ class SqliteMessages:
 
         await self._s.write(delete)
 
-    async def pop(self, project: str, queue: str, limit: int) -> list[Message]:
-        def pop(conn: sqlite3.Connection, now: float) -> list[Message]:
+    async def pop(self, project: str, queue: str, limit: int) -> Messages:
+        def pop(conn: sqlite3.Connection, now: float) -> Messages:
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} AND {FREE} "
                 "ORDER BY marker LIMIT ?",
@@ -465,11 +468,11 @@ class SqliteClaims:
 
     async def create(
         self, project: str, queue: str, *, ttl: int, grace: int, limit: int
-    ) -> tuple[Claim, list[Message]]:
+    ) -> tuple[Claim, Messages]:
         now = self._s.clock()
         claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
 
-        def create(conn: sqlite3.Connection) -> list[Message]:
+        def create(conn: sqlite3.Connection) -> Messages:
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -493,11 +496,11 @@ class SqliteClaims:
 
         return claim, await self._s.write(create)
 
-    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, list[Message]]:
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         if not is_id(claim_id):
             raise ClaimDoesNotExist(project, queue, claim_id)
 
-        def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, list[Message]]:
+        def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, Messages]:
             row = conn.execute(
                 "SELECT id, ttl, grace, created, expires FROM claims"
                 " WHERE id = ? AND project = ? AND queue = ? AND expires > ?",
@@ -514,7 +517,9 @@ class SqliteClaims:
 
         return await self._s.read(get, self._s.clock())
 
-    async def update(self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int) -> None:
+    async def update(
+        self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
+    ) -> None:
         if not is_id(claim_id):
             raise ClaimDoesNotExist(project, queue, claim_id)
         now = self._s.clock()

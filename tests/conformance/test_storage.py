@@ -88,8 +88,9 @@ async def test_list_queues_sorted_paged_per_project(storage: Storage) -> None:
         ("d", {"n": "d"}),
         ("e", {"n": "e"}),
     ]
-    assert [q.name for q in await storage.queues.list("project-b", marker=None, limit=5,
-                                                       detailed=False)] == ["zz"]
+    assert [
+        q.name for q in await storage.queues.list("project-b", marker=None, limit=5, detailed=False)
+    ] == ["zz"]
 
 
 async def test_projects_are_isolated(storage: Storage) -> None:
@@ -98,8 +99,14 @@ async def test_projects_are_isolated(storage: Storage) -> None:
     await storage.messages.post("p1", Q, msgs("for p1"), CLIENT)
     assert await storage.queues.get_metadata("p2", Q) == {"owner": 2}
     found = await storage.messages.list(
-        "p2", Q, marker=None, limit=20, echo=True, include_claimed=True,
-        include_delayed=True, client_id=CLIENT,
+        "p2",
+        Q,
+        marker=None,
+        limit=20,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id=CLIENT,
     )
     assert found == []
     await storage.queues.delete("p2", Q)
@@ -126,8 +133,14 @@ async def test_post_assigns_ids_and_rising_markers(storage: Storage) -> None:
     assert len(set(first + second)) == 3
     assert all(is_id(i) for i in first + second)
     found = await storage.messages.list(
-        P, Q, marker=None, limit=20, echo=True, include_claimed=False,
-        include_delayed=False, client_id=CLIENT,
+        P,
+        Q,
+        marker=None,
+        limit=20,
+        echo=True,
+        include_claimed=False,
+        include_delayed=False,
+        client_id=CLIENT,
     )
     assert [m.id for m in found] == first + second
     assert [m.marker for m in found] == [1, 2, 3]
@@ -150,12 +163,24 @@ async def test_list_pages_by_marker(storage: Storage) -> None:
     await storage.queues.create(P, Q, None)
     await storage.messages.post(P, Q, msgs(*range(7)), CLIENT)
     page1 = await storage.messages.list(
-        P, Q, marker=None, limit=3, echo=True, include_claimed=False,
-        include_delayed=False, client_id=CLIENT,
+        P,
+        Q,
+        marker=None,
+        limit=3,
+        echo=True,
+        include_claimed=False,
+        include_delayed=False,
+        client_id=CLIENT,
     )
     page2 = await storage.messages.list(
-        P, Q, marker=page1[-1].marker, limit=3, echo=True, include_claimed=False,
-        include_delayed=False, client_id=CLIENT,
+        P,
+        Q,
+        marker=page1[-1].marker,
+        limit=3,
+        echo=True,
+        include_claimed=False,
+        include_delayed=False,
+        client_id=CLIENT,
     )
     assert [m.body for m in page1] == [0, 1, 2]
     assert [m.body for m in page2] == [3, 4, 5]
@@ -234,9 +259,7 @@ async def test_delete_rules(storage: Storage) -> None:
     with pytest.raises(InvalidClaim):
         await storage.messages.delete(P, Q, c, "bogus")
     await storage.messages.delete(P, Q, b, claim.id)
-    assert await storage.messages.bulk_get(P, Q, [a, b, c]) == [
-        await storage.messages.get(P, Q, c)
-    ]
+    assert await storage.messages.bulk_get(P, Q, [a, b, c]) == [await storage.messages.get(P, Q, c)]
 
 
 async def test_bulk_delete(storage: Storage) -> None:
@@ -271,8 +294,14 @@ async def test_purge_keeps_queue_and_counter(storage: Storage) -> None:
     assert (await storage.queues.stats(P, Q)).total == 0
     await storage.messages.post(P, Q, msgs(3), CLIENT)
     [m] = await storage.messages.list(
-        P, Q, marker=None, limit=20, echo=True, include_claimed=False,
-        include_delayed=False, client_id=CLIENT,
+        P,
+        Q,
+        marker=None,
+        limit=20,
+        echo=True,
+        include_claimed=False,
+        include_delayed=False,
+        client_id=CLIENT,
     )
     assert m.marker == 3
 
@@ -293,9 +322,7 @@ async def test_stats_counts_and_ends(storage: Storage) -> None:
 # --- claims --------------------------------------------------------------------------------------
 
 
-async def test_claim_takes_oldest_free_and_extends_life(
-    storage: Storage, clock: FakeClock
-) -> None:
+async def test_claim_takes_oldest_free_and_extends_life(storage: Storage, clock: FakeClock) -> None:
     await storage.queues.create(P, Q, None)
     ids = await storage.messages.post(P, Q, msgs(1, 2, 3, ttl=60), CLIENT)
     claim, held = await storage.claims.create(P, Q, ttl=100, grace=50, limit=2)

@@ -1,0 +1,83 @@
+"""The node's aiohttp application: versions, middlewares, and the partition's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from marconi.logs import get_logger
+from marconi.metrics import metrics_handler, request_metrics
+from node.api import v2
+from node.api.deps import Deps
+from node.api.errors import error_middleware
+from node.api.formatting import dumps
+from node.api.homedoc import VERSIONS
+from node.api.hooks import version_hooks
+from node.api.requestid import request_id_middleware
+
+log = get_logger("node")
+DEPS = web.AppKey("deps", Deps)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Message posts are limited to 256 KiB by validation; leave room so that limit answers in
+# Zaqar's words rather than aiohttp's 413.
+MAX_BODY = 4 * 1024 * 1024
+
+
+async def versions(request: web.Request) -> web.Response:
+    return web.Response(status=300, body=dumps(VERSIONS), content_type="application/json")
+
+
+def version_app(routes: list[web.RouteDef], *, ids_required: bool) -> web.Application:
+    app = web.Application(middlewares=[version_hooks(ids_required=ids_required)])
+    app.add_routes(routes)
+    return app
+
+
+def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
+    """The whole node: `/`, `/metrics`, and each API version under its prefix."""
+    from node.api import v1, v1_1
+
+    app = web.Application(
+        middlewares=[request_id_middleware, request_metrics("node"), error_middleware],
+        client_max_size=MAX_BODY,
+    )
+    app[DEPS] = deps
+    app.router.add_get("/", versions, allow_head=False)
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.add_subapp("/v2", version_app(v2.routes(deps), ids_required=True))
+    app.add_subapp("/v1.1", version_app(v1_1.routes(deps), ids_required=True))
+    app.add_subapp("/v1", version_app(v1.routes(deps), ids_required=False))
+    app.cleanup_ctx.append(_storage_lifecycle(deps, gc_interval))
+    return app
+
+
+def _storage_lifecycle(
+    deps: Deps, gc_interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        collector = asyncio.create_task(_collect_garbage(deps, gc_interval))
+        yield
+        # Shutdown, in order: aiohttp has stopped accepting and drained in-flight requests;
+        # stop the collector, then close the storage so its last writes are flushed.
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        await deps.storage.close()
+
+    return lifecycle
+
+
+async def _collect_garbage(deps: Deps, interval: float) -> None:
+    """Remove expired messages and claims now and then; queries already hide them."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await deps.storage.collect_garbage()
+        except Exception:
+            log.exception("garbage_collection_failed")
+            continue
+        if removed:
+            log.debug("garbage_collected", removed=removed)

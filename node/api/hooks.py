@@ -1,0 +1,99 @@
+"""What Zaqar's `before` hooks check on every versioned request, as one middleware per version.
+
+Order as in Zaqar: Accept, Content-Type, Client-ID, X-Project-ID, then the queue name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from node.api import validation
+from node.errors import ApiError, BadHeader, NotAcceptable
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PROJECT = web.RequestKey("project", str)
+CLIENT_ID = web.RequestKey("client_id", str)
+
+
+def accepts_json(accept: str | None) -> bool:
+    if not accept:
+        return True
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("*/*", "application/*", "application/json") or media.endswith("+json"):
+            return True
+    return False
+
+
+def _require_accepts_json(request: web.Request) -> None:
+    if not accepts_json(request.headers.get("Accept")):
+        raise NotAcceptable(
+            "Endpoint only serves `application/json`; specify client-side media type support "
+            'with the "Accept" header.'
+        )
+
+
+def _refuse_urlencoded(request: web.Request) -> None:
+    if (
+        request.body_exists
+        and request.headers.get("Content-Type", "").lower() == "application/x-www-form-urlencoded"
+    ):
+        raise ApiError(
+            "Endpoint does not accept `application/x-www-form-urlencoded` content; currently "
+            "supported media type is `application/json`; specify proper client-side media type "
+            'with the "Content-Type" header.',
+            title="Invalid Content-Type",
+        )
+
+
+def client_id(request: web.Request, required: bool) -> str:
+    raw = request.headers.get("Client-ID")
+    if raw is None:
+        if required:
+            raise BadHeader("The Client-ID header is required.", title="Missing header value")
+        return ""
+    try:
+        uuid.UUID(raw)
+    except ValueError:
+        raise BadHeader("Malformed hexadecimal UUID.", title="Wrong UUID value") from None
+    return raw
+
+
+def _project(request: web.Request, required: bool) -> str:
+    project = request.headers.get("X-Project-ID")
+    if project == "":
+        raise BadHeader(
+            "X-PROJECT-ID cannot be an empty string. Specify the right header X-PROJECT-ID "
+            "and retry.",
+            title="Empty project header not allowed",
+        )
+    if project is None:
+        if required:
+            raise BadHeader("The header X-PROJECT-ID was missing", title="Project-Id Missing")
+        return ""
+    return project
+
+
+def version_hooks(
+    *, ids_required: bool
+) -> Middleware:
+    """v1.1 and v2 require Client-ID and X-Project-ID on every request; v1 takes them if given."""
+
+    @web.middleware
+    async def hooks(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _require_accepts_json(request)
+        _refuse_urlencoded(request)
+        request[CLIENT_ID] = client_id(request, ids_required)
+        project = _project(request, ids_required)
+        request[PROJECT] = project
+        queue = request.match_info.get("queue_name")
+        if queue is not None:
+            validation.queue_identification(queue, project)
+        return await handler(request)
+
+    return hooks

@@ -1,0 +1,90 @@
+"""Reading a request: query parameters and JSON bodies, with Zaqar's errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from node.errors import ApiError, BadRequestBody
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "off"})
+
+
+class InvalidParam(ApiError):
+    title = "Invalid parameter"
+
+
+def param_str(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    return value if value else None
+
+
+def param_int(request: web.Request, name: str) -> int | None:
+    raw = param_str(request, name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidParam(
+            f'The "{name}" parameter is invalid. The value must be an integer.'
+        ) from None
+
+
+def param_bool(request: web.Request, name: str) -> bool | None:
+    raw = param_str(request, name)
+    if raw is None:
+        return None
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise InvalidParam(
+        f'The "{name}" parameter is invalid. The value of the parameter must be "true" or "false".'
+    )
+
+
+def param_list(request: web.Request, name: str) -> list[str] | None:
+    """Comma-separated values, also accepting the parameter repeated."""
+    raw = request.query.getall(name, [])
+    items = [item.strip() for value in raw for item in value.split(",") if item.strip()]
+    return items or None
+
+
+def _int_within_range(text: str) -> int:
+    value = int(text)
+    if abs(value) > sys.maxsize:
+        raise OverflowError(text)
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_int=_int_within_range)
+    except OverflowError:
+        raise BadRequestBody("JSON contains integer that is too large.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestBody("Request body could not be parsed.") from None
+
+
+async def json_body(request: web.Request) -> Any:
+    """The parsed body; a missing body is an error (Zaqar's `deserialize`)."""
+    if not request.body_exists:
+        raise BadRequestBody("Request body can not be empty")
+    return parse_json(await request.read())
+
+
+async def optional_json_body(request: web.Request) -> Any | None:
+    """The parsed body, or None when the request has none (or an empty one)."""
+    if not request.body_exists:
+        return None
+    raw = await request.read()
+    return parse_json(raw) if raw else None
+
+
+def content_length(request: web.Request) -> int | None:
+    return request.content_length

@@ -1,0 +1,32 @@
+"""One request id per request, carried from the proxy to the node in `X-Openstack-Request-ID`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+REQUEST_ID = "X-Openstack-Request-ID"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_id(request: web.Request) -> str:
+    rid: str = request.get(REQUEST_ID_KEY, "-")
+    return rid
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Carry the caller's request id (the proxy sets one) or make one; echo it back."""
+    rid = request.headers.get(REQUEST_ID) or f"req-{uuid.uuid4()}"
+    request[REQUEST_ID_KEY] = rid
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    try:
+        response = await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers[REQUEST_ID] = rid
+    return response

@@ -1,0 +1,255 @@
+"""Named validation steps, with the limits and the wording of Zaqar's `transport/validation.py`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from node.errors import ApiError, BadRequestBody, ValidationFailed
+from node.limits import Limits
+from node.models import NewMessage
+
+QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
+PROJECT_ID_MAX_LEN = 256
+PURGEABLE = frozenset({"messages", "subscriptions"})
+PATCH_OPS = ("add", "remove", "replace")
+
+
+def queue_identification(queue: str, project: str | None) -> None:
+    if (project is not None and len(project) > PROJECT_ID_MAX_LEN) or not QUEUE_NAME.match(queue):
+        raise ApiError(
+            "The format of the submitted queue name or project id is not valid.",
+            title="Invalid queue identification",
+        )
+
+
+def document_type(document: Any, expected: type) -> None:
+    if not isinstance(document, expected):
+        raise BadRequestBody("Document type not supported.")
+
+
+def field(document: dict[str, Any], name: str, kind: type | None, default: Any) -> Any:
+    """`document[name]`, or `default`; `default=None` makes it required. `kind=None`: any type."""
+    if name in document:
+        value = document[name]
+    elif default is not None:
+        return default
+    else:
+        raise BadRequestBody(f'Missing "{name}" field.')
+    if kind is None or isinstance(value, kind):
+        return value
+    raise BadRequestBody(f'The value of the "{name}" field must be a {kind.__name__}.')
+
+
+def message_length(length: int | None, limits: Limits, queue_max: Any = None) -> None:
+    if length is None:
+        return
+    if isinstance(queue_max, int) and queue_max:
+        allowed = min(queue_max, limits.max_messages_post_size)
+        if length > allowed:
+            raise ValidationFailed(
+                f"Message collection size is too large. The max size for current queue is "
+                f"{allowed}. It is calculated by max size = min(max_messages_post_size_config: "
+                f"{limits.max_messages_post_size}, max_messages_post_size_queue: {queue_max})."
+            )
+    if length > limits.max_messages_post_size:
+        raise ValidationFailed(
+            f"Message collection size is too large. Max size {limits.max_messages_post_size}"
+        )
+
+
+def messages_to_post(
+    documents: Any, limits: Limits, default_ttl: int, default_delay: int, with_delay: bool
+) -> list[NewMessage]:
+    """Sanitize then validate a list of posted messages (Zaqar's `sanitize` + `message_posting`)."""
+    document_type(documents, list)
+    posted: list[NewMessage] = []
+    for doc in documents:
+        document_type(doc, dict)
+        ttl = field(doc, "ttl", int, default_ttl)
+        body = field(doc, "body", None, None)
+        delay = field(doc, "delay", int, default_delay) if with_delay else 0
+        posted.append(NewMessage(body=body, ttl=ttl, delay=delay))
+    if not posted:
+        raise ValidationFailed("No messages to enqueu.")
+    for message in posted:
+        message_ttl(message.ttl, limits)
+        if not 0 <= message.delay <= limits.max_message_delay:
+            raise ValidationFailed(
+                f"The Delay TTL for a message may not exceed {limits.max_message_delay} "
+                "seconds, and must be at least 0 seconds long."
+            )
+    return posted
+
+
+def message_ttl(ttl: int, limits: Limits) -> None:
+    if not limits.min_message_ttl <= ttl <= limits.max_message_ttl:
+        raise ValidationFailed(
+            f"The TTL for a message may not exceed {limits.max_message_ttl} seconds, and must "
+            f"be at least {limits.min_message_ttl} seconds long."
+        )
+
+
+def queue_listing(limit: int | None, limits: Limits) -> None:
+    if limit is not None and not 0 < limit <= limits.max_queues_per_page:
+        raise ValidationFailed(
+            f"Limit must be at least 1 and no greater than {limits.max_queues_per_page}."
+        )
+
+
+def message_listing(limit: int | None, limits: Limits) -> None:
+    if limit is not None and not 0 < limit <= limits.max_messages_per_page:
+        raise ValidationFailed(
+            f"Limit must be at least 1 and may not be greater than {limits.max_messages_per_page}."
+        )
+
+
+def message_deletion(ids: Sequence[str] | None, pop: int | None, limits: Limits) -> None:
+    if pop is not None and ids is not None:
+        raise ValidationFailed(
+            "pop and id params cannot be present together in the delete request."
+        )
+    if pop is None and ids is None:
+        raise ValidationFailed(
+            'The request should have either "ids" or "pop" parameter in the request, '
+            "to be able to delete."
+        )
+    if pop is not None and not 0 < pop <= limits.max_messages_per_claim_or_pop:
+        raise ValidationFailed(
+            "Pop value must be at least 1 and may not be greater than "
+            f"{limits.max_messages_per_claim_or_pop}."
+        )
+    if ids is not None and not 0 < len(ids) <= limits.max_messages_per_page:
+        raise ValidationFailed(
+            "ids parameter should have at least 1 and not greater than "
+            f"{limits.max_messages_per_page} values."
+        )
+
+
+def claim_ttl(ttl: int, limits: Limits) -> None:
+    if not limits.min_claim_ttl <= ttl <= limits.max_claim_ttl:
+        raise ValidationFailed(
+            f"The TTL for a claim may not exceed {limits.max_claim_ttl} seconds, and must be at "
+            f"least {limits.min_claim_ttl} seconds long."
+        )
+
+
+def claim_creation(ttl: int, grace: int, limit: int | None, limits: Limits) -> None:
+    claim_ttl(ttl, limits)
+    if limit is not None and not 0 < limit <= limits.max_messages_per_claim_or_pop:
+        raise ValidationFailed(
+            "Limit must be at least 1 and may not be greater than "
+            f"{limits.max_messages_per_claim_or_pop}."
+        )
+    if not limits.min_claim_grace <= grace <= limits.max_claim_grace:
+        raise ValidationFailed(
+            f"The grace for a claim may not exceed {limits.max_claim_grace} seconds, and must "
+            f"be at least {limits.min_claim_grace} seconds long."
+        )
+
+
+def claim_metadata(document: Any, limits: Limits) -> tuple[int, int]:
+    """(ttl, grace) from a claim body; either may be left out for its default."""
+    document_type(document, dict)
+    ttl = field(document, "ttl", int, limits.default_claim_ttl)
+    grace = field(document, "grace", int, limits.default_claim_grace)
+    return ttl, grace
+
+
+def queue_metadata_length(length: int | None, limits: Limits) -> None:
+    if length is not None and length > limits.max_queue_metadata:
+        raise ValidationFailed(
+            f"Queue metadata is too large. Max size: {limits.max_queue_metadata}"
+        )
+
+
+def queue_metadata_putting(metadata: dict[str, Any] | None, limits: Limits) -> None:
+    """The reserved `_`-attributes that Zaqar checks on PUT."""
+    if not metadata:
+        return
+    ttl = metadata.get("_default_message_ttl")
+    if ttl and not isinstance(ttl, int):
+        raise ValidationFailed("_default_message_ttl must be integer.")
+    if ttl and not limits.min_message_ttl <= ttl <= limits.max_message_ttl:
+        raise ValidationFailed(
+            f"_default_message_ttl can not exceed {limits.max_message_ttl} seconds, and must be "
+            f"at least {limits.min_message_ttl} seconds long."
+        )
+    size = metadata.get("_max_messages_post_size")
+    if size and not isinstance(size, int):
+        raise ValidationFailed("_max_messages_post_size must be integer.")
+    if size and not 0 < size <= limits.max_messages_post_size:
+        raise ValidationFailed(
+            f"_max_messages_post_size can not exceed {limits.max_messages_post_size},  and must "
+            "be at least greater than 0."
+        )
+    delay = metadata.get("_default_message_delay")
+    if delay and not isinstance(delay, int):
+        raise ValidationFailed("_default_message_delay must be integer.")
+    if delay and not 0 <= delay <= limits.max_message_delay:
+        raise ValidationFailed(
+            f"The TTL can not exceed {limits.max_message_delay} seconds, and must be at least "
+            "0 seconds long."
+        )
+
+
+def queue_purging(document: Any) -> list[str]:
+    document_type(document, dict)
+    if "resource_types" not in document:
+        raise ValidationFailed('Post body must contain key "resource_types".')
+    types = document["resource_types"]
+    if not isinstance(types, list) or not set(types) <= PURGEABLE:
+        raise ValidationFailed(f"Resource types must be a sub set of {sorted(PURGEABLE)}.")
+    return types
+
+
+def _json_pointer(pointer: str) -> list[str]:
+    if not pointer.startswith("/"):
+        raise ValidationFailed(f'Pointer `{pointer}` does not start with "/".')
+    if re.search(r"/\s*?/", pointer[1:]):
+        raise ValidationFailed(f'Pointer `{pointer}` contains adjacent "/".')
+    if len(pointer) > 1 and pointer.endswith("/"):
+        raise ValidationFailed(f'Pointer `{pointer}` end with "/".')
+    if re.search("~[^01]", pointer) or pointer.endswith("~"):
+        raise ValidationFailed(
+            f'Pointer `{pointer}` contains "~" not part of a recognized escape sequence.'
+        )
+    return [p.replace("~1", "/").replace("~0", "~").strip() for p in pointer.lstrip("/").split("/")]
+
+
+def queue_patching(changes: Any) -> list[tuple[str, str, Any]]:
+    """JSON-patch operations on `/metadata/<key>`, as (op, key, value) triples."""
+    if not isinstance(changes, list):
+        raise ValidationFailed("Request body must be a JSON array of operation objects.")
+    washed: list[tuple[str, str, Any]] = []
+    for change in changes:
+        if not isinstance(change, dict):
+            raise ValidationFailed("Operations must be JSON objects.")
+        op = change.get("op")
+        if op is None:
+            raise ValidationFailed(
+                "Unable to find `op` in JSON Schema change. It must be one of the following: "
+                f"{', '.join(PATCH_OPS)}."
+            )
+        if op not in PATCH_OPS:
+            raise ValidationFailed(
+                f"Invalid operation: `{op}`. It must be one of the following: "
+                f"{', '.join(PATCH_OPS)}."
+            )
+        if "path" not in change or not isinstance(change["path"], str):
+            raise ValidationFailed("Unable to find 'path' in JSON Schema change")
+        path = _json_pointer(change["path"])
+        if len(path) != 2:
+            raise ValidationFailed(
+                f"Invalid JSON pointer for this resource: '/{'/'.join(path)}, e.g /metadata/key'"
+            )
+        value = None
+        if op != "remove":
+            if "value" not in change:
+                raise ValidationFailed(f'Operation "{op}" requires a member named "value".')
+            value = change["value"]
+            if path[0].lower() != "metadata":
+                raise ValidationFailed("The root of path must be metadata, e.g /metadata/key.")
+        washed.append((op, path[1], value))
+    return washed

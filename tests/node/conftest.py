@@ -1,0 +1,68 @@
+"""A node over a fresh SQLite partition, served on a real 127.0.0.1 socket per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from node.api.app import create_app
+from node.api.deps import Deps
+from node.storage import open_storage
+from tests.conftest import FakeClock
+
+CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
+PROJECT = "test-project"
+HEADERS = {"Client-ID": CLIENT_ID, "X-Project-ID": PROJECT}
+
+
+class Api:
+    """A thin HTTP client that sends the usual headers unless told otherwise."""
+
+    def __init__(self, client: TestClient, clock: FakeClock, deps: Deps) -> None:
+        self.client = client
+        self.clock = clock
+        self.deps = deps
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        drop: tuple[str, ...] = (),
+    ) -> tuple[int, Any, dict[str, str]]:
+        sent = {k: v for k, v in HEADERS.items() if k not in drop}
+        if json is not None or data is not None:
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        async with self.client.request(method, path, json=json, data=data, headers=sent) as resp:
+            raw = await resp.read()
+            try:
+                import json as _json
+
+                body = _json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            return resp.status, body, dict(resp.headers)
+
+
+@pytest.fixture
+async def api(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Api]:
+    storage = await open_storage(f"sqlite:///{tmp_path}/node.db", clock)
+    deps = Deps(storage=storage, clock=clock)
+    server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")
+    client = TestClient(server)
+    await client.start_server()
+    try:
+        yield Api(client, clock, deps)
+    finally:
+        await client.close()
+
+
+ApiFactory = Callable[..., Awaitable[Api]]
