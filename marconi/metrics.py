@@ -35,6 +35,10 @@ def request_metrics(
 ) -> Middleware:
     """A middleware recording count and latency of every request."""
 
+    # prometheus-client's labels() costs a few microseconds; each label set is looked up once.
+    counters: dict[tuple[str, str, str], Counter] = {}
+    timers: dict[tuple[str, str], Histogram] = {}
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -48,8 +52,15 @@ def request_metrics(
             raise
         finally:
             route = route_label(request)
-            REQUESTS.labels(component, request.method, route, str(status)).inc()
-            LATENCY.labels(component, request.method, route).observe(time.perf_counter() - started)
+            key = (request.method, route, str(status))
+            counter = counters.get(key)
+            if counter is None:
+                counter = counters[key] = REQUESTS.labels(component, *key)
+            counter.inc()
+            timer = timers.get(key[:2])
+            if timer is None:
+                timer = timers[key[:2]] = LATENCY.labels(component, *key[:2])
+            timer.observe(time.perf_counter() - started)
 
     return middleware
 

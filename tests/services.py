@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -76,3 +78,32 @@ def ferretdb(data_dir: Path) -> Iterator[str]:
     finally:
         stop(proc)
         log.close()
+
+
+@dataclass
+class Process:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+@contextmanager
+def node_process(storage: str, partition: str = "p1", log_dir: Path | None = None) -> Iterator[Process]:
+    """A `marconi node` in its own process, stopped (or found killed) on exit."""
+    port = free_port()
+    log = open(log_dir / f"node-{port}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "marconi.cli", "node",
+            "--storage", storage, "--partition", partition, "--port", str(port),
+            "--log-json",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield Process(f"http://127.0.0.1:{port}", proc)
+    finally:
+        stop(proc)
+        if log_dir:
+            log.close()  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ from node.api.deps import Deps
 from node.api.errors import error_middleware
 from node.api.formatting import dumps
 from node.api.homedoc import VERSIONS
-from node.api.hooks import version_hooks
+from node.api.hooks import with_hooks
 from node.api.requestid import request_id_middleware
 
 log = get_logger("node")
@@ -30,10 +30,12 @@ async def versions(request: web.Request) -> web.Response:
     return web.Response(status=300, body=dumps(VERSIONS), content_type="application/json")
 
 
-def version_app(routes: list[web.RouteDef], *, ids_required: bool) -> web.Application:
-    app = web.Application(middlewares=[version_hooks(ids_required=ids_required)])
-    app.add_routes(routes)
-    return app
+def mount(app: web.Application, prefix: str, routes: list[web.RouteDef], *, ids_required: bool) -> None:
+    """Add one API version's route table under `prefix`, each handler behind the version's hooks."""
+    for route in routes:
+        assert isinstance(route, web.RouteDef)
+        hooked = with_hooks(route.handler, ids_required=ids_required)  # type: ignore[arg-type]
+        web.RouteDef(route.method, prefix + route.path, hooked, route.kwargs).register(app.router)
 
 
 def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
@@ -47,9 +49,9 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
     app[DEPS] = deps
     app.router.add_get("/", versions, allow_head=False)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
-    app.add_subapp("/v2", version_app(v2.routes(deps), ids_required=True))
-    app.add_subapp("/v1.1", version_app(v1_1.routes(deps), ids_required=True))
-    app.add_subapp("/v1", version_app(v1.routes(deps), ids_required=False))
+    mount(app, "/v2", v2.routes(deps), ids_required=True)
+    mount(app, "/v1.1", v1_1.routes(deps), ids_required=True)
+    mount(app, "/v1", v1.routes(deps), ids_required=False)
     app.cleanup_ctx.append(_storage_lifecycle(deps, gc_interval))
     return app
 

@@ -106,5 +106,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except errors.NodeError as exc:
         return to_response(exc, request_id(request))
+    except ConnectionResetError:
+        raise  # the client went away mid-request: nobody to answer
     except Exception as exc:
         return to_response(exc, request_id(request))

@@ -1,4 +1,4 @@
-"""What Zaqar's `before` hooks check on every versioned request, as one middleware per version.
+"""What Zaqar's `before` hooks check on every versioned request, wrapped around each handler.
 
 Order as in Zaqar: Accept, Content-Type, Client-ID, X-Project-ID, then the queue name.
 """
@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from node.api import validation
 from node.errors import ApiError, BadHeader, NotAcceptable
@@ -79,13 +78,14 @@ def _project(request: web.Request, required: bool) -> str:
     return project
 
 
-def version_hooks(
-    *, ids_required: bool
-) -> Middleware:
-    """v1.1 and v2 require Client-ID and X-Project-ID on every request; v1 takes them if given."""
+def with_hooks(handler: Handler, *, ids_required: bool) -> Handler:
+    """Wrap a route's handler in the version's before-hooks.
 
-    @web.middleware
-    async def hooks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    v1.1 and v2 require Client-ID and X-Project-ID on every request; v1 takes them if given.
+    (A wrapper rather than a sub-application middleware: one route lookup per request.)
+    """
+
+    async def hooked(request: web.Request) -> web.StreamResponse:
         _require_accepts_json(request)
         _refuse_urlencoded(request)
         request[CLIENT_ID] = client_id(request, ids_required)
@@ -96,4 +96,4 @@ def version_hooks(
             validation.queue_identification(queue, project)
         return await handler(request)
 
-    return hooks
+    return hooked

@@ -1,0 +1,75 @@
+"""What is particular to the SQLite driver: group commit and durability across a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from node.errors import QueueDoesNotExist
+from node.models import NewMessage
+from node.storage.sqlite import SqliteStorage
+from tests.services import node_process
+
+
+async def test_failed_write_in_a_batch_leaves_the_others(tmp_path: Path) -> None:
+    storage = await SqliteStorage.open(f"sqlite:///{tmp_path}/p.db")
+    try:
+        await storage.queues.create("p", "q", None)
+        results = await asyncio.gather(
+            storage.messages.post("p", "q", [NewMessage(1, 60)], "c"),
+            storage.messages.post("p", "missing", [NewMessage(2, 60)], "c"),
+            storage.messages.post("p", "q", [NewMessage(3, 60)], "c"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], QueueDoesNotExist)
+        assert all(isinstance(r, list) for r in (results[0], results[2]))
+        listed = await storage.messages.list(
+            "p", "q", marker=None, limit=10, echo=True, include_claimed=True,
+            include_delayed=True, client_id="c",
+        )
+        assert [m.body for m in listed] == [1, 3]
+        assert [m.marker for m in listed] == [1, 2]
+    finally:
+        await storage.close()
+
+
+@pytest.mark.slow
+def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
+    """Every post answered 201 is on disk, even when the node dies without any shutdown."""
+    db = tmp_path / "p.db"
+    headers = {
+        "Client-ID": "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60",
+        "X-Project-ID": "p",
+        "Content-Type": "application/json",
+    }
+    acknowledged: list[str] = []
+    with node_process(f"sqlite:///{db}") as node:
+        for i in range(50):
+            body = json.dumps({"messages": [{"body": i, "ttl": 600}]}).encode()
+            req = urllib.request.Request(
+                f"{node.url}/v2/queues/q/messages", data=body, headers=headers, method="POST"
+            )
+            with urllib.request.urlopen(req) as resp:
+                assert resp.status == 201
+                acknowledged.extend(json.loads(resp.read())["resources"])
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait()
+
+    async def stored_ids() -> list[str]:
+        storage = await SqliteStorage.open(f"sqlite:///{db}")
+        try:
+            found = await storage.messages.bulk_get(
+                "p", "q", [href.rsplit("/", 1)[1] for href in acknowledged[:20]]
+            )
+            stats = await storage.queues.stats("p", "q")
+            assert stats.total == 50
+            return [m.id for m in found]
+        finally:
+            await storage.close()
+
+    assert len(asyncio.run(stored_ids())) == 20
