@@ -37,7 +37,10 @@ $(FERRETDB):
 	mv $(abspath $@).tmp $(abspath $@) && rm -rf "$$src"
 
 run: install
-	$(BIN)/marconi dev
+	@echo "Serving the Zaqar API on http://127.0.0.1:8889 (SQLite in .data/); Ctrl-C stops it."
+	@echo "Try: curl -i -H 'Client-ID: 3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60' -H 'X-Project-ID: demo' \\"
+	@echo "       -X PUT http://127.0.0.1:8889/v2/queues/orders"
+	$(BIN)/marconi node --storage sqlite:///$(CURDIR)/.data/p1.db --port 8889
 
 test: install ferretdb
 	$(BIN)/python -m pytest -q
@@ -53,6 +56,7 @@ lint: install
 check: lint test
 
 bench: install ferretdb
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 clean:

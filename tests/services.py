@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,14 +87,24 @@ class Process:
 
 
 @contextmanager
-def node_process(storage: str, partition: str = "p1", log_dir: Path | None = None) -> Iterator[Process]:
+def node_process(
+    storage: str, partition: str = "p1", log_dir: Path | None = None
+) -> Iterator[Process]:
     """A `marconi node` in its own process, stopped (or found killed) on exit."""
     port = free_port()
     log = open(log_dir / f"node-{port}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "marconi.cli", "node",
-            "--storage", storage, "--partition", partition, "--port", str(port),
+            sys.executable,
+            "-m",
+            "marconi.cli",
+            "node",
+            "--storage",
+            storage,
+            "--partition",
+            partition,
+            "--port",
+            str(port),
             "--log-json",
         ],
         stdout=log,

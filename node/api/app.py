@@ -30,11 +30,13 @@ async def versions(request: web.Request) -> web.Response:
     return web.Response(status=300, body=dumps(VERSIONS), content_type="application/json")
 
 
-def mount(app: web.Application, prefix: str, routes: list[web.RouteDef], *, ids_required: bool) -> None:
+def mount(
+    app: web.Application, prefix: str, routes: list[web.RouteDef], *, ids_required: bool
+) -> None:
     """Add one API version's route table under `prefix`, each handler behind the version's hooks."""
     for route in routes:
         assert isinstance(route, web.RouteDef)
-        hooked = with_hooks(route.handler, ids_required=ids_required)  # type: ignore[arg-type]
+        hooked = with_hooks(route.handler, ids_required=ids_required)
         web.RouteDef(route.method, prefix + route.path, hooked, route.kwargs).register(app.router)
 
 

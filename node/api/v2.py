@@ -113,7 +113,10 @@ class QueueCollection(Handler):
         if queues:
             params["marker"] = queues[-1].name
             links.append({"rel": "next", "href": request.path + fmt.query_string(params)})
-        return ok({"queues": listed, "links": links})
+        return self.listed(listed, links)
+
+    def listed(self, queues: list[dict[str, Any]], links: list[dict[str, str]]) -> web.Response:
+        return ok({"queues": queues, "links": links})
 
 
 class QueueItem(Handler):
@@ -125,7 +128,10 @@ class QueueItem(Handler):
         }
 
     async def get(self, request: web.Request) -> web.Response:
-        metadata = await self.storage.queues.get_metadata(*scope(request))
+        try:
+            metadata = await self.storage.queues.get_metadata(*scope(request))
+        except QueueDoesNotExist:
+            metadata = {}  # queues are lazy: Zaqar answers a queue never created as empty
         for key, value in self.reserved().items():
             if not metadata.get(key):
                 metadata[key] = value
@@ -137,10 +143,13 @@ class QueueItem(Handler):
         if request.content_length:
             metadata = await json_body(request)
             validation.document_type(metadata, dict)
-        validation.queue_metadata_putting(metadata, self.limits)
+        self.check_metadata(metadata)
         created = await self.storage.queues.create(*scope(request), metadata)
         headers = {"Location": request.path}
         return web.Response(status=201 if created else 204, headers=headers)
+
+    def check_metadata(self, metadata: dict[str, Any] | None) -> None:
+        validation.queue_metadata_putting(metadata, self.limits)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.storage.queues.delete(*scope(request))
@@ -184,8 +193,12 @@ class QueueStats(Handler):
         try:
             stats = await self.storage.queues.stats(project, queue)
         except QueueDoesNotExist:
-            return ok({"messages": {"claimed": 0, "free": 0, "total": 0}})
+            return self.missing(project, queue)
         return ok(fmt.stats(stats, self.queue_path(queue), self.deps.clock()))
+
+    def missing(self, project: str, queue: str) -> web.Response:
+        """A queue that does not exist has empty stats."""
+        return ok({"messages": {"claimed": 0, "free": 0, "total": 0}})
 
 
 class QueuePurge(Handler):
@@ -207,33 +220,41 @@ class QueuePurge(Handler):
 
 class MessageCollection(Handler):
     with_delay: ClassVar[bool] = True
+    listing_flags: ClassVar[tuple[str, ...]] = ("echo", "include_claimed", "include_delayed")
 
     async def post(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
-        try:
-            metadata = await self.storage.queues.get_metadata(project, queue)
-            exists = True
-        except QueueDoesNotExist:
-            metadata, exists = {}, False
+        found = await self.queue_metadata(project, queue)
+        metadata = found or {}
         validation.message_length(
             request.content_length, self.limits, metadata.get("_max_messages_post_size")
         )
-        document = await json_body(request)
-        if not isinstance(document, dict) or "messages" not in document:
-            raise ValidationFailed("No messages were found in the request body.")
         messages = validation.messages_to_post(
-            document["messages"],
+            self.message_documents(await json_body(request)),
             self.limits,
             default_ttl=metadata.get("_default_message_ttl") or self.limits.default_message_ttl,
             default_delay=metadata.get("_default_message_delay")
             or self.limits.default_message_delay,
             with_delay=self.with_delay,
         )
-        if not exists:
+        if found is None:
             # Lazy queues (v1.1, v2): created on first post, once the post is known to be valid.
             await self.storage.queues.create(project, queue, None)
         ids = await self.storage.messages.post(project, queue, messages, request[CLIENT_ID])
         return self.posted(request, ids)
+
+    async def queue_metadata(self, project: str, queue: str) -> dict[str, Any] | None:
+        """The metadata that shapes a post, or None when the queue is yet to be created."""
+        try:
+            return await self.storage.queues.get_metadata(project, queue)
+        except QueueDoesNotExist:
+            return None
+
+    def message_documents(self, document: Any) -> Any:
+        """The posted messages within the body: `{"messages": [...]}`."""
+        if not isinstance(document, dict) or "messages" not in document:
+            raise ValidationFailed("No messages were found in the request body.")
+        return document["messages"]
 
     def posted(self, request: web.Request, ids: list[str]) -> web.Response:
         return ok(
@@ -252,6 +273,10 @@ class MessageCollection(Handler):
         project, queue = scope(request)
         validation.message_listing(len(ids), self.limits)
         found = await self.storage.messages.bulk_get(project, queue, ids)
+        return self.by_ids(request, ids, found)
+
+    def by_ids(self, request: web.Request, ids: list[str], found: list[Message]) -> web.Response:
+        project, queue = scope(request)
         if not found:
             raise MessageDoesNotExist(project, queue, ", ".join(ids))
         now = self.deps.clock()
@@ -261,13 +286,8 @@ class MessageCollection(Handler):
 
     def listing_params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        for name, reader in (
-            ("marker", param_str),
-            ("limit", param_int),
-            ("echo", param_bool),
-            ("include_claimed", param_bool),
-            ("include_delayed", param_bool),
-        ):
+        readers = [("marker", param_str), ("limit", param_int)]
+        for name, reader in readers + [(flag, param_bool) for flag in self.listing_flags]:
             value = reader(request, name)
             if value is not None:
                 params[name] = value
@@ -289,7 +309,11 @@ class MessageCollection(Handler):
 
     async def list_messages(self, request: web.Request) -> web.Response:
         params = self.listing_params(request)
-        found = await self.list_page(request, params)
+        return self.listed(request, params, await self.list_page(request, params))
+
+    def listed(
+        self, request: web.Request, params: dict[str, Any], found: list[Message]
+    ) -> web.Response:
         links = []
         if found:
             params["marker"] = str(found[-1].marker)
@@ -348,11 +372,7 @@ class ClaimCollection(Handler):
     async def post(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         limit = param_int(request, "limit")
-        document = await optional_json_body(request) if request.content_length else None
-        if document is None:
-            ttl, grace = self.limits.default_claim_ttl, self.limits.default_claim_grace
-        else:
-            ttl, grace = validation.claim_metadata(document, self.limits)
+        ttl, grace = await self.claim_metadata(request)
         validation.claim_creation(ttl, grace, limit, self.limits)
         claim, held = await self.storage.claims.create(
             project,
@@ -367,6 +387,13 @@ class ClaimCollection(Handler):
         return self.claimed(
             request, claim.id, [self.format_message(m, queue, now, claim.id) for m in held]
         )
+
+    async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
+        """(ttl, grace) from the body; a missing body means the defaults."""
+        document = await optional_json_body(request) if request.content_length else None
+        if document is None:
+            return self.limits.default_claim_ttl, self.limits.default_claim_grace
+        return validation.claim_metadata(document, self.limits)
 
     def claimed(
         self, request: web.Request, claim_id: str, messages: list[dict[str, Any]]
@@ -395,12 +422,15 @@ class ClaimItem(Handler):
 
     async def patch(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
-        ttl, grace = validation.claim_metadata(await json_body(request), self.limits)
+        ttl, grace = await self.claim_metadata(request)
         validation.claim_ttl(ttl, self.limits)
         await self.storage.claims.update(
             project, queue, request.match_info["claim_id"], ttl=ttl, grace=grace
         )
         return no_content()
+
+    async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
+        return validation.claim_metadata(await json_body(request), self.limits)
 
     async def delete(self, request: web.Request) -> web.Response:
         project, queue = scope(request)

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from marconi.logs import get_logger
-
 from node.errors import (
     ClaimDoesNotExist,
     InvalidClaim,
@@ -323,9 +322,7 @@ class SqliteQueues:
 
         await self._s.write(delete)
 
-    async def list(
-        self, project: str, *, marker: str | None, limit: int, detailed: bool
-    ) -> Queues:
+    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
         rows = await self._s.read(
             lambda c: c.execute(
                 "SELECT name, metadata FROM queues WHERE project = ? AND name > ? "
@@ -354,7 +351,8 @@ class SqliteQueues:
             ends = []
             for order in ("ASC", "DESC"):
                 mid, created = conn.execute(
-                    f"SELECT id, created FROM messages WHERE {LIVE} ORDER BY marker {order} LIMIT 1",
+                    f"SELECT id, created FROM messages WHERE {LIVE} "
+                    f"ORDER BY marker {order} LIMIT 1",
                     (project, queue, now),
                 ).fetchone()
                 ends.append(MessageSummary(mid, created))
