@@ -7,12 +7,10 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from node.api import v2, validation
+from node.api import v2
 from node.api.deps import Deps
 from node.api.formatting import dumps
 from node.api.homedoc import Resource, home_document
-from node.errors import ValidationFailed
-from node.models import Message
 
 PREFIX = "/v1.1"
 
@@ -37,15 +35,6 @@ class QueueStats(v2.QueueStats):
     prefix = PREFIX
 
 
-def readable_marker(marker: str | None) -> bool:
-    """Whether `marker` is absent or one that v2's listing accepts."""
-    try:
-        v2.parse_marker(marker)
-    except ValidationFailed:
-        return False
-    return True
-
-
 class MessageCollection(v2.MessageCollection):
     prefix = PREFIX
     with_delay = False
@@ -54,13 +43,6 @@ class MessageCollection(v2.MessageCollection):
     async def queue_metadata(self, project: str, queue: str) -> dict[str, Any] | None:
         """v1.1 posts ignore the queue's reserved attributes; the queue is still made lazily."""
         return {} if await self.storage.queues.exists(project, queue) else None
-
-    async def list_page(self, request: web.Request, params: dict[str, Any]) -> list[Message]:
-        """A marker Zaqar's storage cannot read lists nothing (rather than v2's 400)."""
-        if readable_marker(params.get("marker")):
-            return await super().list_page(request, params)
-        validation.message_listing(params.get("limit"), self.limits)
-        return []
 
 
 class MessageItem(v2.MessageItem):

@@ -51,17 +51,6 @@ def scope(request: web.Request) -> tuple[str, str]:
     return request[PROJECT], request.match_info["queue_name"]
 
 
-def parse_marker(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationFailed(
-            "Invalid marker: it must be a value from a previous `next` link."
-        ) from None
-
-
 class Handler:
     """Base of the handlers: the partition's dependencies, and the version's path prefix."""
 
@@ -296,10 +285,14 @@ class MessageCollection(Handler):
     async def list_page(self, request: web.Request, params: dict[str, Any]) -> list[Message]:
         project, queue = scope(request)
         validation.message_listing(params.get("limit"), self.limits)
+        try:
+            marker = int(params["marker"]) if "marker" in params else None
+        except ValueError:
+            return []  # as Zaqar's storage: a marker it cannot read lists nothing
         return await self.storage.messages.list(
             project,
             queue,
-            marker=parse_marker(params.get("marker")),
+            marker=marker,
             limit=params.get("limit") or DEFAULT_MESSAGES_PER_PAGE,
             echo=params.get("echo", False),
             include_claimed=params.get("include_claimed", False),
