@@ -8,7 +8,7 @@ import pytest
 
 from node.storage import open_storage
 from node.storage.base import Storage
-from tests.services import ferretdb
+from tests.services import Etcd, etcd, ferretdb
 
 
 class FakeClock:
@@ -64,3 +64,19 @@ async def storage(
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """One real etcd for the session; tests isolate themselves by key prefix."""
+    with etcd(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+_prefix_counter = 0
+
+
+def unique_prefix() -> str:
+    global _prefix_counter
+    _prefix_counter += 1
+    return f"/test-{os.getpid()}-{_prefix_counter}/"

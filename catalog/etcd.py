@@ -1,0 +1,157 @@
+"""The etcd `CatalogStore`, through aetcd (asyncio gRPC). etcd's errors are translated here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import aetcd
+import aetcd.exceptions
+import aetcd.rpc
+import aetcd.rtypes
+import aetcd.utils
+import grpc
+
+from catalog.errors import CatalogUnavailable, Compacted, Conflict
+from catalog.records import Event, Snapshot, Versioned
+
+
+def parse_endpoints(url: str) -> list[tuple[str, int]]:
+    """`http://127.0.0.1:2379,http://127.0.0.1:22379` (or bare host:port) as (host, port) pairs."""
+    endpoints = []
+    for part in url.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        parsed = urlsplit(part if "://" in part else f"http://{part}")
+        endpoints.append((parsed.hostname or "127.0.0.1", parsed.port or 2379))
+    if not endpoints:
+        raise ValueError(f"no etcd endpoint in {url!r}")
+    return endpoints
+
+
+def _grpc_target(endpoints: list[tuple[str, int]]) -> tuple[str, int]:
+    """aetcd dials f"{host}:{port}"; several members become one gRPC `ipv4:` target list, so
+    the channel fails over between them by itself."""
+    if len(endpoints) == 1:
+        return endpoints[0]
+    *rest, (last_host, last_port) = endpoints
+    head = ",".join(f"{h}:{p}" for h, p in rest)
+    return f"ipv4:{head},{last_host}", last_port
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except aetcd.exceptions.RevisionCompactedError as exc:
+        raise Compacted(str(exc)) from exc
+    except (aetcd.exceptions.ClientError, grpc.RpcError, OSError, TimeoutError) as exc:
+        raise CatalogUnavailable(f"etcd: {type(exc).__name__}: {exc}") from exc
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return aetcd.utils.prefix_range_end(prefix)  # type: ignore[no-any-return]
+
+
+class EtcdStore:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        host, port = _grpc_target(parse_endpoints(url))
+        self.url = url
+        self._timeout = timeout
+        self._client = aetcd.Client(host=host, port=port, timeout=timeout)
+
+    async def get(self, key: str) -> Versioned | None:
+        with _translated():
+            found = await self._client.get(key.encode())
+        if found is None:
+            return None
+        return Versioned(key, found.value, found.mod_revision, found.create_revision)
+
+    async def snapshot(self, prefix: str) -> Snapshot:
+        with _translated():
+            found = await self._client.get_prefix(prefix.encode(), sort_target="key")
+        items = [
+            Versioned(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision)
+            for kv in found
+        ]
+        return Snapshot(found.header.revision, items)
+
+    async def range(self, prefix: str, start_after: str, limit: int) -> list[Versioned]:
+        # aetcd's get_range has no limit, so the request is built here (etcd sorts by key).
+        start = (start_after + "\0") if start_after else prefix
+        request = aetcd.rpc.RangeRequest(
+            key=start.encode(),
+            range_end=_prefix_end(prefix.encode()),
+            limit=limit,
+            sort_order=aetcd.rpc.RangeRequest.ASCEND,
+            sort_target=aetcd.rpc.RangeRequest.KEY,
+        )
+        with _translated():
+            await self._client.connect()
+            found = await self._client.kvstub.Range(
+                request, timeout=self._timeout, metadata=self._client.metadata
+            )
+        return [
+            Versioned(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision)
+            for kv in found.kvs
+        ]
+
+    async def create(self, key: str, value: bytes) -> tuple[bool, Versioned]:
+        raw = key.encode()
+        tx = self._client.transactions
+        with _translated():
+            succeeded, responses = await self._client.transaction(
+                compare=[tx.create(raw) == 0],
+                success=[tx.put(raw, value)],
+                failure=[tx.get(raw)],
+            )
+        if succeeded:
+            revision = responses[0].response_put.header.revision
+            return True, Versioned(key, value, revision, revision)
+        _value, kv = responses[0][0]
+        return False, Versioned(key, kv.value, kv.mod_revision, kv.create_revision)
+
+    async def replace(self, key: str, value: bytes, mod_revision: int) -> Versioned:
+        raw = key.encode()
+        tx = self._client.transactions
+        with _translated():
+            succeeded, responses = await self._client.transaction(
+                compare=[tx.mod(raw) == mod_revision, tx.create(raw) != 0],
+                success=[tx.put(raw, value)],
+                failure=[],
+            )
+        if not succeeded:
+            raise Conflict(key)
+        revision = responses[0].response_put.header.revision
+        return Versioned(key, value, revision)
+
+    async def delete(self, key: str, mod_revision: int) -> None:
+        raw = key.encode()
+        tx = self._client.transactions
+        with _translated():
+            succeeded, _ = await self._client.transaction(
+                compare=[tx.mod(raw) == mod_revision, tx.create(raw) != 0],
+                success=[tx.delete(raw)],
+                failure=[],
+            )
+        if not succeeded:
+            raise Conflict(key)
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
+        with _translated():
+            watch = await self._client.watch_prefix(prefix.encode(), start_revision=start_revision)
+        try:
+            with _translated():
+                async for event in watch:
+                    kv = event.kv
+                    deleted = event.kind == aetcd.rtypes.EventKind.DELETE
+                    yield Event(kv.key.decode(), None if deleted else kv.value, kv.mod_revision)
+        finally:
+            with contextlib.suppress(Exception):
+                await watch.cancel()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.close()

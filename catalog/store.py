@@ -1,0 +1,47 @@
+"""The catalog seam: a thin, compare-and-swap key-value store with a watch.
+
+Implemented by `catalog.etcd.EtcdStore` (the real one) and `catalog.memory.MemoryStore` (for unit
+tests); `tests/conformance/test_catalog_store.py` runs the same tests on both. Domain rules
+(placements, partitions, pins) live once, above it, in `catalog.catalog`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from catalog.records import Event, Snapshot, Versioned
+
+
+class CatalogStore(Protocol):
+    async def get(self, key: str) -> Versioned | None:
+        """The value at `key`, or None. Raises `CatalogUnavailable`."""
+
+    async def snapshot(self, prefix: str) -> Snapshot:
+        """Every key under `prefix`, sorted by key, and the store revision they were read at."""
+
+    async def range(self, prefix: str, start_after: str, limit: int) -> list[Versioned]:
+        """Up to `limit` keys under `prefix` sorted by key, strictly after `start_after`."""
+
+    async def create(self, key: str, value: bytes) -> tuple[bool, Versioned]:
+        """Create-if-absent, atomically. Returns (created, the value now at the key).
+
+        Two callers racing on the same key agree: one sees created=True, the other gets the
+        winner's value. Raises `CatalogUnavailable`.
+        """
+
+    async def replace(self, key: str, value: bytes, mod_revision: int) -> Versioned:
+        """Write `value` only if the key is still at `mod_revision`; raises `Conflict` otherwise."""
+
+    async def delete(self, key: str, mod_revision: int) -> None:
+        """Delete only if still at `mod_revision`; raises `Conflict` otherwise."""
+
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
+        """Every change under `prefix` from `start_revision` on, in revision order.
+
+        Raises `CatalogUnavailable` when the connection is lost (re-create the watch from the
+        last revision seen plus one), and `Compacted` when `start_revision` is no longer kept
+        (take a new snapshot).
+        """
+
+    async def close(self) -> None: ...
