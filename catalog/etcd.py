@@ -60,7 +60,20 @@ class EtcdStore:
         host, port = _grpc_target(parse_endpoints(url))
         self.url = url
         self._timeout = timeout
-        self._client = aetcd.Client(host=host, port=port, timeout=timeout)
+        self._client = aetcd.Client(
+            host=host,
+            port=port,
+            timeout=timeout,
+            # Reconnect quickly after an etcd restart or a leader change (gRPC's default
+            # backoff grows to two minutes).
+            options={
+                "grpc.initial_reconnect_backoff_ms": 100,
+                "grpc.min_reconnect_backoff_ms": 100,
+                "grpc.max_reconnect_backoff_ms": 1000,
+                "grpc.keepalive_time_ms": 10_000,
+                "grpc.keepalive_timeout_ms": 5_000,
+            },
+        )
 
     async def get(self, key: str) -> Versioned | None:
         with _translated():

@@ -131,6 +131,25 @@ def etcd_binary() -> str:
     return found
 
 
+def wait_for_etcd_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Listening is not serving: wait until the member answers /health (it has a leader)."""
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"etcd exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+                if json.loads(resp.read()).get("health") == "true":
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"etcd at {url} not healthy after {timeout}s")
+
+
 @dataclass
 class Etcd:
     url: str
@@ -184,6 +203,8 @@ def start_etcd(
         stderr=subprocess.STDOUT,
     )
     wait_for_port(client_port, proc)
+    if cluster is None:
+        wait_for_etcd_health(f"http://127.0.0.1:{client_port}", proc)
     return Etcd(f"http://127.0.0.1:{client_port}", proc, data_dir, client_port, peer_port, log)
 
 
