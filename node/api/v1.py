@@ -13,13 +13,13 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from node.api import formatting as fmt
-from node.api import v1_1, v2, validation
+from node.api import handler, v1_1, v2, validation
 from node.api.deps import Deps
 from node.api.formatting import dumps
+from node.api.handler import no_content, ok, scope
 from node.api.homedoc import Resource, home_document
 from node.api.hooks import client_id
 from node.api.request import json_body, param_list
-from node.api.v2 import no_content, ok, scope
 from node.errors import ApiError, QueueDoesNotExist
 from node.models import Message
 
@@ -50,7 +50,7 @@ class QueueItem(v1_1.QueueItem):
         )
 
 
-class QueueMetadata(v2.Handler):
+class QueueMetadata(handler.Handler):
     prefix = PREFIX
 
     async def get(self, request: web.Request) -> web.Response:

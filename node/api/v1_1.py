@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from node.api import v2
+from node.api import claims, messages, queues, service, v2
 from node.api.deps import Deps
 from node.api.formatting import dumps
 from node.api.homedoc import Resource, home_document
@@ -15,11 +15,11 @@ from node.api.homedoc import Resource, home_document
 PREFIX = "/v1.1"
 
 
-class QueueCollection(v2.QueueCollection):
+class QueueCollection(queues.QueueCollection):
     prefix = PREFIX
 
 
-class QueueItem(v2.QueueItem):
+class QueueItem(queues.QueueItem):
     """GET answers the stored metadata as it is; PUT stores any metadata without checks."""
 
     prefix = PREFIX
@@ -31,11 +31,11 @@ class QueueItem(v2.QueueItem):
         pass
 
 
-class QueueStats(v2.QueueStats):
+class QueueStats(queues.QueueStats):
     prefix = PREFIX
 
 
-class MessageCollection(v2.MessageCollection):
+class MessageCollection(messages.MessageCollection):
     prefix = PREFIX
     with_delay = False
     listing_flags = ("echo", "include_claimed")
@@ -45,23 +45,23 @@ class MessageCollection(v2.MessageCollection):
         return {} if await self.storage.queues.exists(project, queue) else None
 
 
-class MessageItem(v2.MessageItem):
+class MessageItem(messages.MessageItem):
     prefix = PREFIX
 
 
-class ClaimCollection(v2.ClaimCollection):
+class ClaimCollection(claims.ClaimCollection):
     prefix = PREFIX
 
 
-class ClaimItem(v2.ClaimItem):
+class ClaimItem(claims.ClaimItem):
     prefix = PREFIX
 
 
-class Ping(v2.Ping):
+class Ping(service.Ping):
     prefix = PREFIX
 
 
-class Health(v2.Health):
+class Health(service.Health):
     prefix = PREFIX
 
 

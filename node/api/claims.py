@@ -1,0 +1,91 @@
+"""Claim handlers (v2 shapes; v1.1 and v1 subclass them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.api import validation
+from node.api.handler import (
+    DEFAULT_MESSAGES_PER_CLAIM,
+    Handler,
+    no_content,
+    ok,
+    scope,
+)
+from node.api.request import (
+    json_body,
+    optional_json_body,
+    param_int,
+)
+
+
+class ClaimCollection(Handler):
+    async def post(self, request: web.Request) -> web.Response:
+        project, queue = scope(request)
+        limit = param_int(request, "limit")
+        ttl, grace = await self.claim_metadata(request)
+        validation.claim_creation(ttl, grace, limit, self.limits)
+        claim, held = await self.storage.claims.create(
+            project,
+            queue,
+            ttl=ttl,
+            grace=grace,
+            limit=limit or DEFAULT_MESSAGES_PER_CLAIM,
+        )
+        if not held:
+            return no_content()
+        now = self.deps.clock()
+        return self.claimed(
+            request, claim.id, [self.format_message(m, queue, now, claim.id) for m in held]
+        )
+
+    async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
+        """(ttl, grace) from the body; a missing body means the defaults."""
+        document = await optional_json_body(request) if request.content_length else None
+        if document is None:
+            return self.limits.default_claim_ttl, self.limits.default_claim_grace
+        return validation.claim_metadata(document, self.limits)
+
+    def claimed(
+        self, request: web.Request, claim_id: str, messages: list[dict[str, Any]]
+    ) -> web.Response:
+        return ok(
+            {"messages": messages},
+            status=201,
+            headers={"Location": f"{request.path}/{claim_id}"},
+        )
+
+
+class ClaimItem(Handler):
+    async def get(self, request: web.Request) -> web.Response:
+        project, queue = scope(request)
+        claim_id = request.match_info["claim_id"]
+        claim, held = await self.storage.claims.get(project, queue, claim_id)
+        now = self.deps.clock()
+        return ok(
+            {
+                "age": claim.age(now),
+                "ttl": claim.ttl,
+                "messages": [self.format_message(m, queue, now, claim_id) for m in held],
+                "href": request.path,
+            }
+        )
+
+    async def patch(self, request: web.Request) -> web.Response:
+        project, queue = scope(request)
+        ttl, grace = await self.claim_metadata(request)
+        validation.claim_ttl(ttl, self.limits)
+        await self.storage.claims.update(
+            project, queue, request.match_info["claim_id"], ttl=ttl, grace=grace
+        )
+        return no_content()
+
+    async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
+        return validation.claim_metadata(await json_body(request), self.limits)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        project, queue = scope(request)
+        await self.storage.claims.delete(project, queue, request.match_info["claim_id"])
+        return no_content()

@@ -1,0 +1,51 @@
+"""What every handler shares: its dependencies, response helpers, the request's scope."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from node.api import formatting as fmt
+from node.api.deps import Deps
+from node.api.formatting import dumps
+from node.api.hooks import PROJECT
+from node.models import Message
+
+V2_PREFIX = "/v2"
+JSON = "application/json"
+DEFAULT_QUEUES_PER_PAGE = 10
+DEFAULT_MESSAGES_PER_PAGE = 10
+DEFAULT_MESSAGES_PER_CLAIM = 10
+
+
+def ok(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(document), status=status, content_type=JSON, headers=headers)
+
+
+def no_content(headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=204, headers=headers)
+
+
+def scope(request: web.Request) -> tuple[str, str]:
+    """(project, queue) of a queue route."""
+    return request[PROJECT], request.match_info["queue_name"]
+
+
+class Handler:
+    """Base of the handlers: the partition's dependencies, and the version's path prefix."""
+
+    prefix: ClassVar[str] = V2_PREFIX
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.storage = deps.storage
+        self.limits = deps.limits
+
+    def queue_path(self, queue: str) -> str:
+        return f"{self.prefix}/queues/{queue}"
+
+    def format_message(
+        self, m: Message, queue: str, now: float, claim_id: str | None = None
+    ) -> dict[str, Any]:
+        return fmt.message_v1_1(m, self.queue_path(queue), now, claim_id)
