@@ -36,11 +36,10 @@ $(FERRETDB):
 	(cd "$$src" && go build -o $(abspath $@).tmp ./cmd/ferretdb) && \
 	mv $(abspath $@).tmp $(abspath $@) && rm -rf "$$src"
 
+# A whole local cluster: etcd on 127.0.0.1:2379, two partitions' nodes over SQLite in .data/dev/,
+# the proxy on 127.0.0.1:8888. It prints how to use it; one Ctrl-C stops everything.
 run: install
-	@echo "Serving the Zaqar API on http://127.0.0.1:8889 (SQLite in .data/); Ctrl-C stops it."
-	@echo "Try: curl -i -H 'Client-ID: 3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60' -H 'X-Project-ID: demo' \\"
-	@echo "       -X PUT http://127.0.0.1:8889/v2/queues/orders"
-	$(BIN)/marconi node --storage sqlite:///$(CURDIR)/.data/p1.db --port 8889
+	$(BIN)/marconi dev
 
 test: install ferretdb
 	$(BIN)/python -m pytest -q

@@ -3,41 +3,100 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from marconi import admin
+from marconi.arguments import positive
+
+if TYPE_CHECKING:
+    from node.settings import NodeSettings
+    from proxy.settings import ProxySettings
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def _stop_on_signals(*signums: signal.Signals) -> None:
+    """Long-running commands treat SIGTERM (and the others given) like Ctrl-C."""
+    for signum in (signal.SIGTERM, *signums):
+        signal.signal(signum, signal.default_int_handler)
+
+
+def _overrides(args: argparse.Namespace, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The flags given on the command line (flag -> settings field), to lay over settings read
+    from the environment."""
+    found = {
+        field: getattr(args, flag)
+        for flag, field in fields.items()
+        if getattr(args, flag) is not None
+    }
+    if args.log_json:
+        found["log_json"] = True
+    return found
+
+
+def node_settings(args: argparse.Namespace) -> NodeSettings:
+    from node.settings import NodeSettings
+
+    fields = {name: name for name in ("storage", "partition", "host", "port", "log_level")}
+    return dataclasses.replace(NodeSettings.from_env(), **_overrides(args, fields))
+
+
+def proxy_settings(args: argparse.Namespace) -> ProxySettings:
+    from proxy.settings import PlacementKey, ProxySettings
+
+    fields = {
+        "catalog": "catalog_url",
+        "catalog_prefix": "key_prefix",
+        "host": "host",
+        "port": "port",
+        "log_level": "log_level",
+    }
+    overrides = _overrides(args, fields)
+    if args.placement_key is not None:
+        overrides["placement_key"] = PlacementKey(args.placement_key)
+    return dataclasses.replace(ProxySettings.from_env(), **overrides)
 
 
 def _node(args: argparse.Namespace) -> int:
     from node.server import run
-    from node.settings import NodeSettings
 
-    settings = NodeSettings.from_env()
-    overrides = {
-        key: value
-        for key, value in (
-            ("storage", args.storage),
-            ("partition", args.partition),
-            ("host", args.host),
-            ("port", args.port),
-            ("log_level", args.log_level),
-        )
-        if value is not None
-    }
-    if args.log_json:
-        overrides["log_json"] = True
-    run(dataclasses.replace(settings, **overrides))
+    _stop_on_signals()
+    run(node_settings(args))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="marconi",
-        description="A Zaqar-compatible message queue service, partitioned across storage.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _proxy(args: argparse.Namespace) -> int:
+    from proxy.server import run
 
+    _stop_on_signals()
+    run(proxy_settings(args))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from marconi.dev import DevSettings, run
+
+    # Ctrl-C must stop the cluster even when started where SIGINT is ignored (a background job
+    # of a script), and a closed terminal (SIGHUP) must not leave the children behind either.
+    _stop_on_signals(signal.SIGINT, signal.SIGHUP)
+    return run(
+        DevSettings(port=args.port, partitions=args.partitions, data=args.data, etcd=args.etcd)
+    )
+
+
+def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="(default: info)")
+    parser.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+
+
+def _add_servers(commands: admin.Subcommands) -> None:
     node = commands.add_parser(
         "node",
         help="serve the Zaqar API over one partition's storage",
@@ -56,14 +115,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     node.add_argument("--port", type=int, help="port to listen on (default: 8889)")
-    node.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    node.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    _logging_flags(node)
     node.set_defaults(func=_node)
+
+    proxy = commands.add_parser(
+        "proxy",
+        help="route the Zaqar API to the partitions, and serve the admin API",
+        description="One endpoint for every API version: routes each queue to its partition "
+        "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
+        "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
+        "MARCONI_PROXY_PORT, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables in "
+        "the README; flags win over them.",
+    )
+    proxy.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="etcd, comma-separated members (default: http://127.0.0.1:2379)",
+    )
+    proxy.add_argument(
+        "--catalog-prefix", metavar="PREFIX", help="the catalog's key prefix (default: /marconi/)"
+    )
+    proxy.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    proxy.add_argument("--port", type=int, help="port to listen on (default: 8888)")
+    proxy.add_argument(
+        "--placement-key",
+        choices=["queue", "project"],
+        help="what new queues are hashed by: each queue on its own, or a project's queues "
+        "together (default: queue)",
+    )
+    _logging_flags(proxy)
+    proxy.set_defaults(func=_proxy)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run a whole local cluster (what `make run` runs)",
+        description="Start etcd on 127.0.0.1:2379 (unless --etcd names one), one node per "
+        "partition over SQLite, and the proxy; register the partitions in the catalog; print "
+        "how to use it. One Ctrl-C stops everything. Data and logs stay in --data, so the "
+        "next run finds its queues again.",
+    )
+    dev.add_argument("--port", type=int, default=8888, help="the proxy's port (default: 8888)")
+    dev.add_argument(
+        "--partitions", type=positive, default=2, metavar="N", help="how many (default: 2)"
+    )
+    dev.add_argument(
+        "--data",
+        type=Path,
+        default=Path(".data/dev"),
+        metavar="DIR",
+        help="SQLite files, etcd data and logs (default: ./.data/dev)",
+    )
+    dev.add_argument("--etcd", metavar="URL", help="use this etcd instead of starting one")
+    dev.set_defaults(func=_dev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marconi",
+        description="A Zaqar-compatible message queue service, partitioned across storage. "
+        "Exit codes: 0 done, 1 refused (not found, conflict, unhealthy), 2 usage, "
+        "3 the admin API is unreachable.",
+    )
+    with contextlib.suppress(PackageNotFoundError):  # a tree that was never installed
+        parser.add_argument("--version", action="version", version=version("marconi-cluster"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_servers(commands)
+    admin.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result

@@ -1,0 +1,124 @@
+"""Parsing: every command's flags, the settings they build, and help that says what it does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marconi.cli import build_parser, node_settings, proxy_settings
+
+
+def test_node_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARCONI_STORAGE", "sqlite:///from-env.db")
+    monkeypatch.setenv("MARCONI_PORT", "7000")
+    settings = node_settings(build_parser().parse_args(["node", "--port", "9001", "--log-json"]))
+    assert settings.storage == "sqlite:///from-env.db"
+    assert settings.port == 9001
+    assert settings.log_json is True
+    assert node_settings(build_parser().parse_args(["node"])).log_json is None
+
+
+def test_proxy_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARCONI_CATALOG_URL", "http://etcd-a:2379")
+    monkeypatch.setenv("MARCONI_PROXY_PORT", "7777")
+    monkeypatch.setenv("MARCONI_CATALOG_PREFIX", "/env/")
+    args = build_parser().parse_args(
+        [
+            "proxy",
+            "--catalog",
+            "http://127.0.0.1:2379,http://127.0.0.1:22379",
+            "--log-level",
+            "debug",
+        ]
+    )
+    settings = proxy_settings(args)
+    assert settings.catalog_url == "http://127.0.0.1:2379,http://127.0.0.1:22379"
+    assert settings.port == 7777
+    assert settings.key_prefix == "/env/"
+    assert settings.log_level == "debug"
+    assert settings.host == "127.0.0.1"
+
+    flags = build_parser().parse_args(
+        ["proxy", "--host", "0.0.0.0", "--port", "8888", "--catalog-prefix", "/x/", "--log-json"]
+    )
+    settings = proxy_settings(flags)
+    assert (settings.host, settings.port, settings.key_prefix) == ("0.0.0.0", 8888, "/x/")
+    assert settings.log_json is True
+    assert settings.catalog_url == "http://etcd-a:2379"
+
+
+def test_dev_defaults_reach_the_documented_cluster() -> None:
+    args = build_parser().parse_args(["dev"])
+    assert (args.port, args.partitions, args.data, args.etcd) == (8888, 2, Path(".data/dev"), None)
+    args = build_parser().parse_args(
+        ["dev", "--port", "9000", "--partitions", "3", "--data", "/tmp/x", "--etcd", "http://e:1"]
+    )
+    assert (args.port, args.partitions, args.data, args.etcd) == (
+        9000,
+        3,
+        Path("/tmp/x"),
+        "http://e:1",
+    )
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_dev_needs_at_least_one_partition(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["dev", "--partitions", bad])
+    assert exited.value.code == 2
+    assert "--partitions" in capsys.readouterr().err
+
+
+def test_admin_url_defaults_to_the_environment_then_the_local_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marconi.admin_client import AdminClient
+
+    monkeypatch.delenv("MARCONI_URL", raising=False)
+    assert AdminClient().url == "http://127.0.0.1:8888"
+    monkeypatch.setenv("MARCONI_URL", "http://proxy.example:80/")
+    assert AdminClient().url == "http://proxy.example:80"
+    assert AdminClient("http://other:1").url == "http://other:1"
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([])
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ((), ["node", "proxy", "dev", "partitions", "queues", "pins", "health", "Exit codes"]),
+        (("partitions",), ["list", "add", "set", "remove"]),
+        (
+            ("partitions", "add"),
+            ["--node", "--weight", "--state", "--json", "--url", "MARCONI_URL"],
+        ),
+        (("partitions", "remove"), ["owns queues"]),
+        (("queues", "where"), ["PROJECT", "QUEUE", '"_"']),
+        (("pins",), ["list", "set", "remove"]),
+        (("health",), ["exit 1"]),
+        (("dev",), ["--port", "--partitions", "--data", "--etcd", "Ctrl-C"]),
+        (("proxy",), ["--catalog", "--host", "--port", "--log-level", "--log-json"]),
+        (("node",), ["--storage", "--partition"]),
+    ],
+)
+def test_help(
+    argv: tuple[str, ...], expected: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in expected:
+        assert word in text
+
+
+def test_proxy_placement_key() -> None:
+    from proxy.settings import PlacementKey
+
+    args = build_parser().parse_args(["proxy", "--placement-key", "project"])
+    assert proxy_settings(args).placement_key is PlacementKey.PROJECT
