@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import uvloop
-
 from aiohttp import web
 
 from marconi.logs import configure, get_logger

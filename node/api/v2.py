@@ -10,13 +10,7 @@ from aiohttp import web
 from node.api.claims import ClaimCollection, ClaimItem
 from node.api.deps import Deps
 from node.api.formatting import dumps
-from node.api.handler import (  # noqa: F401 - re-exported for the proxy, see below
-    DEFAULT_QUEUES_PER_PAGE,
-    V2_PREFIX,
-    Handler,
-    no_content,
-    ok,
-)
+from node.api.handler import V2_PREFIX, Handler
 from node.api.homedoc import Resource, home_document
 from node.api.messages import MessageCollection, MessageItem
 from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats

@@ -52,8 +52,19 @@ class Api:
             return resp.status, body, dict(resp.headers)
 
 
-@pytest.fixture
-async def api(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Api]:
+@pytest.fixture(params=["direct", "proxy"])
+async def api(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Api]:
+    """The node API over HTTP: straight to one node, or through a proxy in front of two
+    partitions (real etcd, one in-process node each); `deps` is the first partition's."""
+    if request.param == "proxy":
+        from tests.proxy.cluster import cluster
+
+        etcd_url = request.getfixturevalue("etcd_server").url
+        async with cluster(tmp_path, clock, etcd_url=etcd_url) as c:
+            yield Api(c.proxy, clock, c.partitions["p1"].deps)
+        return
     storage = await open_storage(f"sqlite:///{tmp_path}/node.db", clock)
     deps = Deps(storage=storage, clock=clock)
     server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")

@@ -13,7 +13,8 @@ Q = "/v2/queues/contended"
 async def test_concurrent_claimers_get_disjoint_messages(api: Api) -> None:
     for start in range(0, 200, 20):
         status, _, _ = await api.request(
-            "POST", f"{Q}/messages",
+            "POST",
+            f"{Q}/messages",
             json={"messages": [{"body": i, "ttl": 600} for i in range(start, start + 20)]},
         )
         assert status == 201

@@ -29,8 +29,14 @@ async def test_failed_write_in_a_batch_leaves_the_others(tmp_path: Path) -> None
         assert isinstance(results[1], QueueDoesNotExist)
         assert all(isinstance(r, list) for r in (results[0], results[2]))
         listed = await storage.messages.list(
-            "p", "q", marker=None, limit=10, echo=True, include_claimed=True,
-            include_delayed=True, client_id="c",
+            "p",
+            "q",
+            marker=None,
+            limit=10,
+            echo=True,
+            include_claimed=True,
+            include_delayed=True,
+            client_id="c",
         )
         assert [m.body for m in listed] == [1, 3]
         assert [m.marker for m in listed] == [1, 2]

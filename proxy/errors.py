@@ -1,0 +1,118 @@
+"""The proxy's closed error hierarchy, and the one middleware that turns errors into HTTP.
+
+Proxy and catalog errors are mapped here; the node's own errors (and aiohttp's routing answers)
+keep the node's table and wording (`node.api.errors`), so a client sees one API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from catalog import errors as catalog
+from marconi.logs import get_logger
+from node import errors as node
+from node.api.errors import UNAVAILABLE_TITLE, error_response, to_response
+from node.api.requestid import request_id
+
+log = get_logger("proxy")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ProxyError(Exception):
+    """Root of every error the proxy raises on purpose; carries its HTTP answer."""
+
+    status = 503
+    title = UNAVAILABLE_TITLE
+    retry_after: str | None = "30"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class PartitionUnavailable(ProxyError):
+    """No node of the owning partition could be reached (or the partition is unknown)."""
+
+
+class QueueFrozen(ProxyError):
+    """The queue stayed frozen longer than a request may wait, or too many requests wait."""
+
+    retry_after = "1"
+
+
+class NotAuthorized(ProxyError):
+    status = 403
+    title = "Not authorized"
+    retry_after = None
+
+    def __init__(self) -> None:
+        super().__init__("You are not authorized to complete this action.")
+
+
+class BadRequest(ProxyError):
+    """An admin request with a body or a name the admin API refuses."""
+
+    status = 400
+    title = "Invalid request body"
+    retry_after = None
+
+
+# Catalog error type -> (status, title); looked up along the MRO, most specific first.
+CATALOG: dict[type[Exception], tuple[int, str]] = {
+    catalog.NotFound: (404, "Not found"),
+    catalog.Refused: (409, "Resource conflict"),
+    catalog.Conflict: (409, "Resource conflict"),
+    catalog.CatalogUnavailable: (503, UNAVAILABLE_TITLE),
+}
+
+
+def _catalog_response(exc: catalog.CatalogError) -> web.Response:
+    for cls in type(exc).__mro__:
+        if cls in CATALOG:
+            status, title = CATALOG[cls]
+            break
+    else:
+        status, title = 503, UNAVAILABLE_TITLE
+    if status == 503:
+        log.warning("catalog_unavailable", error=str(exc))
+        return error_response(
+            503,
+            title,
+            "The catalog could not be reached. Please try again in a few seconds.",
+            {"Retry-After": "5"},
+        )
+    return error_response(status, title, str(exc))
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+        if exc.status >= 500:
+            log.warning("proxy_unavailable", error=exc.description)
+        return error_response(exc.status, exc.title, exc.description, headers)
+    except catalog.CatalogError as exc:
+        return _catalog_response(exc)
+    except web.HTTPException as exc:
+        # aiohttp's own answers (405 on admin routes, 413 for a body over the limit),
+        # worded as the node words them.
+        if exc.status == 405:
+            allow = exc.headers.get("Allow", "")
+            return error_response(
+                405, "Method not allowed", f"Allowed methods: {allow}.", {"Allow": allow}
+            )
+        if exc.status == 404:
+            return error_response(404, "Not found", "The requested resource does not exist.")
+        if exc.status == 413:
+            return error_response(400, "Invalid API request", "The request body is too large.")
+        raise
+    except node.NodeError as exc:
+        return to_response(exc, request_id(request))
+    except ConnectionResetError:
+        raise  # the client went away mid-request: nobody to answer
+    except Exception as exc:
+        return to_response(exc, request_id(request))  # logged, generic body with the id

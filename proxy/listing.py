@@ -1,0 +1,105 @@
+"""`GET /{version}/queues`, answered from the catalog as the node would answer it.
+
+Names, marker and limit come from the catalog's placements (sorted by name). With
+`detailed=true` the metadata comes from the owning partitions, one request per partition: that
+partition's queues on the page are exactly its first k names after the marker, so
+`?detailed=true&marker=M&limit=k` to one of its nodes returns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from node.api import formatting as fmt
+from node.api import validation
+from node.api.handler import DEFAULT_QUEUES_PER_PAGE, no_content, ok
+from node.api.hooks import PROJECT, with_hooks
+from node.api.request import param_bool, param_int, param_str
+from node.limits import Limits
+from proxy.forward import Forwarder, Outgoing
+from proxy.routing import LAZY_CREATION, Router
+
+
+class QueueListing:
+    def __init__(self, router: Router, forwarder: Forwarder, limits: Limits | None = None) -> None:
+        self.router = router
+        self.forwarder = forwarder
+        self.limits = limits or Limits()
+        self._hooked = {
+            version: with_hooks(self.get, ids_required=version in LAZY_CREATION)
+            for version in ("v1", "v1.1", "v2")
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The node's before-hooks (headers, media types), then the listing."""
+        return await self._hooked[request.match_info["version"]](request)
+
+    async def get(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        params: dict[str, Any] = {}
+        marker = param_str(request, "marker")
+        limit = param_int(request, "limit")
+        detailed = param_bool(request, "detailed")
+        for key, value in (("marker", marker), ("limit", limit), ("detailed", detailed)):
+            if value is not None:
+                params[key] = value
+        validation.queue_listing(limit, self.limits)
+        project: str = request[PROJECT]
+        names = await self.router.catalog.queue_names(
+            project, marker, limit or DEFAULT_QUEUES_PER_PAGE
+        )
+        metadata = await self._metadata(request, project, marker, names) if detailed else {}
+        listed = []
+        for name in names:
+            item: dict[str, Any] = {"name": name, "href": f"/{version}/queues/{name}"}
+            if detailed:
+                item["metadata"] = metadata.get(name, {})
+            listed.append(item)
+        links = []
+        if names:
+            params["marker"] = names[-1]
+            links.append({"rel": "next", "href": request.path + fmt.query_string(params)})
+        if version == "v1" and not listed:
+            return no_content()  # v1 answers an empty page with 204
+        return ok({"queues": listed, "links": links})
+
+    async def _metadata(
+        self, request: web.Request, project: str, marker: str | None, names: list[str]
+    ) -> dict[str, Any]:
+        """Each listed queue's metadata, one request per owning partition."""
+        by_partition: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            placement = await self.router.placement(project, name)
+            partition = self.router.partition_for(project, name, placement)
+            by_partition[partition.name].append(name)
+        pages = await asyncio.gather(
+            *(
+                self._fetch(request, part, marker, len(owned))
+                for part, owned in by_partition.items()
+            )
+        )
+        found: dict[str, Any] = {}
+        for page in pages:
+            found.update(page)
+        return found
+
+    async def _fetch(
+        self, request: web.Request, partition: str, marker: str | None, count: int
+    ) -> dict[str, Any]:
+        query: dict[str, Any] = {"detailed": "true", "limit": count}
+        if marker:
+            query["marker"] = marker
+        base = await Outgoing.read(request)
+        path = f"/{request.match_info['version']}/queues?{urlencode(query)}"
+        out = Outgoing("GET", path, base.headers, b"")
+        async with self.forwarder.exchange(self.router.partition(partition), out) as upstream:
+            if upstream.status != 200:
+                return {}
+            document = json.loads(await upstream.response.read())
+        return {q["name"]: q.get("metadata", {}) for q in document.get("queues", [])}

@@ -1,0 +1,111 @@
+"""A whole cluster in one event loop: partitions of in-process nodes, a catalog, and proxies."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from catalog.catalog import Catalog
+from catalog.etcd import EtcdStore
+from catalog.keys import Keys
+from catalog.memory import MemoryStore
+from catalog.records import Partition
+from catalog.store import CatalogStore
+from node.api.app import create_app as create_node
+from node.api.deps import Deps
+from node.storage import open_storage
+from proxy.app import PROXY, create_app
+from proxy.handler import Proxy
+from proxy.settings import ProxySettings
+from tests.conftest import FakeClock, unique_prefix
+
+ADMIN = {"X-Roles": "admin"}
+NodeWrapper = Callable[[web.Application, str], web.Application]
+
+
+@dataclass
+class PartitionNodes:
+    name: str
+    deps: Deps
+    servers: list[TestServer] = field(default_factory=list)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(str(s.make_url("")).rstrip("/") for s in self.servers)
+
+
+@dataclass
+class Cluster:
+    catalog: Catalog
+    partitions: dict[str, PartitionNodes]
+    proxies: list[TestClient]
+    settings: ProxySettings
+    make_store: Callable[[], CatalogStore]
+
+    @property
+    def proxy(self) -> TestClient:
+        return self.proxies[0]
+
+    def state(self, index: int = 0) -> Proxy:
+        app = self.proxies[index].app
+        assert app is not None
+        return app[PROXY]
+
+
+def store_factory(etcd_url: str | None) -> Callable[[], CatalogStore]:
+    """A new store per user on etcd (each proxy closes its own), or one shared in-memory store."""
+    if etcd_url is None:
+        memory = MemoryStore()
+        return lambda: memory
+    return lambda: EtcdStore(etcd_url)
+
+
+@asynccontextmanager
+async def cluster(
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    etcd_url: str | None = None,
+    partitions: Sequence[str] = ("p1", "p2"),
+    proxies: int = 1,
+    wrap_node: NodeWrapper | None = None,
+    **settings: Any,
+) -> AsyncIterator[Cluster]:
+    """Start partitions (one in-process node over its own SQLite file, on `clock`), register
+    them in the catalog, then start the proxies."""
+    make_store = store_factory(etcd_url)
+    base = ProxySettings(key_prefix=unique_prefix(), health_interval=3600, frozen_max_wait=2.0)
+    proxy_settings = dataclasses.replace(base, **settings)
+    async with AsyncExitStack() as stack:
+        admin_store = make_store()
+        stack.push_async_callback(admin_store.close)
+        catalog = Catalog(admin_store, Keys(proxy_settings.key_prefix))
+        parts: dict[str, PartitionNodes] = {}
+        for name in partitions:
+            storage = await open_storage(f"sqlite:///{tmp_path}/{name}.db", clock)
+            part = PartitionNodes(name, Deps(storage=storage, clock=clock, partition=name))
+            app = create_node(part.deps, gc_interval=3600)  # closes the storage at cleanup
+            if wrap_node is not None:
+                app = wrap_node(app, name)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            stack.push_async_callback(server.close)
+            part.servers.append(server)
+            parts[name] = part
+            await catalog.add_partition(Partition(name, part.urls))
+        clients = []
+        for _ in range(proxies):
+            client = TestClient(
+                TestServer(create_app(proxy_settings, make_store()), host="127.0.0.1")
+            )
+            await client.start_server()
+            stack.push_async_callback(client.close)
+            clients.append(client)
+        yield Cluster(catalog, parts, clients, proxy_settings, make_store)
