@@ -58,6 +58,7 @@ class Catalog:
         weight: int | None = None,
         state: PartitionState | None = None,
         nodes: tuple[str, ...] | None = None,
+        storage: str | None = None,
     ) -> Partition:
         def change(p: Partition) -> Partition:
             return Partition(
@@ -65,6 +66,7 @@ class Catalog:
                 nodes=p.nodes if nodes is None else nodes,
                 weight=p.weight if weight is None else weight,
                 state=p.state if state is None else state,
+                storage=p.storage if storage is None else storage,
             )
 
         return await self._update(

@@ -25,6 +25,8 @@ class Partition:
     nodes: tuple[str, ...]
     weight: int = 1
     state: PartitionState = PartitionState.ACTIVE
+    # The storage URI (sqlite:///..., mongodb://...) that migration workers open directly.
+    storage: str = ""
 
     @property
     def accepts_new_queues(self) -> bool:
@@ -37,6 +39,7 @@ class Partition:
                 "nodes": list(self.nodes),
                 "weight": self.weight,
                 "state": self.state.value,
+                "storage": self.storage,
             }
         ).encode()
 
@@ -48,6 +51,7 @@ class Partition:
             nodes=tuple(doc.get("nodes", ())),
             weight=int(doc.get("weight", 1)),
             state=PartitionState(doc.get("state", "active")),
+            storage=doc.get("storage", ""),
         )
 
 

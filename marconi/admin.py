@@ -72,7 +72,9 @@ def partitions_list(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def partitions_add(client: AdminClient, args: argparse.Namespace) -> int:
-    created, partition = client.add_partition(args.name, args.nodes, args.weight, args.state)
+    created, partition = client.add_partition(
+        args.name, args.nodes, args.weight, args.state, args.storage or ""
+    )
     if args.json:
         emit_json({"created": created, "partition": partition})
     else:
@@ -84,7 +86,12 @@ def partitions_add(client: AdminClient, args: argparse.Namespace) -> int:
 def partitions_set(client: AdminClient, args: argparse.Namespace) -> int:
     changes = {
         key: value
-        for key, value in (("weight", args.weight), ("state", args.state), ("nodes", args.nodes))
+        for key, value in (
+            ("weight", args.weight),
+            ("state", args.state),
+            ("nodes", args.nodes),
+            ("storage", args.storage),
+        )
         if value is not None
     }
     if not changes:
@@ -240,6 +247,11 @@ def add_commands(commands: Subcommands) -> None:
         "--weight", type=weight, default=1, metavar="N", help="share of new queues (default: 1)"
     )
     add.add_argument("--state", choices=STATES, default="active", help="(default: active)")
+    add.add_argument(
+        "--storage",
+        metavar="URI",
+        help="the partition's storage URI, which migration workers open directly",
+    )
 
     change = leaf(partitions, "set", partitions_set, "change a partition's weight, state or nodes")
     change.add_argument("name", type=partition_name, metavar="NAME")
@@ -252,6 +264,7 @@ def add_commands(commands: Subcommands) -> None:
         choices=STATES,
         help="draining and read-only partitions serve their queues but get no new ones",
     )
+    change.add_argument("--storage", metavar="URI", help="the partition's storage URI")
 
     remove = leaf(
         partitions,

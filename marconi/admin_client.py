@@ -119,10 +119,10 @@ class AdminClient:
         return found
 
     def add_partition(
-        self, name: str, nodes: list[str], weight: int, state: str
+        self, name: str, nodes: list[str], weight: int, state: str, storage: str = ""
     ) -> tuple[bool, dict[str, Any]]:
         """Create a partition; (True, it) when created, (False, it) when it existed identical."""
-        body = {"nodes": nodes, "weight": weight, "state": state}
+        body = {"nodes": nodes, "weight": weight, "state": state, "storage": storage}
         status, doc = self.request("PUT", f"/admin/partitions/{segment(name)}", body)
         return status == 201, doc if isinstance(doc, dict) else {"name": name, **body}
 

@@ -131,10 +131,13 @@ async def register(etcd_url: str, prefix: str, nodes: list[Node]) -> None:
         while True:
             try:
                 for node in nodes:
+                    wanted = Partition(node.partition, nodes=(node.url,), storage=node.storage)
                     try:
-                        await catalog.add_partition(Partition(node.partition, nodes=(node.url,)))
+                        await catalog.add_partition(wanted)
                     except Refused:
-                        await catalog.update_partition(node.partition, nodes=(node.url,))
+                        await catalog.update_partition(
+                            node.partition, nodes=(node.url,), storage=node.storage
+                        )
                 return
             except CatalogUnavailable as exc:
                 if time.monotonic() > deadline:

@@ -28,8 +28,21 @@ def _project(raw: str) -> str:
     return "" if raw == "_" else raw
 
 
+def _storage(raw: Any) -> str:
+    """A storage URI for migration workers: sqlite:///path or mongodb://..., or empty."""
+    if not isinstance(raw, str) or (raw and raw.split(":", 1)[0] not in ("sqlite", "mongodb")):
+        raise BadRequest('"storage" must be a sqlite:/// or mongodb:// URI.')
+    return raw
+
+
 def _partition_doc(p: Partition) -> dict[str, Any]:
-    return {"name": p.name, "nodes": list(p.nodes), "weight": p.weight, "state": p.state.value}
+    return {
+        "name": p.name,
+        "nodes": list(p.nodes),
+        "weight": p.weight,
+        "state": p.state.value,
+        "storage": p.storage,
+    }
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -110,6 +123,7 @@ class Admin:
             nodes=_nodes(doc.get("nodes")),
             weight=_weight(doc.get("weight", 1)),
             state=_state(doc.get("state", PartitionState.ACTIVE.value)),
+            storage=_storage(doc.get("storage", "")),
         )
         try:
             existing = await self.catalog.partition(name)
@@ -123,14 +137,17 @@ class Admin:
     async def patch_partition(self, request: web.Request) -> web.Response:
         name = _name(request)
         doc = await _body(request)
-        unknown = set(doc) - {"weight", "state", "nodes"}
+        unknown = set(doc) - {"weight", "state", "nodes", "storage"}
         if unknown or not doc:
-            raise BadRequest('Give any of "weight", "state" and "nodes", and nothing else.')
+            raise BadRequest(
+                'Give any of "weight", "state", "nodes" and "storage", and nothing else.'
+            )
         updated = await self.catalog.update_partition(
             name,
             weight=_weight(doc["weight"]) if "weight" in doc else None,
             state=_state(doc["state"]) if "state" in doc else None,
             nodes=_nodes(doc["nodes"]) if "nodes" in doc else None,
+            storage=_storage(doc["storage"]) if "storage" in doc else None,
         )
         return ok(_partition_doc(updated))
 

@@ -78,6 +78,7 @@ class FakeAdmin:
             nodes=tuple(body["nodes"]),
             weight=int(body.get("weight", 1)),
             state=PartitionState(body.get("state", "active")),
+            storage=body.get("storage", ""),
         )
         try:
             existing = await self.catalog.partition(wanted.name)
@@ -97,6 +98,7 @@ class FakeAdmin:
                 weight=body.get("weight"),
                 state=PartitionState(body["state"]) if "state" in body else None,
                 nodes=tuple(body["nodes"]) if "nodes" in body else None,
+                storage=body.get("storage"),
             )
         except NotFound as exc:
             return _error(404, "Not Found", str(exc))

@@ -44,12 +44,19 @@ async def test_partitions_list_json(two: FakeAdmin, cli: Cli) -> None:
     assert result.code == 0
     assert result.json == {
         "partitions": [
-            {"name": "p1", "nodes": ["http://127.0.0.1:9001"], "weight": 1, "state": "active"},
+            {
+                "name": "p1",
+                "nodes": ["http://127.0.0.1:9001"],
+                "weight": 1,
+                "state": "active",
+                "storage": "",
+            },
             {
                 "name": "p2",
                 "nodes": ["http://127.0.0.1:9002", "http://127.0.0.1:9003"],
                 "weight": 3,
                 "state": "active",
+                "storage": "",
             },
         ]
     }
@@ -85,6 +92,7 @@ async def test_partitions_add_then_again_then_differently(fake: FakeAdmin, cli: 
             "nodes": ["http://a:1", "http://b:2"],
             "weight": 2,
             "state": "read-only",
+            "storage": "",
         },
     }
 
@@ -132,7 +140,13 @@ async def test_partitions_set(two: FakeAdmin, cli: Cli) -> None:
     assert result.out.splitlines()[-1].split()[:3] == ["p1", "draining", "0"]
 
     nodes = await cli("partitions", "set", "p2", "--node", "http://c:3", "--json")
-    assert nodes.json == {"name": "p2", "nodes": ["http://c:3"], "weight": 3, "state": "active"}
+    assert nodes.json == {
+        "name": "p2",
+        "nodes": ["http://c:3"],
+        "weight": 3,
+        "state": "active",
+        "storage": "",
+    }
     assert [r[0] for r in two.requests if r[1] == "/admin/partitions/p2"] == ["PATCH"]
 
 

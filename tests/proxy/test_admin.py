@@ -52,7 +52,7 @@ async def test_admin_role_required(c: Cluster, method: str, path: str) -> None:
 async def test_partition_lifecycle(c: Cluster) -> None:
     status, body = await admin(c, "GET", "/admin/partitions")
     assert status == 200 and [p["name"] for p in body["partitions"]] == ["p1", "p2"]
-    doc = {"nodes": NODES, "weight": 2, "state": "active"}
+    doc = {"nodes": NODES, "weight": 2, "state": "active", "storage": "sqlite:///tmp/p3.db"}
     assert await admin(c, "PUT", "/admin/partitions/p3", doc) == (201, {"name": "p3", **doc})
     assert await admin(c, "PUT", "/admin/partitions/p3", doc) == (200, {"name": "p3", **doc})
     status, body = await admin(c, "PUT", "/admin/partitions/p3", {**doc, "weight": 5})
@@ -63,6 +63,8 @@ async def test_partition_lifecycle(c: Cluster) -> None:
         c, "PATCH", "/admin/partitions/p3", {"weight": 0, "nodes": NODES * 2}
     )
     assert status == 200 and (body["weight"], body["nodes"]) == (0, NODES * 2)
+    status, body = await admin(c, "PATCH", "/admin/partitions/p3", {"storage": "ftp://x"})
+    assert status == 400 and set(body) == {"title", "description"}
     assert (await admin(c, "PATCH", "/admin/partitions/nope", {"weight": 1}))[0] == 404
     assert (await admin(c, "DELETE", "/admin/partitions/p3"))[0] == 204
     assert (await admin(c, "DELETE", "/admin/partitions/p3"))[0] == 404
