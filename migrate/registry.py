@@ -1,0 +1,135 @@
+"""Migration records in the catalog: create (with the limits), read, save by compare-and-swap."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from bson import ObjectId
+
+from catalog.catalog import Catalog
+from catalog.errors import Conflict, NotFound, Refused
+from catalog.records import Versioned
+from migrate.records import Migration, Phase
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    outgoing_per_partition: int = 1
+    incoming_per_partition: int = 1
+    cooldown: float = 300.0  # seconds before the same queue may move again
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A migration with the revision a compare-and-swap save needs."""
+
+    migration: Migration
+    revision: int
+
+
+class Registry:
+    def __init__(
+        self,
+        catalog: Catalog,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.store = catalog.store
+        self.keys = catalog.keys
+        self.limits = limits or Limits()
+        self.clock = clock
+
+    async def create(self, project: str, queue: str, target: str) -> Migration:
+        """Record a new migration of `project/queue` to `target`, or refuse it (`Refused`)."""
+        placement = await self.catalog.placement(project, queue)
+        if placement is None:
+            raise NotFound(f"queue {queue} of project {project or '_'} is not placed")
+        partitions = {p.name: p for p in await self.catalog.partitions()}
+        if target not in partitions:
+            raise NotFound(f"partition {target} does not exist")
+        if not partitions[target].storage or not partitions[placement.partition].storage:
+            raise Refused("both partitions need a storage URI (marconi partitions set --storage)")
+        if placement.partition == target:
+            raise Refused(f"queue {queue} is already on {target}")
+        now = self.clock()
+        self._check_limits(await self.list(), project, queue, placement.partition, target, now)
+        migration = Migration(
+            id=str(ObjectId()),
+            project=project,
+            queue=queue,
+            source=placement.partition,
+            target=target,
+            created=now,
+            updated=now,
+        )
+        created, _ = await self.store.create(self.keys.migration(migration.id), migration.to_json())
+        if not created:
+            raise Conflict(f"migration {migration.id} exists")
+        return migration
+
+    def _check_limits(
+        self,
+        existing: list[Migration],
+        project: str,
+        queue: str,
+        source: str,
+        target: str,
+        now: float,
+    ) -> None:
+        active = [m for m in existing if not m.phase.terminal]
+        if any((m.project, m.queue) == (project, queue) for m in active):
+            raise Refused(f"queue {queue} is already moving")
+        recent = [
+            m
+            for m in existing
+            if (m.project, m.queue) == (project, queue)
+            and m.phase is Phase.DONE
+            and now - m.updated < self.limits.cooldown
+        ]
+        if recent:
+            raise Refused(f"queue {queue} moved less than {self.limits.cooldown:.0f}s ago")
+        if sum(m.source == source for m in active) >= self.limits.outgoing_per_partition:
+            raise Refused(f"partition {source} already has an outgoing migration")
+        if sum(m.target == target for m in active) >= self.limits.incoming_per_partition:
+            raise Refused(f"partition {target} already has an incoming migration")
+
+    async def get(self, migration_id: str) -> Stored:
+        found = await self.store.get(self.keys.migration(migration_id))
+        if found is None:
+            raise NotFound(f"migration {migration_id} does not exist")
+        return _stored(found)
+
+    async def list(self) -> list[Migration]:
+        snapshot = await self.store.snapshot(self.keys.migrations)
+        migrations = [_stored(v).migration for v in snapshot.items]
+        return sorted(migrations, key=lambda m: (m.created, m.id))
+
+    async def save(self, stored: Stored, migration: Migration) -> Stored:
+        """Write `migration` over `stored` if nobody else wrote it since (`Conflict` otherwise)."""
+        written = await self.store.replace(
+            self.keys.migration(migration.id), migration.to_json(), stored.revision
+        )
+        return Stored(migration, written.mod_revision)
+
+    async def request_cancel(self, migration_id: str) -> Migration:
+        """Ask the owning worker to cancel; refused once the migration has switched."""
+        for _ in range(16):
+            stored = await self.get(migration_id)
+            m = stored.migration
+            if m.cancel_requested or m.phase is Phase.CANCELLED:
+                return m
+            if not m.phase.cancellable:
+                raise Refused(f"migration {m.id} is {m.phase}: after the switch, move it back")
+            try:
+                saved = await self.save(stored, replace(m, cancel_requested=True))
+            except Conflict:
+                continue
+            return saved.migration
+        raise Conflict(f"migration {migration_id} keeps changing")
+
+
+def _stored(found: Versioned) -> Stored:
+    return Stored(Migration.from_json(found.value), found.mod_revision)
