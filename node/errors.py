@@ -70,6 +70,11 @@ class QueueFrozen(StorageError):
         super().__init__(f"Queue {queue} of project {project or '(none)'} is {reason}")
 
 
+class TransferConflict(StorageError):
+    """An import met different data under the same id or marker: the target is not a copy of
+    the source, and overwriting would lose one of them."""
+
+
 class StorageUnavailable(StorageError):
     """The backend failed (connection lost, disk error, timeout); the caller may retry."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from bson import ObjectId
@@ -79,3 +80,30 @@ class QueueStats:
     @property
     def total(self) -> int:
         return self.free + self.claimed + self.delayed
+
+
+class Fence(StrEnum):
+    """Why a queue refuses requests on this partition (the `X-Marconi-Fence` header's value)."""
+
+    FROZEN = "frozen"  # a migration is switching it: writes wait, reads go on
+    MOVED = "moved"  # it lives on another partition now: reads and writes are a stale route
+
+
+@dataclass(frozen=True, slots=True)
+class QueueExport:
+    """A queue's record as a migration copies it: everything but its messages and claims."""
+
+    metadata: dict[str, Any]
+    counter: int  # the last marker handed out; the target's next marker continues from it
+    created: float
+    fence: str | None = None  # the source's fence, for the worker's checks; never imported
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDigest:
+    """What a verify step compares between source and target (live messages and claims only)."""
+
+    count: int
+    max_marker: int
+    sha256: str  # over (id, marker, body, expires, claim_id, claim_expires) in marker order
+    claim_ids: tuple[str, ...]  # live claims, sorted

@@ -4,6 +4,11 @@ Every method is scoped by `(project, queue)`; `project` is "" for v1 requests wi
 Expired messages and claims are invisible to every method at once (queries filter on expiry);
 `Storage.collect_garbage` removes them later. Drivers raise only `node.errors` types: backend
 failures become `StorageUnavailable` at the driver's edge.
+
+Fences (see `TransferStore`): every write of the three controllers raises `QueueFrozen` while its
+queue is fenced on this partition, before it changes anything; with the reason `Fence.MOVED` every
+read of the queue raises it too. Listing a project's queues is not a read of one queue: a moved
+queue stays listed on its source until `TransferStore.drop` removes it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from node.models import Claim, Message, NewMessage, QueueInfo, QueueStats
+from node.models import (
+    Claim,
+    Message,
+    NewMessage,
+    QueueDigest,
+    QueueExport,
+    QueueInfo,
+    QueueStats,
+)
 
 # Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
 Messages = list[Message]
 Queues = list[QueueInfo]
 Ids = list[str]
+Claims = list[Claim]
 
 
 class QueueStore(Protocol):
@@ -37,9 +51,7 @@ class QueueStore(Protocol):
     async def delete(self, project: str, queue: str) -> None:
         """Delete the queue with its messages and claims; a missing queue is not an error."""
 
-    async def list(
-        self, project: str, *, marker: str | None, limit: int, detailed: bool
-    ) -> Queues:
+    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
         """Queues of `project` sorted by name, strictly after `marker`."""
 
     async def stats(self, project: str, queue: str) -> QueueStats:
@@ -123,8 +135,107 @@ class ClaimStore(Protocol):
         """Release the claim's messages; a missing claim is not an error."""
 
 
+class TransferStore(Protocol):
+    """What a migration needs from a partition to move one queue with nothing lost or duplicated.
+
+    The migration worker fences the queue on the source, copies it (`export_*` on the source,
+    `import_*` on the target, `delete_messages` for what the source deleted meanwhile), compares
+    `digest`s, switches the placement, and purges the source with `drop`. None of these methods is
+    refused by a fence: they are how the worker moves a fenced queue. All of them are idempotent,
+    so a worker that died mid-step resumes by doing the step again.
+
+    Atomicity of the fence, per driver:
+
+    - SQLite: each write checks the fence in the transaction that applies it, so once `freeze`
+      returns no write can land; a write either committed before the freeze or is refused.
+    - MongoDB and FerretDB (no multi-document transactions): a post checks the fence in the very
+      update that reserves its markers (one document, atomic on MongoDB); a post that reserved
+      before the freeze may insert its messages after `freeze` returned, but its markers are at or
+      below the counter that `export_queue` reports after the freeze: while the queue's highest
+      marker is below that counter, posts may still be landing (or died half-way, or were
+      refused racing the freeze, or their messages were deleted: gaps that never fill).
+      Every other write checks the fence and then acts, so one that passed its check before the
+      freeze can still land after it (a claim, a release, a delete, a metadata change), within the
+      time one request takes; so can a creation racing the tombstone of a missing queue (the new
+      queue is then fenced and empty). The worker therefore waits a settle interval (a request's
+      time) after `freeze` before its final catch-up, and compares `digest`s after it. FerretDB
+      1.x applies even one-document updates as a read and a write, so there a post racing the
+      freeze can land past the counter read right after it: the settle interval covers that too.
+      A write that starts after `freeze` returned is refused on both. See
+      `node.storage.mongodb_transfer`.
+    """
+
+    async def freeze(self, project: str, queue: str, reason: str) -> None:
+        """Fence the queue on this partition: writes raise `QueueFrozen(reason)` from now on.
+
+        With `Fence.MOVED` reads raise it too (the queue lives on another partition: a stale
+        route). A queue that does not exist gets a tombstone: it cannot be created here, lazily or
+        not, and reads see no queue (or raise, when moved). Freezing again replaces the reason.
+        `reason` is a short lowercase token (it travels as an HTTP header); raises `ValueError`
+        otherwise.
+        """
+
+    async def unfreeze(self, project: str, queue: str) -> None:
+        """Lift the fence (and a tombstone with it); an unfenced queue is not an error."""
+
+    async def fence(self, project: str, queue: str) -> str | None:
+        """The queue's fence reason on this partition, None when it has none."""
+
+    async def export_queue(self, project: str, queue: str) -> QueueExport | None:
+        """The queue's record with its fence; None when the queue does not exist (a tombstone)."""
+
+    async def export_messages(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> Messages:
+        """Up to `limit` live messages with a marker above `after_marker`, in marker order.
+
+        Claimed and delayed messages and every client's are included, with their claim fields;
+        a claim that has expired is reported as none (`claim_id` None, `claim_expires` 0).
+        """
+
+    async def export_claims(self, project: str, queue: str) -> Claims:
+        """The queue's live claims, oldest first."""
+
+    async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
+        """Create the queue, or update it: metadata and `created` as exported, and the marker
+        counter raised to `export.counter` (never lowered), so the next post continues the
+        source's sequence. The queue's own fence on this partition is kept (a tombstone becomes a
+        fenced queue); `export.fence` is not copied."""
+
+    async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        """Upsert `messages` by id, preserving every field (id, marker, body, ttl, created,
+        absolute expiry, delay, client id, claim id and expiry); return how many were inserted
+        or changed, so importing the same messages again returns 0. The queue's counter is raised
+        to the highest imported marker. Raises `QueueDoesNotExist` (import the queue first) and
+        `TransferConflict` when a message's id belongs to another queue or its marker to another
+        message of this queue."""
+
+    async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
+        """Upsert `claims` by id, as exported; return how many were inserted or changed.
+        Raises `TransferConflict` when a claim's id belongs to another queue."""
+
+    async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        """Delete the messages among `ids`, claimed or not; return how many went. For the
+        catch-up: what the source deleted since it was copied."""
+
+    async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        """Delete the claims among `ids` (their messages are left as they are); return how many
+        went. For the catch-up: the claims the source released since they were copied."""
+
+    async def digest(self, project: str, queue: str) -> QueueDigest:
+        """A fingerprint of the queue's live messages and claims, equal on two partitions exactly
+        when they hold the same messages (id, marker, body, expiry, claim) and claims. Read in
+        batches: it is a snapshot only of a queue that does not change (a frozen one)."""
+
+    async def drop(self, project: str, queue: str, *, limit: int) -> int:
+        """Delete up to `limit` of the queue's messages and claims, expired or not; once none are
+        left, the queue's record. Return how many records went: 0 when nothing is left. The fence
+        stays, so a dropped source keeps answering `QueueFrozen` (a tombstone); unfenced, nothing
+        is left of the queue."""
+
+
 class Storage(Protocol):
-    """One partition's storage: the three controllers plus lifecycle."""
+    """One partition's storage: the three controllers, the migration's primitives, lifecycle."""
 
     @property
     def queues(self) -> QueueStore: ...
@@ -134,6 +245,9 @@ class Storage(Protocol):
 
     @property
     def claims(self) -> ClaimStore: ...
+
+    @property
+    def transfer(self) -> TransferStore: ...
 
     async def ping(self) -> bool:
         """True if the backend answers."""

@@ -21,6 +21,10 @@ never lists message 6; claims, pops and stats are unaffected. A single producer'
 in order. On FerretDB 1.x, whose counter updates are not atomic, concurrent posts may also collide
 and be retried, as above.
 
+Fences (a queue frozen for a migration, or moved away) live in `fences`, with a copy on the
+queue's document that `post` checks in its reservation; see `node.storage.mongodb_transfer` for
+what is atomic and what is not.
+
 Bodies and metadata are stored as JSON text: they round-trip exactly as in the SQLite driver,
 whatever their keys (`$x`, `a.b`) or numbers (beyond 64 bits).
 """
@@ -29,16 +33,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.cursor import AsyncCursor
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.errors import (
     ClaimDoesNotExist,
@@ -47,6 +49,7 @@ from node.errors import (
     MessageIsClaimed,
     MessageNotClaimed,
     QueueDoesNotExist,
+    QueueFrozen,
     StorageUnavailable,
 )
 from node.models import (
@@ -60,9 +63,19 @@ from node.models import (
     new_id,
 )
 from node.storage.base import Ids, Messages, Queues
+from node.storage.mongodb_documents import (
+    Doc,
+    backend,
+    duplicates,
+    free_query,
+    live_query,
+    object_ids,
+    queue_key,
+    to_messages,
+)
+from node.storage.mongodb_transfer import Fences, MongoTransfer, alongside
 
 Clock = Callable[[], float]
-Doc = dict[str, Any]
 
 DEFAULT_DATABASE = "marconi"
 # Applied unless the URI sets them: a dead server fails a request in seconds, not minutes.
@@ -72,69 +85,14 @@ CLIENT_DEFAULTS: Doc = {
     "socketTimeoutMS": 30000,
     "appname": "marconi-node",
 }
-DUPLICATE_KEY = 11000
 # How long a pop or a delete may hold messages before others may take them over (its process died).
 REMOVAL_LEASE = 30.0
 POST_ATTEMPTS = 8
 
 
-@asynccontextmanager
-async def _backend() -> AsyncIterator[None]:
-    """Translate pymongo's errors into `StorageUnavailable`; the only place they are caught."""
-    try:
-        yield
-    except PyMongoError as exc:
-        raise StorageUnavailable(f"mongodb: {exc}") from exc
-
-
 def _client_options(uri: str) -> Doc:
     given = {key.lower() for key in parse_qs(urlsplit(uri).query)}
     return {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
-
-
-def _queue_key(project: str, queue: str) -> Doc:
-    return {"project": project, "name": queue}
-
-
-def _live(project: str, queue: str, now: float) -> Doc:
-    return {"project": project, "queue": queue, "expires": {"$gt": now}}
-
-
-def _free(now: float) -> Doc:
-    # A released or never-claimed message has claim_expires 0, so one comparison covers both.
-    return {"delay_expires": {"$lte": now}, "claim_expires": {"$lte": now}}
-
-
-def _ids(ids: Sequence[str]) -> list[ObjectId]:
-    return [ObjectId(i) for i in ids if is_id(i)]
-
-
-def _duplicates(exc: BulkWriteError) -> set[int]:
-    """Positions of the documents refused as duplicates; re-raises any other failure."""
-    errors = exc.details.get("writeErrors", [])
-    if exc.details.get("writeConcernErrors") or any(e["code"] != DUPLICATE_KEY for e in errors):
-        raise exc
-    return {e["index"] for e in errors}
-
-
-def _message(doc: Doc) -> Message:
-    claim_id = doc.get("claim_id")
-    return Message(
-        id=str(doc["_id"]),
-        marker=doc["marker"],
-        body=json.loads(doc["body"]),
-        ttl=doc["ttl"],
-        created=doc["created"],
-        expires=doc["expires"],
-        client_id=doc["client_id"],
-        delay_expires=doc["delay_expires"],
-        claim_id=None if claim_id is None else str(claim_id),
-        claim_expires=doc["claim_expires"],
-    )
-
-
-async def _messages(cursor: AsyncCursor[Doc]) -> Messages:
-    return [_message(doc) async for doc in cursor]
 
 
 class MongoStorage:
@@ -149,14 +107,16 @@ class MongoStorage:
         self.message_docs: AsyncCollection[Doc] = db["messages"]
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
         self.holds = Holds(self, db["holds"])
+        self.fences = Fences(db["fences"], self.queue_docs)
         self.queues = MongoQueues(self)
         self.messages = MongoMessages(self)
         self.claims = MongoClaims(self)
+        self.transfer = MongoTransfer(self)
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> MongoStorage:
         """Connect to `mongodb://host/database` ("marconi" when absent) and create the indexes."""
-        async with _backend():
+        async with backend():
             client: AsyncMongoClient[Doc] = AsyncMongoClient(uri, **_client_options(uri))
             storage = cls(client, client.get_default_database(DEFAULT_DATABASE).name, clock)
             try:
@@ -177,18 +137,22 @@ class MongoStorage:
         await self.message_docs.create_index("claim_id")
         await self.message_docs.create_index("expires")
         await self.claim_docs.create_index("expires")
+        await self.claim_docs.create_index([("project", ASCENDING), ("queue", ASCENDING)])
+        await self.fences.docs.create_index(
+            [("project", ASCENDING), ("queue", ASCENDING)], unique=True
+        )
         await self.holds.docs.create_index("message", unique=True)
         await self.holds.docs.create_index("holder")
 
     async def ping(self) -> bool:
         try:
-            async with _backend():
+            async with backend():
                 await self._client[self.database].command("ping")
         except StorageUnavailable:
             return False
         return True
 
-    @_backend()
+    @backend()
     async def collect_garbage(self) -> int:
         now = self.clock()
         expired = {"expires": {"$lte": now}}
@@ -198,7 +162,7 @@ class MongoStorage:
         return gone
 
     async def close(self) -> None:
-        async with _backend():
+        async with backend():
             await self._client.close()
 
 
@@ -232,7 +196,7 @@ class Holds:
         taken: list[Doc] = []
         after = 0
         while len(taken) < limit:
-            query = {**_live(project, queue, now), **_free(now), "marker": {"$gt": after}}
+            query = {**live_query(project, queue, now), **free_query(now), "marker": {"$gt": after}}
             fields = {"marker": 1, "expires": 1}
             cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING)
             batch = [doc async for doc in cursor.limit(limit - len(taken))]
@@ -244,6 +208,30 @@ class Holds:
             won = await self.acquire(mids, holder=holder, claim=claim, until=until, now=now)
             taken += [doc for doc in batch if doc["_id"] in won]
         return taken
+
+    async def take_unless_fenced(
+        self,
+        project: str,
+        queue: str,
+        *,
+        holder: ObjectId,
+        claim: bool,
+        until: float,
+        limit: int,
+        now: float,
+    ) -> list[Doc]:
+        """`take`, while the queue's fence is checked: if it is fenced, what was taken goes back
+        and `QueueFrozen` is raised. The check costs no round trip of its own."""
+        try:
+            return await alongside(
+                self._s.fences.check_write(project, queue),
+                self.take(
+                    project, queue, holder=holder, claim=claim, until=until, limit=limit, now=now
+                ),
+            )
+        except QueueFrozen:
+            await self.release(holder)
+            raise
 
     async def acquire(
         self, mids: list[ObjectId], *, holder: ObjectId, claim: bool, until: float, now: float
@@ -257,7 +245,7 @@ class Holds:
             await self.docs.insert_many([hold(mid) for mid in mids], ordered=False)
             return mids
         except BulkWriteError as exc:
-            busy = [mids[i] for i in _duplicates(exc)]
+            busy = [mids[i] for i in duplicates(exc)]
         expired = self.docs.find({"message": {"$in": busy}, "expires": {"$lte": now}})
         replaced = {old["message"] async for old in expired if await self._replace(old, hold)}
         return [mid for mid in mids if mid not in busy or mid in replaced]
@@ -272,6 +260,9 @@ class Holds:
             return False
         return True
 
+    async def release(self, holder: ObjectId) -> None:
+        await self.docs.delete_many({"holder": holder})
+
     async def claimed(self, mid: ObjectId, now: float) -> bool:
         """True if a live claim holds the message."""
         hold = await self.docs.find_one({"message": mid, "expires": {"$gt": now}})
@@ -282,9 +273,10 @@ class MongoQueues:
     def __init__(self, storage: MongoStorage) -> None:
         self._s = storage
 
-    @_backend()
+    @backend()
     async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
-        fresh = {"counter": 0, "created": self._s.clock()}
+        await self._s.fences.check_write(project, queue)
+        fresh = {"counter": 0, "created": self._s.clock(), "fence": None}
         meta = json.dumps(metadata or {})
         update: Doc = (
             {"$setOnInsert": {**fresh, "metadata": meta}}
@@ -293,43 +285,54 @@ class MongoQueues:
         )
         try:
             result = await self._s.queue_docs.update_one(
-                _queue_key(project, queue), update, upsert=True
+                queue_key(project, queue), update, upsert=True
             )
         except DuplicateKeyError:
             # A concurrent create inserted it first (the unique index said so): it existed.
             if metadata is not None:
                 await self.set_metadata(project, queue, metadata)
             return False
-        return result.upserted_id is not None
+        if result.upserted_id is None:
+            return False
+        # A tombstone laid between the check and the insert: the new queue takes its fence.
+        await self._s.fences.adopt(project, queue)
+        return True
 
-    @_backend()
+    async def _find(self, project: str, queue: str, fields: Doc) -> Doc | None:
+        return await alongside(
+            self._s.fences.check_read(project, queue),
+            self._s.queue_docs.find_one(queue_key(project, queue), fields),
+        )
+
+    @backend()
     async def exists(self, project: str, queue: str) -> bool:
-        doc = await self._s.queue_docs.find_one(_queue_key(project, queue), {"_id": 1})
-        return doc is not None
+        return await self._find(project, queue, {"_id": 1}) is not None
 
-    @_backend()
+    @backend()
     async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
-        doc = await self._s.queue_docs.find_one(_queue_key(project, queue), {"metadata": 1})
+        doc = await self._find(project, queue, {"metadata": 1})
         if doc is None:
             raise QueueDoesNotExist(project, queue)
         metadata: dict[str, Any] = json.loads(doc["metadata"])
         return metadata
 
-    @_backend()
+    @backend()
     async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
+        await self._s.fences.check_write(project, queue)
         result = await self._s.queue_docs.update_one(
-            _queue_key(project, queue), {"$set": {"metadata": json.dumps(metadata)}}
+            queue_key(project, queue), {"$set": {"metadata": json.dumps(metadata)}}
         )
         if result.matched_count == 0:
             raise QueueDoesNotExist(project, queue)
 
-    @_backend()
+    @backend()
     async def delete(self, project: str, queue: str) -> None:
+        await self._s.fences.check_write(project, queue)
         # Contents first: a delete cut short leaves the queue, and retrying it finishes the job.
-        await self.purge(project, queue)
-        await self._s.queue_docs.delete_one(_queue_key(project, queue))
+        await self._purge(project, queue)
+        await self._s.queue_docs.delete_one(queue_key(project, queue))
 
-    @_backend()
+    @backend()
     async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
@@ -341,12 +344,12 @@ class MongoQueues:
             async for doc in cursor
         ]
 
-    @_backend()
+    @backend()
     async def stats(self, project: str, queue: str) -> QueueStats:
         if not await self.exists(project, queue):
             raise QueueDoesNotExist(project, queue)
         now = self._s.clock()
-        live = _live(project, queue, now)
+        live = live_query(project, queue, now)
         count = self._s.message_docs.count_documents
         total = await count(live)
         if total == 0:
@@ -371,8 +374,12 @@ class MongoQueues:
             newest=ends[1],
         )
 
-    @_backend()
+    @backend()
     async def purge(self, project: str, queue: str) -> None:
+        await self._s.fences.check_write(project, queue)
+        await self._purge(project, queue)
+
+    async def _purge(self, project: str, queue: str) -> None:
         contents = {"project": project, "queue": queue}
         await self._s.message_docs.delete_many(contents)
         await self._s.claim_docs.delete_many(contents)
@@ -382,7 +389,7 @@ class MongoMessages:
     def __init__(self, storage: MongoStorage) -> None:
         self._s = storage
 
-    @_backend()
+    @backend()
     async def post(
         self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
     ) -> Ids:
@@ -416,22 +423,38 @@ class MongoMessages:
                 await self._s.message_docs.insert_many(docs)
                 return ids
             except BulkWriteError as exc:
-                _duplicates(exc)
+                duplicates(exc)
             # A marker was handed out twice (a non-atomic $inc): take back what went in.
             await self._s.message_docs.delete_many({"_id": {"$in": oids}})
             await self._skip_used_markers(project, queue)
         raise StorageUnavailable(f"no free markers in queue {queue} after {POST_ATTEMPTS} tries")
 
     async def _reserve(self, project: str, queue: str, n: int) -> int:
-        """Advance the queue's marker counter by `n`; return its new value."""
-        doc = await self._s.queue_docs.find_one_and_update(
-            _queue_key(project, queue),
-            {"$inc": {"counter": n}},
-            return_document=ReturnDocument.AFTER,
+        """Advance the queue's marker counter by `n`; return its new value.
+
+        The fence is checked twice at once: as a condition of this very update (the queue
+        document's copy: on MongoDB a post is refused or reserves its markers, atomically), and
+        in the fence's own record, which no racing update can undo (FerretDB can undo the copy).
+        Raises `QueueFrozen`, `QueueDoesNotExist`.
+        """
+        return await alongside(
+            self._s.fences.check_write(project, queue),
+            self._reserve_unless_copied(project, queue, n),
         )
-        if doc is None:
-            raise QueueDoesNotExist(project, queue)
-        return int(doc["counter"])
+
+    async def _reserve_unless_copied(self, project: str, queue: str, n: int) -> int:
+        for _ in range(POST_ATTEMPTS):
+            doc = await self._s.queue_docs.find_one_and_update(
+                {**queue_key(project, queue), "fence": None},
+                {"$inc": {"counter": n}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return int(doc["counter"])
+            # Refused: missing or fenced. Else it was unfenced meanwhile: try again.
+            if not await self._s.fences.refused(project, queue):
+                raise QueueDoesNotExist(project, queue)
+        raise StorageUnavailable(f"queue {queue} was frozen and unfrozen {POST_ATTEMPTS} times")
 
     async def _skip_used_markers(self, project: str, queue: str) -> None:
         top = await self._s.message_docs.find_one(
@@ -439,11 +462,11 @@ class MongoMessages:
         )
         if top is not None:
             await self._s.queue_docs.update_one(
-                {**_queue_key(project, queue), "counter": {"$lt": top["marker"]}},
+                {**queue_key(project, queue), "counter": {"$lt": top["marker"]}},
                 {"$set": {"counter": top["marker"]}},
             )
 
-    @_backend()
+    @backend()
     async def list(
         self,
         project: str,
@@ -457,44 +480,56 @@ class MongoMessages:
         client_id: str,
     ) -> Messages:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            await self._s.fences.check_read(project, queue)
             return []
         now = self._s.clock()
-        query = {**_live(project, queue, now), "marker": {"$gt": marker or 0}}
+        query = {**live_query(project, queue, now), "marker": {"$gt": marker or 0}}
         if not echo:
             query["client_id"] = {"$ne": client_id}
         if not include_claimed:
             query["claim_expires"] = {"$lte": now}
         if not include_delayed:
             query["delay_expires"] = {"$lte": now}
-        return await _messages(
-            self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return await alongside(
+            self._s.fences.check_read(project, queue),
+            to_messages(self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)),
         )
 
-    @_backend()
+    @backend()
     async def get(self, project: str, queue: str, message_id: str) -> Message:
         found = await self.bulk_get(project, queue, [message_id])
         if not found:
             raise MessageDoesNotExist(project, queue, message_id)
         return found[0]
 
-    @_backend()
+    @backend()
     async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
-        oids = _ids(ids)
+        oids = object_ids(ids)
         if not oids:
+            await self._s.fences.check_read(project, queue)
             return []
-        query = {**_live(project, queue, self._s.clock()), "_id": {"$in": oids}}
-        return await _messages(self._s.message_docs.find(query).sort("marker", ASCENDING))
+        query = {**live_query(project, queue, self._s.clock()), "_id": {"$in": oids}}
+        return await alongside(
+            self._s.fences.check_read(project, queue),
+            to_messages(self._s.message_docs.find(query).sort("marker", ASCENDING)),
+        )
 
-    @_backend()
+    @backend()
     async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
-        if claim_id is not None and not is_id(claim_id):
-            raise InvalidClaim()
-        if not is_id(message_id):
+        malformed_claim = claim_id is not None and not is_id(claim_id)
+        if malformed_claim or not is_id(message_id):
+            await self._s.fences.check_write(project, queue)
+            if malformed_claim:
+                raise InvalidClaim()
             return
         now = self._s.clock()
         mid = ObjectId(message_id)
-        doc = await self._s.message_docs.find_one(
-            {**_live(project, queue, now), "_id": mid}, {"claim_id": 1, "claim_expires": 1}
+        doc = await alongside(
+            self._s.fences.check_write(project, queue),
+            self._s.message_docs.find_one(
+                {**live_query(project, queue, now), "_id": mid},
+                {"claim_id": 1, "claim_expires": 1},
+            ),
         )
         if doc is None:
             return
@@ -512,23 +547,24 @@ class MongoMessages:
                 return  # a pop or another delete is removing it
         await self._s.message_docs.delete_one({"_id": mid})
 
-    @_backend()
+    @backend()
     async def bulk_delete(
         self, project: str, queue: str, ids: Sequence[str], claim_ids: Sequence[str] | None
     ) -> None:
-        oids = _ids(ids)
+        await self._s.fences.check_write(project, queue)
+        oids = object_ids(ids)
         if not oids:
             return
         query: Doc = {"project": project, "queue": queue, "_id": {"$in": oids}}
         if claim_ids is not None:
-            query["claim_id"] = {"$in": _ids(claim_ids)}
+            query["claim_id"] = {"$in": object_ids(claim_ids)}
         await self._s.message_docs.delete_many(query)
 
-    @_backend()
+    @backend()
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
         now = self._s.clock()
         token = ObjectId()
-        taken = await self._s.holds.take(
+        taken = await self._s.holds.take_unless_fenced(
             project,
             queue,
             holder=token,
@@ -540,7 +576,7 @@ class MongoMessages:
         if not taken:
             return []
         ids = [doc["_id"] for doc in taken]
-        popped = await _messages(
+        popped = await to_messages(
             self._s.message_docs.find({"_id": {"$in": ids}}).sort("marker", ASCENDING)
         )
         await self._s.message_docs.delete_many({"_id": {"$in": ids}})
@@ -563,14 +599,14 @@ class MongoClaims:
     def __init__(self, storage: MongoStorage) -> None:
         self._s = storage
 
-    @_backend()
+    @backend()
     async def create(
         self, project: str, queue: str, *, ttl: int, grace: int, limit: int
     ) -> tuple[Claim, Messages]:
         now = self._s.clock()
         claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
         cid = ObjectId(claim.id)
-        taken = await self._s.holds.take(
+        taken = await self._s.holds.take_unless_fenced(
             project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
         )
         if not taken:
@@ -590,27 +626,32 @@ class MongoClaims:
             }
         )
         held = self._s.message_docs.find({"_id": {"$in": ids}, "claim_id": cid})
-        return claim, await _messages(held.sort("marker", ASCENDING))
+        return claim, await to_messages(held.sort("marker", ASCENDING))
 
-    @_backend()
+    @backend()
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         if not is_id(claim_id):
+            await self._s.fences.check_read(project, queue)
             raise ClaimDoesNotExist(project, queue, claim_id)
         now = self._s.clock()
         cid = ObjectId(claim_id)
-        doc = await self._s.claim_docs.find_one(
-            {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}}
+        doc = await alongside(
+            self._s.fences.check_read(project, queue),
+            self._s.claim_docs.find_one(
+                {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}}
+            ),
         )
         if doc is None:
             raise ClaimDoesNotExist(project, queue, claim_id)
         held = self._s.message_docs.find({"claim_id": cid, "expires": {"$gt": now}})
         claim = Claim(claim_id, doc["ttl"], doc["grace"], doc["created"], doc["expires"])
-        return claim, await _messages(held.sort("marker", ASCENDING))
+        return claim, await to_messages(held.sort("marker", ASCENDING))
 
-    @_backend()
+    @backend()
     async def update(
         self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
     ) -> None:
+        await self._s.fences.check_write(project, queue)
         if not is_id(claim_id):
             raise ClaimDoesNotExist(project, queue, claim_id)
         now = self._s.clock()
@@ -625,8 +666,9 @@ class MongoClaims:
         await self._s.holds.docs.update_many({"holder": cid}, {"$set": {"expires": claim.expires}})
         await self._mark({"claim_id": cid, "expires": {"$gt": now}}, claim)
 
-    @_backend()
+    @backend()
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        await self._s.fences.check_write(project, queue)
         if not is_id(claim_id):
             return
         cid = ObjectId(claim_id)

@@ -41,6 +41,17 @@ from node.models import (
     is_id,
     new_id,
 )
+from node.storage.sqlite_schema import (
+    FREE,
+    LIVE,
+    MESSAGE_COLUMNS,
+    SCHEMA,
+    check_readable,
+    check_writable,
+    placeholders,
+    to_message,
+)
+from node.storage.sqlite_transfer import SqliteTransfer
 
 # Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
 Messages = list[Message]
@@ -50,68 +61,6 @@ Ids = list[str]
 T = TypeVar("T")
 log = get_logger("node.storage.sqlite")
 Clock = Callable[[], float]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS queues (
-    project TEXT NOT NULL,
-    name TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    counter INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    PRIMARY KEY (project, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    marker INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    ttl INTEGER NOT NULL,
-    created REAL NOT NULL,
-    expires REAL NOT NULL,
-    delay_expires REAL NOT NULL DEFAULT 0,
-    client_id TEXT NOT NULL,
-    claim_id TEXT,
-    claim_expires REAL NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_marker ON messages (project, queue, marker);
-CREATE INDEX IF NOT EXISTS messages_by_claim ON messages (claim_id) WHERE claim_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);
-CREATE TABLE IF NOT EXISTS claims (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    ttl INTEGER NOT NULL,
-    grace INTEGER NOT NULL,
-    created REAL NOT NULL,
-    expires REAL NOT NULL
-);
-"""
-
-MESSAGE_COLUMNS = (
-    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
-)
-LIVE = "project = ? AND queue = ? AND expires > ?"
-FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"
-
-
-def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        marker=row[1],
-        body=json.loads(row[2]),
-        ttl=row[3],
-        created=row[4],
-        expires=row[5],
-        client_id=row[6],
-        delay_expires=row[7],
-        claim_id=row[8],
-        claim_expires=row[9],
-    )
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 class SqliteStorage:
@@ -127,6 +76,7 @@ class SqliteStorage:
         self.queues = SqliteQueues(self)
         self.messages = SqliteMessages(self)
         self.claims = SqliteClaims(self)
+        self.transfer = SqliteTransfer(self)
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> SqliteStorage:
@@ -270,6 +220,7 @@ class SqliteQueues:
 
     async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
         def create(conn: sqlite3.Connection, meta: str | None, now: float) -> bool:
+            check_writable(conn, project, queue)
             cur = conn.execute(
                 "INSERT OR IGNORE INTO queues (project, name, metadata, created) VALUES (?,?,?,?)",
                 (project, queue, meta or "{}", now),
@@ -285,26 +236,25 @@ class SqliteQueues:
         return await self._s.write(create, meta, self._s.clock())
 
     async def exists(self, project: str, queue: str) -> bool:
-        row = await self._s.read(
-            lambda c: c.execute(
-                "SELECT 1 FROM queues WHERE project = ? AND name = ?", (project, queue)
-            ).fetchone()
-        )
-        return row is not None
+        return await self._s.read(self._row, "1", project, queue) is not None
 
     async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
-        row = await self._s.read(
-            lambda c: c.execute(
-                "SELECT metadata FROM queues WHERE project = ? AND name = ?", (project, queue)
-            ).fetchone()
-        )
+        row = await self._s.read(self._row, "metadata", project, queue)
         if row is None:
             raise QueueDoesNotExist(project, queue)
         metadata: dict[str, Any] = json.loads(row[0])
         return metadata
 
+    @staticmethod
+    def _row(conn: sqlite3.Connection, columns: str, project: str, queue: str) -> Any:
+        check_readable(conn, project, queue)
+        return conn.execute(
+            f"SELECT {columns} FROM queues WHERE project = ? AND name = ?", (project, queue)
+        ).fetchone()
+
     async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
         def update(conn: sqlite3.Connection) -> int:
+            check_writable(conn, project, queue)
             return conn.execute(
                 "UPDATE queues SET metadata = ? WHERE project = ? AND name = ?",
                 (json.dumps(metadata), project, queue),
@@ -315,6 +265,7 @@ class SqliteQueues:
 
     async def delete(self, project: str, queue: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
             args = (project, queue)
             conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", args)
             conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", args)
@@ -334,6 +285,7 @@ class SqliteQueues:
 
     async def stats(self, project: str, queue: str) -> QueueStats:
         def stats(conn: sqlite3.Connection, now: float) -> QueueStats:
+            check_readable(conn, project, queue)
             if not conn.execute(
                 "SELECT 1 FROM queues WHERE project = ? AND name = ?", (project, queue)
             ).fetchone():
@@ -368,6 +320,7 @@ class SqliteQueues:
 
     async def purge(self, project: str, queue: str) -> None:
         def purge(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
             conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", (project, queue))
             conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", (project, queue))
 
@@ -385,12 +338,16 @@ class SqliteMessages:
         bodies = [json.dumps(m.body) for m in messages]
 
         def post(conn: sqlite3.Connection, now: float) -> None:
+            # The fence is one more condition on the counter's update: no extra statement.
             row = conn.execute(
-                "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ? "
-                "RETURNING counter",
+                "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ?"
+                " AND NOT EXISTS (SELECT 1 FROM fences"
+                " WHERE fences.project = queues.project AND fences.queue = queues.name)"
+                " RETURNING counter",
                 (len(messages), project, queue),
             ).fetchone()
             if row is None:
+                check_writable(conn, project, queue)
                 raise QueueDoesNotExist(project, queue)
             first = row[0] - len(messages) + 1
             conn.executemany(
@@ -445,8 +402,7 @@ class SqliteMessages:
             "ORDER BY marker LIMIT ?"
         )
         args.append(limit)
-        rows = await self._s.read(lambda c: c.execute(sql, args).fetchall())
-        return [_message(r) for r in rows]
+        return await self._s.read(_messages, project, queue, sql, args)
 
     async def get(self, project: str, queue: str, message_id: str) -> Message:
         found = await self.bulk_get(project, queue, [message_id])
@@ -457,22 +413,25 @@ class SqliteMessages:
     async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
         ids = [i for i in ids if is_id(i)]
         if not ids:
+            await self._s.read(check_readable, project, queue)
             return []
         sql = (
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} "
-            f"AND id IN ({_placeholders(len(ids))}) ORDER BY marker"
+            f"AND id IN ({placeholders(len(ids))}) ORDER BY marker"
         )
         args = (project, queue, self._s.clock(), *ids)
-        rows = await self._s.read(lambda c: c.execute(sql, args).fetchall())
-        return [_message(r) for r in rows]
+        return await self._s.read(_messages, project, queue, sql, args)
 
     async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
-        if claim_id is not None and not is_id(claim_id):
-            raise InvalidClaim()
-        if not is_id(message_id):
+        malformed_claim = claim_id is not None and not is_id(claim_id)
+        if malformed_claim or not is_id(message_id):
+            await self._s.read(check_writable, project, queue)
+            if malformed_claim:
+                raise InvalidClaim()
             return
 
         def delete(conn: sqlite3.Connection, now: float) -> None:
+            check_writable(conn, project, queue)
             row = conn.execute(
                 f"SELECT claim_id, claim_expires FROM messages WHERE {LIVE} AND id = ?",
                 (project, queue, now, message_id),
@@ -496,32 +455,35 @@ class SqliteMessages:
     ) -> None:
         ids = [i for i in ids if is_id(i)]
         if not ids:
+            await self._s.read(check_writable, project, queue)
             return
         sql = (
             "DELETE FROM messages WHERE project = ? AND queue = ? "
-            f"AND id IN ({_placeholders(len(ids))})"
+            f"AND id IN ({placeholders(len(ids))})"
         )
         args: list[Any] = [project, queue, *ids]
         if claim_ids is not None:
-            sql += f" AND claim_id IN ({_placeholders(len(claim_ids))})"
+            sql += f" AND claim_id IN ({placeholders(len(claim_ids))})"
             args.extend(claim_ids)
 
         def delete(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
             conn.execute(sql, args)
 
         await self._s.write(delete)
 
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
         def pop(conn: sqlite3.Connection, now: float) -> Messages:
+            check_writable(conn, project, queue)
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} AND {FREE} "
                 "ORDER BY marker LIMIT ?",
                 (project, queue, now, now, now, limit),
             ).fetchall()
-            popped = [_message(r) for r in rows]
+            popped = [to_message(r) for r in rows]
             if popped:
                 conn.execute(
-                    f"DELETE FROM messages WHERE id IN ({_placeholders(len(popped))})",
+                    f"DELETE FROM messages WHERE id IN ({placeholders(len(popped))})",
                     [m.id for m in popped],
                 )
             return popped
@@ -540,6 +502,7 @@ class SqliteClaims:
         claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
 
         def create(conn: sqlite3.Connection) -> Messages:
+            check_writable(conn, project, queue)
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -559,15 +522,15 @@ class SqliteClaims:
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? ORDER BY marker",
                 (claim.id,),
             ).fetchall()
-            return [_message(r) for r in rows]
+            return [to_message(r) for r in rows]
 
         return claim, await self._s.write(create)
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
-        if not is_id(claim_id):
-            raise ClaimDoesNotExist(project, queue, claim_id)
-
         def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, Messages]:
+            check_readable(conn, project, queue)
+            if not is_id(claim_id):
+                raise ClaimDoesNotExist(project, queue, claim_id)
             row = conn.execute(
                 "SELECT id, ttl, grace, created, expires FROM claims"
                 " WHERE id = ? AND project = ? AND queue = ? AND expires > ?",
@@ -580,7 +543,7 @@ class SqliteClaims:
                 " ORDER BY marker",
                 (claim_id, now),
             ).fetchall()
-            return Claim(*row), [_message(r) for r in rows]
+            return Claim(*row), [to_message(r) for r in rows]
 
         return await self._s.read(get, self._s.clock())
 
@@ -588,10 +551,12 @@ class SqliteClaims:
         self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
     ) -> None:
         if not is_id(claim_id):
+            await self._s.read(check_writable, project, queue)
             raise ClaimDoesNotExist(project, queue, claim_id)
         now = self._s.clock()
 
         def update(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
             row = conn.execute(
                 "UPDATE claims SET ttl = ?, grace = ?, expires = ?"
                 " WHERE id = ? AND project = ? AND queue = ? AND expires > ?"
@@ -607,9 +572,11 @@ class SqliteClaims:
 
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
         if not is_id(claim_id):
+            await self._s.read(check_writable, project, queue)
             return
 
         def delete(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
             conn.execute(
                 "UPDATE messages SET claim_id = NULL, claim_expires = 0"
                 " WHERE claim_id = ? AND project = ? AND queue = ?",
@@ -621,6 +588,14 @@ class SqliteClaims:
             )
 
         await self._s.write(delete)
+
+
+def _messages(
+    conn: sqlite3.Connection, project: str, queue: str, sql: str, args: Sequence[Any]
+) -> Messages:
+    """Run a read of the queue's messages, unless the queue has moved away."""
+    check_readable(conn, project, queue)
+    return [to_message(r) for r in conn.execute(sql, args).fetchall()]
 
 
 def _hold(
@@ -635,7 +610,7 @@ def _hold(
     )
     args: list[Any] = [claim.id, claim.expires, lives_until, claim.ttl + claim.grace, lives_until]
     if ids is not None:
-        sql += f"id IN ({_placeholders(len(ids))})"
+        sql += f"id IN ({placeholders(len(ids))})"
         args.extend(ids)
     else:
         sql += "claim_id = ? AND expires > ?"

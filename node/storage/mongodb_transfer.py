@@ -1,0 +1,335 @@
+"""The MongoDB driver's `TransferStore`: fences, and a queue copied out and in.
+
+Fences. A fenced queue has a document in `fences`, unique per queue, written only by `freeze` and
+`unfreeze`; without a queue document it is a tombstone. The queue's own document carries a copy,
+`fence`, so that `post` checks the fence in the very update that reserves its markers: on MongoDB
+a post is either refused or has reserved its markers before the freeze, so every post that can
+still land after `freeze` returned has a marker at or below the counter read after it. Every
+write also reads the record in `fences` (alongside its own first step where that costs nothing)
+and then acts: one that passed the check just before the freeze still lands, within one
+request's time. Reads of a moved queue are refused the same way.
+
+FerretDB 1.x applies an update as a read and a write of the whole document, so an update racing
+`freeze` (a reservation, a metadata change, a counter repair after a marker collision) can write
+the queue document back without the copy, or reserve after the copy was set; and the freeze's
+own update can undo a racing reservation's increment of the counter. The record in `fences`,
+which only `freeze` and `unfreeze` write, is what bounds this: a post that reads it after the
+freeze is refused, whatever the copy says. `freeze` also reads the copy back after a short pause
+and sets it again until it stays, and `export_queue` reports the highest marker stored when it
+is above the counter; the migration worker's settle interval after the freeze covers the posts
+that were in flight.
+
+Imports compare what they bring with what is stored and write only the difference. A duplicate
+`_id` on insert is an earlier import landing late (a timed-out write may still commit): it is
+overwritten. Any other duplicate is a marker held by another message: `TransferConflict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from node.errors import QueueDoesNotExist, QueueFrozen, StorageUnavailable, TransferConflict
+from node.models import Claim, Fence, Message, QueueDigest, QueueExport, is_id
+from node.storage import transfer
+from node.storage.mongodb_documents import (
+    Doc,
+    backend,
+    duplicates,
+    live_query,
+    queue_key,
+    to_messages,
+)
+
+if TYPE_CHECKING:
+    from node.storage.mongodb import MongoStorage
+
+T = TypeVar("T")
+# `freeze` reads the queue document's copy of the fence back after this pause, and sets it again
+# (up to COPY_ATTEMPTS times) if a racing update on FerretDB wrote the document back without it.
+COPY_SETTLE = 0.02
+COPY_ATTEMPTS = 5
+
+
+async def alongside(check: Awaitable[None], op: Awaitable[T]) -> T:
+    """Await `op` while `check` runs, in one round trip's time; the check's error wins."""
+    checked, result = await asyncio.gather(check, op, return_exceptions=True)
+    if isinstance(checked, BaseException):
+        raise checked
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _scope(project: str, queue: str) -> Doc:
+    """The documents of one queue, in `fences`, `messages` and `claims`."""
+    return {"project": project, "queue": queue}
+
+
+class Fences:
+    """The partition's fences: the `fences` collection, and its copies on queue documents."""
+
+    def __init__(self, docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc]) -> None:
+        self.docs = docs
+        self._queue_docs = queue_docs
+
+    async def reason(self, project: str, queue: str) -> str | None:
+        doc = await self.docs.find_one(_scope(project, queue), {"reason": 1})
+        return None if doc is None else str(doc["reason"])
+
+    async def check_write(self, project: str, queue: str) -> None:
+        reason = await self.reason(project, queue)
+        if reason is not None:
+            raise QueueFrozen(project, queue, reason)
+
+    async def check_read(self, project: str, queue: str) -> None:
+        if await self.reason(project, queue) == Fence.MOVED:
+            raise QueueFrozen(project, queue, Fence.MOVED)
+
+    async def refused(self, project: str, queue: str) -> bool:
+        """Why a reservation matched no queue document: raises `QueueFrozen` if the queue is
+        fenced; else True if the queue exists (it was unfenced meanwhile), False if it does not."""
+        reason, doc = await asyncio.gather(
+            self.reason(project, queue),
+            self._queue_docs.find_one(queue_key(project, queue), {"fence": 1}),
+        )
+        reason = reason or (doc or {}).get("fence")
+        if reason:
+            raise QueueFrozen(project, queue, reason)
+        return doc is not None
+
+    async def put(self, project: str, queue: str, reason: str) -> None:
+        """The record first, then the copy: a copy never outlives its record."""
+        key = _scope(project, queue)
+        try:
+            await self.docs.update_one(key, {"$set": {"reason": reason}}, upsert=True)
+        except DuplicateKeyError:  # a concurrent freeze inserted it first
+            await self.docs.update_one(key, {"$set": {"reason": reason}})
+        await self._copy(project, queue, reason)
+
+    async def lift(self, project: str, queue: str) -> None:
+        """The copy first, then the record."""
+        await self._queue_docs.update_one(queue_key(project, queue), {"$set": {"fence": None}})
+        await self.docs.delete_one(_scope(project, queue))
+
+    async def adopt(self, project: str, queue: str) -> None:
+        """A queue document was just inserted: if a tombstone was laid meanwhile, the queue
+        takes its fence and `QueueFrozen` is raised (the queue stays, fenced and empty)."""
+        reason = await self.reason(project, queue)
+        if reason is not None:
+            await self._copy(project, queue, reason)
+            raise QueueFrozen(project, queue, reason)
+
+    async def _copy(self, project: str, queue: str, reason: str) -> None:
+        key = queue_key(project, queue)
+        for _ in range(COPY_ATTEMPTS):
+            await self._queue_docs.update_one(key, {"$set": {"fence": reason}})
+            await asyncio.sleep(COPY_SETTLE)
+            doc = await self._queue_docs.find_one(key, {"fence": 1})
+            if doc is None or doc.get("fence") == reason:
+                return
+        raise StorageUnavailable(f"the fence of queue {queue} did not hold")
+
+
+def _message_doc(project: str, queue: str, m: Message) -> Doc:
+    return {
+        "_id": ObjectId(m.id),
+        "project": project,
+        "queue": queue,
+        "marker": m.marker,
+        "body": json.dumps(m.body),
+        "ttl": m.ttl,
+        "created": m.created,
+        "expires": m.expires,
+        "delay_expires": m.delay_expires,
+        "client_id": m.client_id,
+        "claim_id": None if m.claim_id is None else ObjectId(m.claim_id),
+        "claim_expires": m.claim_expires,
+    }
+
+
+def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
+    return {
+        "_id": ObjectId(c.id),
+        "project": project,
+        "queue": queue,
+        "ttl": c.ttl,
+        "grace": c.grace,
+        "created": c.created,
+        "expires": c.expires,
+    }
+
+
+async def _upsert(coll: AsyncCollection[Doc], project: str, queue: str, docs: list[Doc]) -> int:
+    """Insert the documents that are new and replace those that differ; return how many."""
+    if not docs:
+        return 0
+    ids = [doc["_id"] for doc in docs]
+    stored = {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": ids}})}
+    for old in stored.values():
+        if (old["project"], old["queue"]) != (project, queue):
+            raise TransferConflict(f"{old['_id']} belongs to queue {old['queue']}")
+    changed = [
+        doc
+        for doc in docs
+        if doc["_id"] in stored and any(stored[doc["_id"]].get(k) != v for k, v in doc.items())
+    ]
+    new = [doc for doc in docs if doc["_id"] not in stored]
+    written = len(changed) + len(new)
+    try:
+        if new:
+            try:
+                await coll.insert_many(new, ordered=False)
+            except BulkWriteError as exc:
+                refused = [new[i] for i in duplicates(exc)]
+                late = {
+                    doc["_id"]
+                    async for doc in coll.find(
+                        {"_id": {"$in": [d["_id"] for d in refused]}, **_scope(project, queue)},
+                        {"_id": 1},
+                    )
+                }
+                if any(doc["_id"] not in late for doc in refused):
+                    message = f"{coll.name}: a marker belongs to another message"
+                    raise TransferConflict(message) from exc
+                changed += refused
+        if changed:
+            await coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d) for d in changed])
+    except (BulkWriteError, DuplicateKeyError) as exc:
+        raise TransferConflict(f"{coll.name}: {exc}") from exc
+    return written
+
+
+async def _delete(coll: AsyncCollection[Doc], project: str, queue: str, ids: Sequence[str]) -> int:
+    oids = [ObjectId(i) for i in ids if is_id(i)]
+    if not oids:
+        return 0
+    return (await coll.delete_many({**_scope(project, queue), "_id": {"$in": oids}})).deleted_count
+
+
+class MongoTransfer:
+    def __init__(self, storage: MongoStorage) -> None:
+        self._s = storage
+
+    @backend()
+    async def freeze(self, project: str, queue: str, reason: str) -> None:
+        transfer.check_reason(reason)
+        await self._s.fences.put(project, queue, reason)
+
+    @backend()
+    async def unfreeze(self, project: str, queue: str) -> None:
+        await self._s.fences.lift(project, queue)
+
+    @backend()
+    async def fence(self, project: str, queue: str) -> str | None:
+        return await self._s.fences.reason(project, queue)
+
+    @backend()
+    async def export_queue(self, project: str, queue: str) -> QueueExport | None:
+        doc, top, reason = await asyncio.gather(
+            self._s.queue_docs.find_one(queue_key(project, queue)),
+            self._s.message_docs.find_one(
+                _scope(project, queue), {"marker": 1}, sort=[("marker", DESCENDING)]
+            ),
+            self._s.fences.reason(project, queue),
+        )
+        if doc is None:
+            return None
+        return QueueExport(
+            metadata=json.loads(doc["metadata"]),
+            # Past a lost update of the counter (FerretDB), the highest marker stored says more.
+            counter=max(int(doc["counter"]), 0 if top is None else int(top["marker"])),
+            created=doc["created"],
+            fence=reason,
+        )
+
+    @backend()
+    async def export_messages(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[Message]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        now = self._s.clock()
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return [transfer.exported(m, now) for m in await to_messages(cursor)]
+
+    @backend()
+    async def export_claims(self, project: str, queue: str) -> list[Claim]:
+        query = {**_scope(project, queue), "expires": {"$gt": self._s.clock()}}
+        cursor = self._s.claim_docs.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)])
+        return [
+            Claim(str(d["_id"]), d["ttl"], d["grace"], d["created"], d["expires"])
+            async for d in cursor
+        ]
+
+    @backend()
+    async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
+        key = queue_key(project, queue)
+        fields = {"metadata": json.dumps(export.metadata), "created": export.created}
+        # A tombstone here becomes a fenced queue: its fence is copied onto the new document.
+        fresh = {"counter": export.counter, "fence": await self._s.fences.reason(project, queue)}
+        try:
+            await self._s.queue_docs.update_one(
+                key, {"$set": fields, "$setOnInsert": fresh}, upsert=True
+            )
+        except DuplicateKeyError:  # inserted meanwhile: update it
+            await self._s.queue_docs.update_one(key, {"$set": fields})
+        await self._raise_counter(project, queue, export.counter)
+
+    async def _raise_counter(self, project: str, queue: str, counter: int) -> None:
+        key = queue_key(project, queue)
+        doc = await self._s.queue_docs.find_one(key, {"counter": 1})
+        if doc is None:
+            raise QueueDoesNotExist(project, queue)
+        if doc["counter"] < counter:
+            await self._s.queue_docs.update_one(
+                {**key, "counter": {"$lt": counter}}, {"$set": {"counter": counter}}
+            )
+
+    @backend()
+    async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        transfer.check_ids([m.id for m in messages])
+        await self._raise_counter(project, queue, max((m.marker for m in messages), default=0))
+        docs = [_message_doc(project, queue, m) for m in messages]
+        return await _upsert(self._s.message_docs, project, queue, docs)
+
+    @backend()
+    async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
+        transfer.check_ids([c.id for c in claims])
+        docs = [_claim_doc(project, queue, c) for c in claims]
+        return await _upsert(self._s.claim_docs, project, queue, docs)
+
+    @backend()
+    async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        return await _delete(self._s.message_docs, project, queue, ids)
+
+    @backend()
+    async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        return await _delete(self._s.claim_docs, project, queue, ids)
+
+    async def digest(self, project: str, queue: str) -> QueueDigest:
+        return await transfer.digest(self, project, queue)
+
+    @backend()
+    async def drop(self, project: str, queue: str, *, limit: int) -> int:
+        transfer.check_limit(limit)
+        scope = _scope(project, queue)
+        found = 0
+        for coll in (self._s.message_docs, self._s.claim_docs):
+            if found < limit:
+                cursor = coll.find(scope, {"_id": 1}).limit(limit - found)
+                ids = [doc["_id"] async for doc in cursor]
+                if ids:
+                    await coll.delete_many({"_id": {"$in": ids}})
+                    found += len(ids)
+        if found:  # counted as found: gone, whether this call or a concurrent one removed them
+            return found
+        return (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count

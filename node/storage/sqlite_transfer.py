@@ -1,0 +1,232 @@
+"""The SQLite driver's `TransferStore`: fences, and a queue copied out and in.
+
+A fence is a row of `fences`, read by every write inside the transaction that applies it, so
+`freeze` is atomic with every write: once it has returned, nothing lands. A row without a queue
+is a tombstone. Imports compare what they bring with what is stored and write only the
+difference, in one transaction per call.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from node.errors import QueueDoesNotExist, TransferConflict
+from node.models import Claim, Message, QueueDigest, QueueExport
+from node.storage import transfer
+from node.storage.sqlite_schema import FENCE, LIVE, MESSAGE_COLUMNS, placeholders, to_message
+
+if TYPE_CHECKING:
+    from node.storage.sqlite import SqliteStorage
+
+# Few enough parameters per statement for any SQLite build's limit.
+CHUNK = 500
+STORED_MESSAGE = (
+    "id, project, queue, marker, body, ttl, created, expires, delay_expires, client_id,"
+    " claim_id, claim_expires"
+)
+STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _stored(
+    conn: sqlite3.Connection, table: str, columns: str, ids: Sequence[str]
+) -> dict[str, Any]:
+    """The rows of `table` with those ids, by id, whatever queue they are in."""
+    found: dict[str, Any] = {}
+    for chunk in _chunks(ids):
+        sql = f"SELECT {columns} FROM {table} WHERE id IN ({placeholders(len(chunk))})"
+        found.update((row[0], tuple(row)) for row in conn.execute(sql, chunk))
+    return found
+
+
+def _upsert(
+    conn: sqlite3.Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """Insert the rows that are new and overwrite those that differ; rows are in `columns`
+    order with id, project and queue first. Returns how many were written."""
+    stored = _stored(conn, table, columns, [row[0] for row in rows])
+    for row in rows:
+        old = stored.get(row[0])
+        if old is not None and old[1:3] != row[1:3]:
+            raise TransferConflict(f"{table[:-1]} {row[0]} belongs to queue {old[2]}")
+    changed = [row for row in rows if row[0] in stored and stored[row[0]] != row]
+    new = [row for row in rows if row[0] not in stored]
+    names = [c.strip() for c in columns.split(",")]
+    try:
+        if changed:
+            assignments = ", ".join(f"{name} = ?" for name in names[3:])
+            conn.executemany(
+                f"UPDATE {table} SET {assignments} WHERE id = ?",
+                [(*row[3:], row[0]) for row in changed],
+            )
+        if new:
+            conn.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({placeholders(len(names))})", new
+            )
+    except sqlite3.IntegrityError as exc:  # the unique marker index: another message has it
+        raise TransferConflict(f"{table}: {exc}") from exc
+    return len(changed) + len(new)
+
+
+def _delete(
+    conn: sqlite3.Connection, table: str, project: str, queue: str, ids: Sequence[str]
+) -> int:
+    gone = 0
+    for chunk in _chunks(ids):
+        gone += conn.execute(
+            f"DELETE FROM {table} WHERE project = ? AND queue = ?"
+            f" AND id IN ({placeholders(len(chunk))})",
+            (project, queue, *chunk),
+        ).rowcount
+    return gone
+
+
+class SqliteTransfer:
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._s = storage
+
+    async def freeze(self, project: str, queue: str, reason: str) -> None:
+        transfer.check_reason(reason)
+
+        def freeze(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO fences (project, queue, reason) VALUES (?,?,?)"
+                " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason",
+                (project, queue, reason),
+            )
+
+        await self._s.write(freeze)
+
+    async def unfreeze(self, project: str, queue: str) -> None:
+        def unfreeze(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM fences WHERE project = ? AND queue = ?", (project, queue))
+
+        await self._s.write(unfreeze)
+
+    async def fence(self, project: str, queue: str) -> str | None:
+        row = await self._s.read(lambda c: c.execute(FENCE, (project, queue)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def export_queue(self, project: str, queue: str) -> QueueExport | None:
+        def export(conn: sqlite3.Connection) -> QueueExport | None:
+            row = conn.execute(
+                "SELECT metadata, counter, created FROM queues WHERE project = ? AND name = ?",
+                (project, queue),
+            ).fetchone()
+            if row is None:
+                return None
+            fence = conn.execute(FENCE, (project, queue)).fetchone()
+            return QueueExport(
+                metadata=json.loads(row[0]),
+                counter=row[1],
+                created=row[2],
+                fence=None if fence is None else fence[0],
+            )
+
+        return await self._s.read(export)
+
+    async def export_messages(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[Message]:
+        now = self._s.clock()
+        rows = await self._s.read(
+            lambda c: c.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} AND marker > ?"
+                " ORDER BY marker LIMIT ?",
+                (project, queue, now, after_marker, limit),
+            ).fetchall()
+        )
+        return [transfer.exported(to_message(row), now) for row in rows]
+
+    async def export_claims(self, project: str, queue: str) -> list[Claim]:
+        rows = await self._s.read(
+            lambda c: c.execute(
+                "SELECT id, ttl, grace, created, expires FROM claims"
+                " WHERE project = ? AND queue = ? AND expires > ? ORDER BY created, id",
+                (project, queue, self._s.clock()),
+            ).fetchall()
+        )
+        return [Claim(*row) for row in rows]
+
+    async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO queues (project, name, metadata, counter, created) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (project, name) DO UPDATE SET metadata = excluded.metadata,"
+                " created = excluded.created, counter = MAX(counter, excluded.counter)",
+                (project, queue, json.dumps(export.metadata), export.counter, export.created),
+            )
+
+        await self._s.write(upsert)
+
+    async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        transfer.check_ids([m.id for m in messages])
+        rows = [
+            (
+                m.id,
+                project,
+                queue,
+                m.marker,
+                json.dumps(m.body),
+                m.ttl,
+                m.created,
+                m.expires,
+                m.delay_expires,
+                m.client_id,
+                m.claim_id,
+                m.claim_expires,
+            )
+            for m in messages
+        ]
+
+        def upsert(conn: sqlite3.Connection) -> int:
+            top = conn.execute(
+                "UPDATE queues SET counter = MAX(counter, ?) WHERE project = ? AND name = ?"
+                " RETURNING counter",
+                (max((m.marker for m in messages), default=0), project, queue),
+            ).fetchone()
+            if top is None:
+                raise QueueDoesNotExist(project, queue)
+            return _upsert(conn, "messages", STORED_MESSAGE, rows)
+
+        return await self._s.write(upsert)
+
+    async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
+        transfer.check_ids([c.id for c in claims])
+        rows = [(c.id, project, queue, c.ttl, c.grace, c.created, c.expires) for c in claims]
+        return await self._s.write(lambda conn: _upsert(conn, "claims", STORED_CLAIM, rows))
+
+    async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        return await self._s.write(_delete, "messages", project, queue, ids)
+
+    async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        return await self._s.write(_delete, "claims", project, queue, ids)
+
+    async def digest(self, project: str, queue: str) -> QueueDigest:
+        return await transfer.digest(self, project, queue)
+
+    async def drop(self, project: str, queue: str, *, limit: int) -> int:
+        transfer.check_limit(limit)
+
+        def drop(conn: sqlite3.Connection) -> int:
+            gone = 0
+            for table in ("messages", "claims"):
+                if gone < limit:
+                    gone += conn.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+                        " WHERE project = ? AND queue = ? LIMIT ?)",
+                        (project, queue, limit - gone),
+                    ).rowcount
+            if gone == 0:
+                gone = conn.execute(
+                    "DELETE FROM queues WHERE project = ? AND name = ?", (project, queue)
+                ).rowcount
+            return gone
+
+        return await self._s.write(drop)
