@@ -21,5 +21,9 @@ class Refused(CatalogError):
     """The operation breaks a catalog rule (removing a partition that owns queues, say)."""
 
 
+class LeaseExpired(CatalogError):
+    """The lease is gone (expired, or revoked): the keys bound to it have been deleted."""
+
+
 class Compacted(CatalogError):
     """A watch asked for history the store no longer keeps; reload from a snapshot."""

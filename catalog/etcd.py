@@ -13,7 +13,7 @@ import aetcd.rtypes
 import aetcd.utils
 import grpc
 
-from catalog.errors import CatalogUnavailable, Compacted, Conflict
+from catalog.errors import CatalogUnavailable, Compacted, Conflict, LeaseExpired
 from catalog.records import Event, Snapshot, Versioned
 
 
@@ -48,7 +48,18 @@ def _translated() -> Iterator[None]:
     except aetcd.exceptions.RevisionCompactedError as exc:
         raise Compacted(str(exc)) from exc
     except (aetcd.exceptions.ClientError, grpc.RpcError, OSError, TimeoutError) as exc:
+        if isinstance(exc, aetcd.exceptions.ClientError) and _lease_not_found(exc):
+            raise LeaseExpired(str(exc)) from exc
         raise CatalogUnavailable(f"etcd: {type(exc).__name__}: {exc}") from exc
+
+
+def _lease_not_found(exc: aetcd.exceptions.ClientError) -> bool:
+    cause = exc.__cause__
+    return (
+        isinstance(cause, aetcd.rpc.AioRpcError)
+        and cause.code() == grpc.StatusCode.NOT_FOUND
+        and "lease not found" in (cause.details() or "")
+    )
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -111,13 +122,15 @@ class EtcdStore:
             for kv in found.kvs
         ]
 
-    async def create(self, key: str, value: bytes) -> tuple[bool, Versioned]:
+    async def create(
+        self, key: str, value: bytes, lease: int | None = None
+    ) -> tuple[bool, Versioned]:
         raw = key.encode()
         tx = self._client.transactions
         with _translated():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.create(raw) == 0],
-                success=[tx.put(raw, value)],
+                success=[tx.put(raw, value, lease=lease)],
                 failure=[tx.get(raw)],
             )
         if succeeded:
@@ -151,6 +164,22 @@ class EtcdStore:
             )
         if not succeeded:
             raise Conflict(key)
+
+    async def grant_lease(self, ttl: int) -> int:
+        with _translated():
+            lease = await self._client.lease(ttl)
+        return int(lease.id)
+
+    async def refresh_lease(self, lease_id: int) -> None:
+        with _translated():
+            reply = await self._client.refresh_lease(lease_id)
+        # etcd answers a keep-alive of an expired lease with TTL 0 rather than an error.
+        if reply is None or reply.TTL <= 0:
+            raise LeaseExpired(f"lease {lease_id:x} expired")
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        with contextlib.suppress(LeaseExpired), _translated():
+            await self._client.revoke_lease(lease_id)
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
         with _translated():

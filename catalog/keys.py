@@ -44,6 +44,15 @@ class Keys:
     def migration(self, migration_id: str) -> str:
         return f"{self.migrations}{migration_id}"
 
+    # owners/{migration id}: the worker running that migration, bound to the worker's lease.
+    # Not under migrations/, whose every key is a migration record.
+    @property
+    def owners(self) -> str:
+        return f"{self.prefix}owners/"
+
+    def owner(self, migration_id: str) -> str:
+        return f"{self.owners}{migration_id}"
+
     # pins/{project}
     @property
     def pins(self) -> str:

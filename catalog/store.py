@@ -23,11 +23,15 @@ class CatalogStore(Protocol):
     async def range(self, prefix: str, start_after: str, limit: int) -> list[Versioned]:
         """Up to `limit` keys under `prefix` sorted by key, strictly after `start_after`."""
 
-    async def create(self, key: str, value: bytes) -> tuple[bool, Versioned]:
+    async def create(
+        self, key: str, value: bytes, lease: int | None = None
+    ) -> tuple[bool, Versioned]:
         """Create-if-absent, atomically. Returns (created, the value now at the key).
 
         Two callers racing on the same key agree: one sees created=True, the other gets the
-        winner's value. Raises `CatalogUnavailable`.
+        winner's value. With `lease`, a created key is bound to that lease and vanishes (a delete
+        event) when the lease expires or is revoked; an existing key keeps its own lease. Raises
+        `LeaseExpired` when `lease` is gone, `CatalogUnavailable`.
         """
 
     async def replace(self, key: str, value: bytes, mod_revision: int) -> Versioned:
@@ -35,6 +39,19 @@ class CatalogStore(Protocol):
 
     async def delete(self, key: str, mod_revision: int) -> None:
         """Delete only if still at `mod_revision`; raises `Conflict` otherwise."""
+
+    async def grant_lease(self, ttl: int) -> int:
+        """A new lease that expires `ttl` seconds (at least; etcd may raise it to its minimum,
+        2 s) after it was granted or last refreshed. Returns its id."""
+
+    async def refresh_lease(self, lease_id: int) -> None:
+        """Restart the lease's time to live; raises `LeaseExpired` when it is already gone.
+
+        A lease is alive at least `ttl` seconds after the refresh was *sent*: a holder may act
+        until then, measured from before its call."""
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        """End the lease now, deleting its keys; a lease already gone is not an error."""
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
         """Every change under `prefix` from `start_revision` on, in revision order.
