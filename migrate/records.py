@@ -51,8 +51,13 @@ NEXT: dict[Phase, frozenset[Phase]] = {
 class Progress:
     copied: int = 0  # messages written to the target (upserts, counted again on a re-copy)
     copy_marker: int = 0  # the source marker the bulk copy has reached
-    freeze_attempts: int = 0
+    lag: int = 0  # records the last catch-up round had to change: a freeze waits until it is small
+    freeze_attempts: int = 0  # freezes aborted (over their limit, or cut short by a worker's death)
     freeze_ms: float = 0.0  # how long the last freeze held writes
+    # The source's highest marker when verify passed: a message above it found on the frozen
+    # source at cleanup landed after the verify (MongoDB) and is adopted by the target.
+    verified_marker: int = 0
+    adopted: int | None = None  # such late messages copied at cleanup; None: not looked for yet
     purged: int = 0
 
 

@@ -1,0 +1,270 @@
+"""The migration state machine: each phase is saved to the journal before it is acted on.
+
+    INIT ─▶ COPYING ─▶ CATCHING_UP ⇄ FROZEN ─▶ SWITCHED ─▶ CLEANUP ─▶ DONE
+      └──────────┴───────────┴─────────┴──▶ CANCELLED, FAILED      (before the switch only)
+
+A machine resumes from whatever record it is given: a worker that died is replaced by one that
+runs the same phase again (its steps are idempotent). A freeze it finds already under way was
+started by a worker that is gone, so it has outlived its limit: it is aborted. A failure is saved
+as `error` on the record first, then cleaned up (source unfrozen, copy removed), then FAILED; a
+cancel likewise goes from `cancel_requested` to CANCELLED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from marconi.logs import get_logger
+from migrate import metrics
+from migrate.errors import CancelArrived, Diverged, FenceLeaked, Unmovable
+from migrate.journal import Journal
+from migrate.records import Migration, Phase, Progress
+from migrate.settings import WorkerSettings
+from migrate.steps import POINT_OF_NO_RETURN, Steps
+from node.errors import TransferConflict
+
+log = get_logger("migrate")
+Hook = Callable[[Migration], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Test seams, awaited at fixed points of a run."""
+
+    reached: Hook | None = None  # a phase is about to be acted on (it is saved already)
+    before_verify: Hook | None = None  # frozen and caught up, verify next
+
+
+NO_HOOKS = Hooks()
+
+
+class Machine:
+    def __init__(
+        self,
+        journal: Journal,
+        steps: Steps,
+        settings: WorkerSettings,
+        *,
+        hooks: Hooks = NO_HOOKS,
+        guard: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.journal = journal
+        self.steps = steps
+        self.settings = settings
+        self.hooks = hooks
+        self.guard = guard  # raises `OwnershipLost` once this worker may no longer act
+        self.clock = clock
+        self.sleep = sleep
+        self._froze_at: float | None = None  # monotonic time of this run's own freeze
+        self._refreeze_at = 0.0  # monotonic time before which no new freeze starts
+
+    @property
+    def migration(self) -> Migration:
+        return self.journal.migration
+
+    async def run(self) -> Migration:
+        """Drive the migration to a terminal phase; return its final record."""
+        while not (m := self.migration).phase.terminal:
+            self.guard()
+            if self.hooks.reached is not None:
+                await self.hooks.reached(m)
+            try:
+                if m.error is not None and m.phase.cancellable:
+                    await self._fail_cleanly()
+                elif m.cancel_requested and m.phase.cancellable:
+                    await self._cancel()
+                else:
+                    await PHASES[m.phase](self)
+            except CancelArrived:
+                continue  # the journal now holds the cancel request: the loop honours it
+            except (Unmovable, Diverged, TransferConflict) as exc:
+                if not self.migration.phase.cancellable or self.migration.error is not None:
+                    raise  # past the switch, or while failing: the runner retries and logs
+                await self.journal.save(dataclasses.replace(self.migration, error=str(exc)))
+        return self.migration
+
+    # --- phases ----------------------------------------------------------------------------------
+
+    async def _init(self) -> None:
+        await self.steps.prepare_target()
+        await self._advance(Phase.COPYING)
+
+    async def _copying(self) -> None:
+        await self.steps.copy_queue()
+        pace = Pace(self.settings.copy_rate, sleep=self.sleep)
+        while not self.migration.cancel_requested:
+            self.guard()
+            p = self.migration.progress
+            batch = await self.steps.copy_batch(p.copy_marker, self.settings.batch)
+            if batch.read:
+                metrics.MESSAGES_COPIED.inc(batch.copied)
+                progress = _progress(p, copied=p.copied + batch.copied, copy_marker=batch.marker)
+                await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+                await pace.wait(batch.read)
+            if batch.read < self.settings.batch:
+                await self._advance(Phase.CATCHING_UP)
+                return
+
+    async def _catching_up(self) -> None:
+        await self.steps.unfreeze_source()  # an aborted freeze, whose worker died before this
+        while not self.migration.cancel_requested:
+            self.guard()
+            lag = await self.steps.catch_up()
+            progress = _progress(self.migration.progress, lag=lag)
+            if lag <= self.settings.freeze_lag and time.monotonic() >= self._refreeze_at:
+                await self._advance(Phase.FROZEN, progress=progress)
+                self._froze_at = time.monotonic()
+                return
+            await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+            await self.sleep(self.settings.catch_up_pause)
+
+    async def _frozen(self) -> None:
+        started = self._froze_at
+        if started is None:
+            # Saved FROZEN by a worker that is gone: however far it got, its freeze has lasted
+            # as long as the takeover did, which is past any sane limit.
+            await self._abort_freeze("the worker that froze it stopped", 0.0)
+            return
+        await self.steps.freeze_source()
+        try:
+            async with asyncio.timeout(self.settings.freeze_limit):
+                await self.sleep(self.settings.settle)  # writes that passed the fence land now
+                await self.steps.catch_up()
+                if self.hooks.before_verify is not None:
+                    await self.hooks.before_verify(self.migration)
+                digest = await self.steps.verify()
+        except TimeoutError:
+            digest = None
+        except FenceLeaked as exc:
+            await self._abort_freeze(str(exc), time.monotonic() - started)
+            return
+        held = time.monotonic() - started
+        if digest is None or held > self.settings.freeze_limit:
+            await self._abort_freeze(f"it lasted over {self.settings.freeze_limit:g}s", held)
+            return
+        progress = _progress(self.migration.progress, verified_marker=digest.max_marker)
+        self.guard()
+        # THE POINT OF NO RETURN: from this save on, the switch happens (a resumed SWITCHED
+        # switches too), and a cancel is refused.
+        await self._advance(POINT_OF_NO_RETURN, progress=progress)
+
+    async def _switched(self) -> None:
+        await self.steps.switch_placement()
+        await self.steps.mark_moved()
+        progress = self.migration.progress
+        if self._froze_at is not None:  # this run froze it: the freeze ends with the switch
+            held = time.monotonic() - self._froze_at
+            metrics.FREEZE_SECONDS.labels("switched").observe(held)
+            progress = _progress(progress, freeze_ms=round(held * 1000, 1))
+            self._froze_at = None
+        await self._advance(Phase.CLEANUP, progress=progress)
+
+    async def _cleanup(self) -> None:
+        await self.steps.mark_moved()  # a resumed cleanup: the switch's last step again
+        waited = self.migration.updated + self.settings.purge_grace - self.clock()
+        if waited > 0:
+            await self.sleep(waited)
+        self.guard()
+        progress = self.migration.progress
+        if progress.adopted is None:
+            try:
+                adopted = await self.steps.adopt_stragglers(progress.verified_marker)
+            except TransferConflict as exc:
+                # Only a store whose fence leaks can get here; the source keeps its copy.
+                error = f"messages landed on the source after verify, not purged: {exc}"
+                await self.journal.save(dataclasses.replace(self.migration, error=error))
+                await self._advance(Phase.DONE)
+                return
+            if adopted:
+                log.warning("stragglers_adopted", migration=self.migration.id, messages=adopted)
+            progress = _progress(progress, adopted=adopted)
+            await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+        pace = Pace(self.settings.purge_rate, sleep=self.sleep)
+        while gone := await self.steps.purge_source(self.settings.batch):
+            metrics.RECORDS_PURGED.inc(gone)
+            progress = _progress(self.migration.progress, purged=progress.purged + gone)
+            await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+            await pace.wait(gone)
+            self.guard()
+        await self._advance(Phase.DONE)
+
+    # --- leaving before the switch ---------------------------------------------------------------
+
+    async def _abort_freeze(self, why: str, held: float) -> None:
+        """Back to CATCHING_UP, which unfreezes first; FAILED after too many attempts. The next
+        freeze waits a while, so that a request held by this one is not held again at once."""
+        self._froze_at = None
+        self._refreeze_at = time.monotonic() + 2 * self.settings.freeze_limit
+        metrics.FREEZE_SECONDS.labels("aborted").observe(held)
+        m = self.migration
+        attempts = m.progress.freeze_attempts + 1
+        progress = _progress(m.progress, freeze_attempts=attempts, freeze_ms=round(held * 1000, 1))
+        log.warning("freeze_aborted", migration=m.id, attempts=attempts, reason=why)
+        if attempts >= self.settings.freeze_attempts:
+            error = f"the freeze was aborted {attempts} times (last: {why})"
+            await self.journal.save(dataclasses.replace(m, progress=progress, error=error))
+            return
+        await self._advance(Phase.CATCHING_UP, progress=progress)
+
+    async def _cancel(self) -> None:
+        await self._leave_source_authoritative()
+        await self._advance(Phase.CANCELLED)
+
+    async def _fail_cleanly(self) -> None:
+        log.error("migration_failed", migration=self.migration.id, error=self.migration.error)
+        await self._leave_source_authoritative()
+        await self._advance(Phase.FAILED)
+
+    async def _leave_source_authoritative(self) -> None:
+        """The source open and owning the queue as before, the target's copy removed."""
+        await self.steps.unfreeze_source()
+        pace = Pace(self.settings.purge_rate, sleep=self.sleep)
+        while gone := await self.steps.remove_partial_copy(self.settings.batch):
+            await pace.wait(gone)
+            self.guard()
+
+    # --- records ---------------------------------------------------------------------------------
+
+    async def _advance(self, phase: Phase, **changes: Any) -> None:
+        before = self.migration
+        now = self.clock()
+        await self.journal.save(before.to(phase, now, **changes))
+        metrics.PHASE_SECONDS.labels(before.phase.value).observe(max(0.0, now - before.updated))
+        log.info("migration_phase", migration=before.id, phase=phase.value, was=before.phase.value)
+
+
+def _progress(p: Progress, **changes: Any) -> Progress:
+    return dataclasses.replace(p, **changes)
+
+
+class Pace:
+    """A rate limit: `wait(n)` after each n units keeps the average at `rate` per second."""
+
+    def __init__(self, rate: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.rate = rate
+        self.sleep = sleep
+        self.started = time.monotonic()
+        self.done = 0
+
+    async def wait(self, units: int) -> None:
+        self.done += units
+        ahead = self.done / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            await self.sleep(ahead)
+
+
+PHASES: dict[Phase, Callable[[Machine], Awaitable[None]]] = {
+    Phase.INIT: Machine._init,
+    Phase.COPYING: Machine._copying,
+    Phase.CATCHING_UP: Machine._catching_up,
+    Phase.FROZEN: Machine._frozen,
+    Phase.SWITCHED: Machine._switched,
+    Phase.CLEANUP: Machine._cleanup,
+}

@@ -1,0 +1,265 @@
+"""A migration's steps: verbs the state machine (`migrate.machine`) runs, each idempotent, so a
+worker that died half-way through one resumes by running it again.
+
+`Steps` is the seam. `LiveSteps` acts on the catalog (the placement, by compare-and-swap) and on
+the two partitions' `TransferStore`s; `migrate.dryrun.DryRunSteps` is its twin, which only reads
+and records what each step would do. The data-moving steps live in `migrate.copy`.
+
+What is atomic where: the placement changes only by compare-and-swap on its key, so the switch
+happens once however often it is retried. The source's fence is atomic with every write on SQLite;
+on MongoDB a write that passed its check just before `freeze` may still land (the machine's settle
+interval, its final catch-up and verify account for it; `adopt_stragglers` for a post landing
+later still). Nothing else is atomic across the two partitions: every step is written so that
+running it again after a partial run converges to the same state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Protocol
+
+from catalog.catalog import CAS_ATTEMPTS, Catalog
+from catalog.errors import Conflict
+from catalog.records import Placement, PlacementState, Versioned
+from migrate.copy import Batch, Copier
+from migrate.errors import Diverged, FenceLeaked, Unmovable
+from migrate.records import Migration, Phase
+from node.models import Fence, QueueDigest
+from node.storage.base import TransferStore
+
+# THE POINT OF NO RETURN. Once a migration's record says SWITCHED, the target owns the queue:
+# `switch_placement` runs (again, after a worker's death) until the placement names the target,
+# a cancel is refused, and undoing the move is a move back.
+POINT_OF_NO_RETURN = Phase.SWITCHED
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Which queue goes where, for the steps of one migration."""
+
+    migration: str
+    project: str
+    queue: str
+    source: str
+    target: str
+
+    @classmethod
+    def of(cls, m: Migration) -> Move:
+        return cls(m.id, m.project, m.queue, m.source, m.target)
+
+
+class Steps(Protocol):
+    """Every method is idempotent. Catalog and storage errors pass through (the machine retries);
+    `Unmovable` and `Diverged` end the migration."""
+
+    async def prepare_target(self) -> None:
+        """Lift a fence an earlier move of this queue away from the target left there."""
+
+    async def copy_queue(self) -> None:
+        """The queue at the target as at the source (metadata, created, marker counter raised).
+        Raises `Unmovable` when the source has no such queue."""
+
+    async def copy_batch(self, after_marker: int, limit: int) -> Batch:
+        """Copy up to `limit` source messages above `after_marker` (upserts, by id)."""
+
+    async def catch_up(self) -> int:
+        """Bring the target level with the source (queue record, messages, claims); return the
+        lag: how many records had to change."""
+
+    async def freeze_source(self) -> None:
+        """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now."""
+
+    async def verify(self) -> QueueDigest:
+        """Compare the frozen source with the target; raises `Diverged` when they differ, and
+        `FenceLeaked` when posts went on landing on the source after the final catch-up."""
+
+    async def switch_placement(self) -> Placement:
+        """THE POINT OF NO RETURN: the placement names the target at epoch + 1, ACTIVE."""
+
+    async def mark_moved(self) -> None:
+        """The source's fence says "moved": stale routes are sent to look again."""
+
+    async def unfreeze_source(self) -> None:
+        """Abort a freeze: the source's fence lifted, then the placement ACTIVE again."""
+
+    async def adopt_stragglers(self, verified_marker: int) -> int:
+        """Copy to the target what landed on the source after verify (MongoDB's late posts)."""
+
+    async def purge_source(self, limit: int) -> int:
+        """Drop up to `limit` of the source's records; 0 when nothing is left (then the
+        tombstone is lifted too, so the queue's name is free on the source again)."""
+
+    async def remove_partial_copy(self, limit: int) -> int:
+        """Drop up to `limit` of the target's records; 0 when nothing is left."""
+
+
+class LiveSteps:
+    def __init__(
+        self,
+        move: Move,
+        catalog: Catalog,
+        source: TransferStore,
+        target: TransferStore,
+        *,
+        batch: int = 500,
+        pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> None:
+        self.move = move
+        self.catalog = catalog
+        self.source = source
+        self.target = target
+        self.copier = Copier(move.project, move.queue, source, target, batch)
+        self._pinned = pinned
+        self._key = catalog.keys.placement(move.project, move.queue)
+
+    async def prepare_target(self) -> None:
+        m = self.move
+        if await self.target.fence(m.project, m.queue) is not None:
+            await self._guard_not_on(m.target, "lift a fence on")
+            await self.target.unfreeze(m.project, m.queue)
+
+    async def copy_queue(self) -> None:
+        await self.copier.copy_queue()
+
+    async def copy_batch(self, after_marker: int, limit: int) -> Batch:
+        return await self.copier.copy_batch(after_marker, limit)
+
+    async def catch_up(self) -> int:
+        return await self.copier.catch_up()
+
+    async def freeze_source(self) -> None:
+        m = self.move
+
+        def frozen(p: Placement) -> Placement | None:
+            if p.partition != m.source:
+                raise Unmovable(f"queue {m.queue} is placed on {p.partition}, not {m.source}")
+            if p.state is PlacementState.FROZEN and p.migration != m.migration:
+                raise Unmovable(f"queue {m.queue} is frozen by migration {p.migration}")
+            if p.state is PlacementState.FROZEN:
+                return None
+            return dataclasses.replace(p, state=PlacementState.FROZEN, migration=m.migration)
+
+        await self._update_placement(frozen)
+        await self.source.freeze(m.project, m.queue, Fence.FROZEN)
+
+    async def verify(self) -> QueueDigest:
+        m = self.move
+        src_queue = await self.source.export_queue(m.project, m.queue)
+        dst_queue = await self.target.export_queue(m.project, m.queue)
+        if src_queue is None or dst_queue is None:
+            missing = m.source if src_queue is None else m.target
+            raise Diverged(f"verify: queue {m.queue} is missing on {missing}")
+        if src_queue.metadata != dst_queue.metadata:
+            raise Diverged(f"verify: the metadata of queue {m.queue} differs")
+        if dst_queue.counter < src_queue.counter:
+            # The final catch-up raised the target's counter to the source's: the source's went
+            # on since, so posts still reserve markers there. Not the copy's fault: a retry.
+            raise FenceLeaked(
+                f"the source's marker counter rose to {src_queue.counter} while frozen"
+                f" (the copy has {dst_queue.counter})"
+            )
+        with self._pinned():  # both digests at one instant: nothing expires in between
+            expected = await self.source.digest(m.project, m.queue)
+            found = await self.target.digest(m.project, m.queue)
+        if expected != found:
+            raise Diverged(
+                f"verify: {m.target} differs from {m.source}: {_compare(expected, found)}"
+            )
+        return expected
+
+    async def switch_placement(self) -> Placement:
+        """THE POINT OF NO RETURN: one compare-and-swap moves the queue to the target."""
+        m = self.move
+
+        def switched(p: Placement) -> Placement | None:
+            if p.partition == m.target and p.migration == m.migration:
+                return None  # a switch that timed out and committed anyway, or a resume
+            if p.partition != m.source or p.state is not PlacementState.FROZEN:
+                raise Unmovable(f"queue {m.queue} is {p.state} on {p.partition}: cannot switch")
+            # `migration` stays on the placement: it says which move set this epoch.
+            return dataclasses.replace(
+                p, partition=m.target, epoch=p.epoch + 1, state=PlacementState.ACTIVE
+            )
+
+        return await self._update_placement(switched)
+
+    async def mark_moved(self) -> None:
+        await self.source.freeze(self.move.project, self.move.queue, Fence.MOVED)
+
+    async def unfreeze_source(self) -> None:
+        m = self.move
+        # The fence first: requests held by proxies are released by the placement's change,
+        # and must find the source open when they are sent again.
+        if await self.source.fence(m.project, m.queue) == Fence.FROZEN:
+            await self.source.unfreeze(m.project, m.queue)
+
+        def active(p: Placement) -> Placement | None:
+            if p.state is not PlacementState.FROZEN or p.migration != m.migration:
+                return None
+            return dataclasses.replace(p, state=PlacementState.ACTIVE, migration=None)
+
+        await self._update_placement(active, missing_ok=True)
+
+    async def adopt_stragglers(self, verified_marker: int) -> int:
+        await self._guard_not_on(self.move.source, "adopt stragglers from")
+        return await self.copier.adopt_stragglers(verified_marker)
+
+    async def purge_source(self, limit: int) -> int:
+        m = self.move
+        await self._guard_not_on(m.source, "purge")
+        gone = await self.source.drop(m.project, m.queue, limit=limit)
+        if gone == 0:
+            await self.source.unfreeze(m.project, m.queue)
+        return gone
+
+    async def remove_partial_copy(self, limit: int) -> int:
+        m = self.move
+        await self._guard_not_on(m.target, "remove the copy on")
+        return await self.target.drop(m.project, m.queue, limit=limit)
+
+    # --- the placement ---------------------------------------------------------------------------
+
+    async def _guard_not_on(self, partition: str, what: str) -> None:
+        """Never drop (or open) the copy that the placement names: it is the queue."""
+        placement = await self.catalog.placement(self.move.project, self.move.queue)
+        if placement is not None and placement.partition == partition:
+            raise Unmovable(f"refusing to {what} {partition}: queue {self.move.queue} lives there")
+
+    async def _update_placement(
+        self, change: Callable[[Placement], Placement | None], *, missing_ok: bool = False
+    ) -> Placement:
+        """Compare-and-swap `change(placement)` until it sticks; None from `change` means the
+        placement is already as wanted."""
+        for _ in range(CAS_ATTEMPTS):
+            found: Versioned | None = await self.catalog.store.get(self._key)
+            if found is None:
+                if missing_ok:
+                    return Placement(self.move.project, self.move.queue, self.move.source)
+                raise Unmovable(f"queue {self.move.queue} has no placement (it was deleted)")
+            current = Placement.from_json(found.value)
+            updated = change(current)
+            if updated is None:
+                return current
+            try:
+                await self.catalog.store.replace(self._key, updated.to_json(), found.mod_revision)
+            except Conflict:
+                continue
+            return updated
+        raise Conflict(self._key)
+
+
+def _compare(expected: QueueDigest, found: QueueDigest) -> str:
+    """What differs between two digests, in words for the migration's `error`."""
+    parts = []
+    if expected.count != found.count:
+        parts.append(f"{found.count} messages instead of {expected.count}")
+    if expected.max_marker != found.max_marker:
+        parts.append(f"highest marker {found.max_marker} instead of {expected.max_marker}")
+    if expected.claim_ids != found.claim_ids:
+        parts.append(f"{len(found.claim_ids)} claims instead of {len(expected.claim_ids)}")
+    if not parts:
+        parts.append("same counts, different contents (checksum)")
+    return ", ".join(parts)

@@ -1,0 +1,131 @@
+"""The steps one by one, each run twice (idempotent), over the in-memory catalog and two SQLite
+partitions; and the guards that keep a step from dropping the copy the placement names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from catalog.catalog import Catalog
+from catalog.keys import Keys
+from catalog.memory import MemoryStore
+from catalog.records import Partition, PlacementState
+from migrate.errors import Diverged, Unmovable
+from migrate.steps import LiveSteps, Move
+from node.errors import QueueFrozen
+from node.models import Fence, NewMessage
+from node.storage import open_storage
+from node.storage.base import Storage
+from tests.conftest import FakeClock, unique_prefix
+
+P, Q = "tenant", "orders"
+
+
+@dataclass
+class Bench:
+    catalog: Catalog
+    source: Storage
+    target: Storage
+    steps: LiveSteps
+
+
+@pytest.fixture
+async def bench(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Bench]:
+    catalog = Catalog(MemoryStore(), Keys(unique_prefix()))
+    source = await open_storage(f"sqlite:///{tmp_path}/p1.db", clock)
+    target = await open_storage(f"sqlite:///{tmp_path}/p2.db", clock)
+    for name in ("p1", "p2"):
+        await catalog.add_partition(Partition(name, (), storage=f"sqlite:///{tmp_path}/{name}.db"))
+    await catalog.place(P, Q, "p1")
+    await source.queues.create(P, Q, {"kind": "orders"})
+    await source.messages.post(P, Q, [NewMessage({"n": i}, 600) for i in range(30)], "c")
+    await source.claims.create(P, Q, ttl=300, grace=60, limit=4)
+    steps = LiveSteps(
+        Move("m1", P, Q, "p1", "p2"), catalog, source.transfer, target.transfer, batch=7
+    )
+    try:
+        yield Bench(catalog, source, target, steps)
+    finally:
+        await source.close()
+        await target.close()
+
+
+async def test_copy_then_catch_up_converges(bench: Bench) -> None:
+    s = bench.steps
+    await s.copy_queue()
+    await s.copy_queue()
+    after, copied = 0, 0
+    while (batch := await s.copy_batch(after, 7)).read:
+        copied, after = copied + batch.copied, batch.marker
+    assert copied == 30
+    assert (await s.copy_batch(0, 100)).copied == 0  # again: nothing new
+    assert await s.catch_up() == 1  # the claim
+    assert await s.catch_up() == 0
+    # The source changes: a post, a delete, a released claim; the catch-up follows.
+    src = await bench.source.transfer.export_messages(P, Q, after_marker=0, limit=100)
+    await bench.source.messages.post(P, Q, [NewMessage("late", 600)], "c")
+    await bench.source.messages.delete(P, Q, src[10].id, None)
+    [claim] = await bench.source.transfer.export_claims(P, Q)
+    await bench.source.claims.delete(P, Q, claim.id)
+    # The counter, the post, the delete, the 4 messages released, the claim.
+    assert await s.catch_up() == 1 + 1 + 1 + 4 + 1
+    assert await s.catch_up() == 0
+    assert await s.verify() == await bench.source.transfer.digest(P, Q)
+
+
+async def test_freeze_switch_and_purge_are_idempotent(bench: Bench) -> None:
+    s = bench.steps
+    await s.prepare_target()
+    await s.copy_queue()
+    await s.catch_up()
+    for _ in range(2):
+        await s.freeze_source()
+    placement = await bench.catalog.placement(P, Q)
+    assert placement is not None and placement.state is PlacementState.FROZEN
+    with pytest.raises(QueueFrozen):
+        await bench.source.messages.post(P, Q, [NewMessage("refused", 60)], "c")
+    with pytest.raises(Unmovable):  # the copy is not the queue yet: it cannot be purged
+        await s.purge_source(10)
+    await s.verify()
+    switched = await s.switch_placement()
+    assert await s.switch_placement() == switched
+    assert (switched.partition, switched.epoch, switched.state) == ("p2", 2, PlacementState.ACTIVE)
+    await s.unfreeze_source()  # after the switch: changes nothing
+    assert await bench.catalog.placement(P, Q) == switched
+    with pytest.raises(Unmovable):  # the copy is the queue now: it cannot be removed
+        await s.remove_partial_copy(10)
+    for _ in range(2):
+        await s.mark_moved()
+    assert await bench.source.transfer.fence(P, Q) == Fence.MOVED
+    assert await s.adopt_stragglers(30) == 0
+    gone = 0
+    while dropped := await s.purge_source(10):
+        gone += dropped
+    assert gone == 30 + 1 + 1  # messages, the claim, the queue's record
+    assert await s.purge_source(10) == 0
+    assert await bench.source.transfer.fence(P, Q) is None  # the tombstone lifted at the end
+
+
+async def test_unfreeze_and_remove_partial_copy(bench: Bench) -> None:
+    s = bench.steps
+    await s.copy_queue()
+    await s.catch_up()
+    await s.freeze_source()
+    for _ in range(2):
+        await s.unfreeze_source()
+    placement = await bench.catalog.placement(P, Q)
+    assert placement is not None
+    assert (placement.partition, placement.state, placement.migration) == (
+        "p1",
+        PlacementState.ACTIVE,
+        None,
+    )
+    assert await bench.source.transfer.fence(P, Q) is None
+    while await s.remove_partial_copy(10):
+        pass
+    assert await bench.target.transfer.export_queue(P, Q) is None
+    with pytest.raises(Diverged):
+        await s.verify()
