@@ -1,14 +1,17 @@
 """The admin commands (`partitions`, `queues`, `pins`, `health`): flags in, one admin request out.
+(`migrate`, `drain` and `rebalance` live in `marconi.migrations`, on the same pieces.)
 
 Exit codes scripts can trust: 0 done; 1 the cluster refused (invalid, not found, conflict,
-forbidden, or an unhealthy cluster for `health`); 2 usage (bad flags, names or URLs, found before
-anything is sent); 3 the admin API is unreachable. Output is a table for people, or one JSON
-document with `--json`; errors go to stderr either way.
+forbidden, or an unhealthy cluster for `health`; a migration that failed or was cancelled);
+2 usage (bad flags, names or URLs, found before anything is sent); 3 the admin API is
+unreachable; 4 a `--wait` timed out. Output is a table for people, or one JSON document with
+`--json`; errors go to stderr either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -22,7 +25,8 @@ Handler = Callable[[AdminClient, argparse.Namespace], int]
 HEALTHY_CATALOG = "live"
 
 
-def _common() -> argparse.ArgumentParser:
+@functools.cache
+def common_flags() -> argparse.ArgumentParser:
     """Flags every admin command takes, after its own arguments."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -37,7 +41,7 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
+def run_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """Build the client from the flags, run one command, turn its failure into an exit code."""
 
     def command(args: argparse.Namespace) -> int:
@@ -48,6 +52,13 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
             return exc.exit_code
 
     return command
+
+
+def leaf(group: Subcommands, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    """An admin command: its parser, with the common flags, running `handler`."""
+    parser = group.add_parser(name, parents=[common_flags()], help=help, description=help)
+    parser.set_defaults(func=run_command(handler))
+    return parser
 
 
 # --- partitions ----------------------------------------------------------------------------------
@@ -208,13 +219,6 @@ def health(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Subcommands) -> None:
-    common = _common()
-
-    def leaf(group: Subcommands, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        parser = group.add_parser(name, parents=[common], help=help, description=help)
-        parser.set_defaults(func=_run(handler))
-        return parser
-
     def nodes_flag(parser: argparse.ArgumentParser, required: bool) -> None:
         parser.add_argument(
             "--node",

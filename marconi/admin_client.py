@@ -43,6 +43,12 @@ class Unreachable(AdminError):
     exit_code = 3
 
 
+class TimedOut(AdminError):
+    """A `--wait` outlasted its `--wait-timeout`; the work goes on in the cluster (exit 4)."""
+
+    exit_code = 4
+
+
 def default_url() -> str:
     return os.environ.get("MARCONI_URL", DEFAULT_URL)
 
@@ -57,6 +63,12 @@ def _expect(doc: Any, key: str | None = None) -> Any:
     if not isinstance(doc, dict) or (key is not None and key not in doc):
         raise Refused(f"unexpected answer from the admin API: {doc!r:.200}")
     return doc if key is None else doc[key]
+
+
+def _with(doc: Any, key: str) -> Any:
+    """The whole answer, once checked to hold `key`."""
+    _expect(doc, key)
+    return doc
 
 
 def _error_for(status: int, body: bytes) -> AdminError:
@@ -151,6 +163,40 @@ class AdminClient:
 
     def unpin(self, project: str) -> None:
         self.request("DELETE", f"/admin/pins/{segment(project)}")
+
+    # --- migrations, drain and rebalance ---------------------------------------------------------
+
+    def create_migration(self, project: str, queue: str, target: str) -> dict[str, Any]:
+        body = {"project": project, "queue": queue, "to": target}
+        _, doc = self.request("POST", "/admin/migrations", body)
+        found: dict[str, Any] = _with(doc, "id")
+        return found
+
+    def migrations(self, active: bool = True) -> list[dict[str, Any]]:
+        _, doc = self.request("GET", "/admin/migrations" + ("?active=true" if active else ""))
+        found: list[dict[str, Any]] = _expect(doc, "migrations")
+        return found
+
+    def migration(self, migration_id: str) -> dict[str, Any]:
+        _, doc = self.request("GET", f"/admin/migrations/{segment(migration_id)}")
+        found: dict[str, Any] = _with(doc, "phase")
+        return found
+
+    def cancel_migration(self, migration_id: str) -> dict[str, Any]:
+        _, doc = self.request("DELETE", f"/admin/migrations/{segment(migration_id)}")
+        found: dict[str, Any] = _with(doc, "phase")
+        return found
+
+    def drain(self, partition: str) -> dict[str, Any]:
+        _, doc = self.request("POST", f"/admin/partitions/{segment(partition)}/drain", {})
+        found: dict[str, Any] = _with(doc, "remaining")
+        return found
+
+    def rebalance(self, dry_run: bool, max_moves: int, tolerance: float) -> dict[str, Any]:
+        body = {"dry_run": dry_run, "max_moves": max_moves, "tolerance": tolerance}
+        _, doc = self.request("POST", "/admin/rebalance", body)
+        found: dict[str, Any] = _with(doc, "plan")
+        return found
 
     # --- health ----------------------------------------------------------------------------------
 

@@ -58,3 +58,23 @@ def seconds(raw: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def fraction(raw: str) -> float:
+    """A tolerance: a number from 0 to 1 (0.1 is 10%)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be from 0 to 1 (0.1 is 10%)")
+    return value
+
+
+MIGRATION_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+def migration_id(raw: str) -> str:
+    if not MIGRATION_ID.match(raw):
+        raise argparse.ArgumentTypeError(f"{raw!r}: a migration id is 24 hex digits")
+    return raw

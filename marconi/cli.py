@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,14 +13,23 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marconi import admin
+from marconi import admin, migrations, moves
 from marconi.arguments import positive
+from marconi.output import error
 
 if TYPE_CHECKING:
+    from migrate.settings import WorkerSettings
     from node.settings import NodeSettings
     from proxy.settings import ProxySettings
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+# The migration worker, `migrate.server.run(WorkerSettings)`, imported only by `marconi worker`.
+WORKER_MODULE = "migrate.server"
+
+
+def worker_built() -> bool:
+    """Whether this tree has the migration worker yet (`marconi dev` starts it only then)."""
+    return importlib.util.find_spec(WORKER_MODULE) is not None
 
 
 def _stop_on_signals(*signums: signal.Signals) -> None:
@@ -64,6 +74,13 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
     return dataclasses.replace(ProxySettings.from_env(), **overrides)
 
 
+def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    from migrate.settings import WorkerSettings
+
+    fields = {"catalog": "catalog_url", "catalog_prefix": "key_prefix", "log_level": "log_level"}
+    return dataclasses.replace(WorkerSettings.from_env(), **_overrides(args, fields))
+
+
 def _node(args: argparse.Namespace) -> int:
     from node.server import run
 
@@ -77,6 +94,25 @@ def _proxy(args: argparse.Namespace) -> int:
 
     _stop_on_signals()
     run(proxy_settings(args))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if not worker_built():
+        error(
+            "worker: this build has no migration worker yet (migrate/server.py is missing); "
+            "migrations stay in INIT until one runs"
+        )
+        return 1
+    from migrate.server import run
+
+    try:
+        settings = worker_settings(args)
+    except ValueError as exc:  # a setting from the environment that cannot work
+        error(f"worker: {exc}")
+        return 2
+    _stop_on_signals()
+    run(settings)
     return 0
 
 
@@ -146,13 +182,33 @@ def _add_servers(commands: admin.Subcommands) -> None:
     _logging_flags(proxy)
     proxy.set_defaults(func=_proxy)
 
+    worker = commands.add_parser(
+        "worker",
+        help="run a migration worker: carry out the migrations recorded in the catalog",
+        description="Watch the catalog's migrations and carry them out: copy each queue to its "
+        "new partition, switch its placement, purge the old copy. Any number may run; a "
+        "migration left by a worker that died is resumed by another. Environment: "
+        "MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and "
+        "MARCONI_WORKER_<SETTING> (migrate/settings.py); flags win over them.",
+    )
+    worker.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="etcd, comma-separated members (default: http://127.0.0.1:2379)",
+    )
+    worker.add_argument(
+        "--catalog-prefix", metavar="PREFIX", help="the catalog's key prefix (default: /marconi/)"
+    )
+    _logging_flags(worker)
+    worker.set_defaults(func=_worker)
+
     dev = commands.add_parser(
         "dev",
         help="run a whole local cluster (what `make run` runs)",
         description="Start etcd on 127.0.0.1:2379 (unless --etcd names one), one node per "
-        "partition over SQLite, and the proxy; register the partitions in the catalog; print "
-        "how to use it. One Ctrl-C stops everything. Data and logs stay in --data, so the "
-        "next run finds its queues again.",
+        "partition over SQLite, a migration worker and the proxy; register the partitions in "
+        "the catalog; print how to use it. One Ctrl-C stops everything. Data and logs stay "
+        "in --data, so the next run finds its queues again.",
     )
     dev.add_argument("--port", type=int, default=8888, help="the proxy's port (default: 8888)")
     dev.add_argument(
@@ -173,14 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marconi",
         description="A Zaqar-compatible message queue service, partitioned across storage. "
-        "Exit codes: 0 done, 1 refused (not found, conflict, unhealthy), 2 usage, "
-        "3 the admin API is unreachable.",
+        "Exit codes: 0 done, 1 refused (not found, conflict, unhealthy) or a migration that "
+        "failed or was cancelled, 2 usage, 3 the admin API is unreachable, 4 a --wait timed out.",
     )
     with contextlib.suppress(PackageNotFoundError):  # a tree that was never installed
         parser.add_argument("--version", action="version", version=version("marconi-cluster"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_servers(commands)
     admin.add_commands(commands)
+    migrations.add_commands(commands)
+    moves.add_commands(commands)
     return parser
 
 

@@ -1,13 +1,15 @@
-"""`marconi dev`: a whole local cluster (etcd, the partitions' nodes, the proxy) under one Ctrl-C.
+"""`marconi dev`: a whole local cluster (etcd, the partitions' nodes, a migration worker, the
+proxy) under one Ctrl-C.
 
-Start order: etcd, the nodes, the partitions' registration in the catalog, the proxy; the stop
-order is the reverse. Data (SQLite files, etcd's data, one log per process) lives under one
-folder, so a second run finds its queues and partitions again.
+Start order: etcd, the nodes, the partitions' registration in the catalog, the migration worker,
+the proxy; the stop order is the reverse. Data (SQLite files, etcd's data, one log per process)
+lives under one folder, so a second run finds its queues and partitions again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import time
@@ -23,14 +25,16 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import Partition
 from marconi.admin_client import DEFAULT_URL
+from marconi.cli import worker_built
 from marconi.output import emit, error
-from marconi.supervisor import ChildExited, Supervisor, next_free_port, port_in_use
+from marconi.supervisor import Child, ChildExited, Supervisor, next_free_port, port_in_use
 from proxy.settings import ProxySettings
 
 HOST = "127.0.0.1"
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 READY_SECONDS = 60.0
+DEV_PURGE_GRACE = 5.0  # seconds the worker keeps a moved queue's old copy (unless set otherwise)
 DEMO_CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
 
 
@@ -147,6 +151,20 @@ async def register(etcd_url: str, prefix: str, nodes: list[Node]) -> None:
         await store.close()
 
 
+def start_worker(supervisor: Supervisor, etcd_url: str, prefix: str) -> Child | None:
+    """The migration worker, once the catalog knows the partitions (and if this tree has one)."""
+    if not worker_built():
+        emit("  migration worker     not started: this build has none yet (migrate/server.py)")
+        return None
+    argv = marconi("worker", "--catalog", etcd_url, "--catalog-prefix", prefix)
+    # One proxy, on this machine: a stale route to a moved queue's old copy is gone within
+    # moments, so the old copy need not be kept the production grace period.
+    env = {"MARCONI_WORKER_PURGE_GRACE": str(DEV_PURGE_GRACE), **os.environ}
+    child = supervisor.start("worker", argv, env=env)
+    emit(f"  started worker       pid {child.pid:<7}  catalog {etcd_url}")
+    return child
+
+
 def wait_until_answers(
     supervisor: Supervisor, url: str, status: int, headers: dict[str, str] | None = None
 ) -> None:
@@ -185,6 +203,8 @@ Try it:
   curl {headers} '{url}/v2/queues/orders/messages?echo=true'
   {env}{cli} partitions list
   {cli} queues where demo orders
+  {cli} migrate move demo orders --to <another partition> --wait
+  {cli} rebalance --dry-run
   {cli} health
 
 Ctrl-C stops everything."""
@@ -204,9 +224,7 @@ def run(settings: DevSettings) -> int:
         # The proxy child reads the same environment; the prefix is passed on to be explicit.
         prefix = ProxySettings.from_env().key_prefix
         asyncio.run(register(etcd_url, prefix, nodes))
-        # The migration worker joins here, once `migrate/` has one: after the catalog knows the
-        # partitions, before the proxy sends traffic. Started like the others, e.g.
-        #   supervisor.start("migrate", marconi("migrate", "--catalog", etcd_url))
+        start_worker(supervisor, etcd_url, prefix)
         proxy_argv = marconi(
             "proxy",
             *("--catalog", etcd_url, "--catalog-prefix", prefix),

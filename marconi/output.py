@@ -47,3 +47,20 @@ def emit_json(doc: Any, out: TextIO | None = None) -> None:
 
 def error(message: str) -> None:
     print(f"marconi: {message}", file=sys.stderr, flush=True)
+
+
+def percent(value: Any) -> str:
+    """A share (0.25) as a percentage ("25.0%"); a dash when there is none."""
+    return "-" if value is None else f"{float(value):.1%}"
+
+
+def ago(timestamp: Any, now: float) -> str:
+    """How long before `now` a Unix time was, for people ("12s ago")."""
+    if not isinstance(timestamp, int | float) or timestamp <= 0:
+        return "-"
+    seconds = max(0, int(now - timestamp))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"

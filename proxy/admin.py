@@ -1,4 +1,5 @@
-"""The admin API (role `admin`): partitions, placements, pins and the health of every partition.
+"""The admin API (role `admin`): partitions, placements, pins and the health of every partition
+(migrations, drain and rebalance: `proxy.admin_migrations`).
 
 Paths name a project's queues with "_" for the project "" (v1 requests without a project).
 """
@@ -45,7 +46,7 @@ def _partition_doc(p: Partition) -> dict[str, Any]:
     }
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request) -> dict[str, Any]:
     try:
         document = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
@@ -78,7 +79,7 @@ def _state(value: Any) -> PartitionState:
         raise BadRequest(f'"state" must be one of: {STATES}.') from None
 
 
-def _name(request: web.Request) -> str:
+def path_partition(request: web.Request) -> str:
     name = request.match_info["name"]
     if not NAME.match(name):
         raise BadRequest("A partition name has 1 to 64 letters, digits, '_', '-' or '.'.")
@@ -116,8 +117,8 @@ class Admin:
         return ok({"partitions": [_partition_doc(p) for p in partitions]})
 
     async def put_partition(self, request: web.Request) -> web.Response:
-        name = _name(request)
-        doc = await _body(request)
+        name = path_partition(request)
+        doc = await read_body(request)
         wanted = Partition(
             name=name,
             nodes=_nodes(doc.get("nodes")),
@@ -135,8 +136,8 @@ class Admin:
         return ok(_partition_doc(existing))
 
     async def patch_partition(self, request: web.Request) -> web.Response:
-        name = _name(request)
-        doc = await _body(request)
+        name = path_partition(request)
+        doc = await read_body(request)
         unknown = set(doc) - {"weight", "state", "nodes", "storage"}
         if unknown or not doc:
             raise BadRequest(
@@ -152,7 +153,7 @@ class Admin:
         return ok(_partition_doc(updated))
 
     async def delete_partition(self, request: web.Request) -> web.Response:
-        name = _name(request)
+        name = path_partition(request)
         await self.catalog.partition(name)  # NotFound: 404
         await self.catalog.remove_partition(name)  # Refused while it owns queues: 409
         return no_content()
@@ -188,7 +189,7 @@ class Admin:
 
     async def put_pin(self, request: web.Request) -> web.Response:
         project = _project(request.match_info["project"])
-        partition = (await _body(request)).get("partition")
+        partition = (await read_body(request)).get("partition")
         if not isinstance(partition, str) or not NAME.match(partition):
             raise BadRequest('"partition" must name a partition.')
         try:

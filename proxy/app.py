@@ -14,14 +14,17 @@ from catalog.keys import Keys
 from catalog.store import CatalogStore
 from marconi.logs import get_logger
 from marconi.metrics import metrics_handler, request_metrics
+from migrate.registry import Registry
 from node.api.app import MAX_BODY
 from node.api.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role
+from proxy.admin_migrations import MigrationAdmin
 from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder, session
 from proxy.handler import Proxy
 from proxy.listing import QueueListing
+from proxy.load import LoadReader
 from proxy.nodes import NodePools
 from proxy.policy import PlacementPolicy
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
@@ -57,6 +60,7 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     )
     listing = QueueListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
+    migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
 
     app = web.Application(
         middlewares=[request_id_middleware, request_metrics("proxy"), error_middleware, admin_role],
@@ -65,6 +69,7 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     app[PROXY] = proxy
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     app.router.add_routes(admin.routes())
+    app.router.add_routes(migrations.routes())
     app.router.add_get(VERSION + "/queues", listing.handle, allow_head=False)
     for suffix in QUEUE_ROUTES:
         app.router.add_route("*", QUEUE + suffix, proxy.queue)

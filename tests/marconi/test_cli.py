@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marconi.cli import build_parser, node_settings, proxy_settings
+from marconi.cli import build_parser, node_settings, proxy_settings, worker_built, worker_settings
 
 
 def test_node_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +91,13 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ((), ["node", "proxy", "dev", "partitions", "queues", "pins", "health", "Exit codes"]),
+        (
+            (),
+            [
+                *("node", "proxy", "dev", "partitions", "queues", "pins", "health"),
+                *("migrate", "drain", "rebalance", "worker", "Exit codes", "4 a --wait timed out"),
+            ],
+        ),
         (("partitions",), ["list", "add", "set", "remove"]),
         (
             ("partitions", "add"),
@@ -104,6 +110,13 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         (("dev",), ["--port", "--partitions", "--data", "--etcd", "Ctrl-C"]),
         (("proxy",), ["--catalog", "--host", "--port", "--log-level", "--log-json"]),
         (("node",), ["--storage", "--partition"]),
+        (("migrate",), ["move", "status", "list", "cancel"]),
+        (("migrate", "move"), ["PROJECT", "QUEUE", "--to", "--wait", "--wait-timeout", "exit 4"]),
+        (("migrate", "cancel"), ["ID", "exit 1", "switched"]),
+        (("migrate", "list"), ["--all", "--json"]),
+        (("drain",), ["PARTITION", "--wait", "--wait-timeout", "--interval", "owns nothing"]),
+        (("rebalance",), ["--dry-run", "--max-moves", "--tolerance", "10%"]),
+        (("worker",), ["--catalog", "--catalog-prefix", "MARCONI_WORKER_"]),
     ],
 )
 def test_help(
@@ -122,3 +135,39 @@ def test_proxy_placement_key() -> None:
 
     args = build_parser().parse_args(["proxy", "--placement-key", "project"])
     assert proxy_settings(args).placement_key is PlacementKey.PROJECT
+
+
+@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
+def test_worker_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARCONI_CATALOG_URL", "http://etcd-a:2379")
+    monkeypatch.setenv("MARCONI_CATALOG_PREFIX", "/env/")
+    monkeypatch.setenv("MARCONI_WORKER_BATCH", "42")
+    settings = worker_settings(build_parser().parse_args(["worker"]))
+    assert (settings.catalog_url, settings.key_prefix, settings.batch) == (
+        "http://etcd-a:2379",
+        "/env/",
+        42,
+    )
+    flags = ["worker", "--catalog", "http://e:1", "--catalog-prefix", "/x/", "--log-json"]
+    settings = worker_settings(build_parser().parse_args([*flags, "--log-level", "debug"]))
+    assert (settings.catalog_url, settings.key_prefix) == ("http://e:1", "/x/")
+    assert (settings.log_level, settings.log_json, settings.batch) == ("debug", True, 42)
+
+
+@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
+def test_worker_refuses_settings_that_cannot_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from marconi.cli import main
+
+    monkeypatch.setenv("MARCONI_WORKER_LEASE_TTL", "1")
+    assert main(["worker"]) == 2
+    assert "marconi: worker: lease_ttl" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(worker_built(), reason="this tree has its migration worker")
+def test_worker_without_a_worker_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from marconi.cli import main
+
+    assert main(["worker"]) == 1
+    assert "no migration worker yet" in capsys.readouterr().err

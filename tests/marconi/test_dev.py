@@ -23,7 +23,9 @@ from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import PartitionState
-from marconi.dev import DevSettings, Node, banner, etcd_binary, register, run
+from marconi.cli import worker_built
+from marconi.dev import DevSettings, Node, banner, etcd_binary, register, run, start_worker
+from marconi.supervisor import Supervisor
 from tests.conftest import unique_prefix
 from tests.services import Etcd, free_port, start_etcd
 
@@ -66,6 +68,7 @@ def test_banner_tells_how_to_use_the_cluster(tmp_path: Path) -> None:
     assert "endpoint   http://127.0.0.1:8888" in text
     assert "curl -i -H 'Client-ID: " in text and "/v2/queues/orders" in text
     assert "partitions list" in text and "MARCONI_URL" not in text
+    assert "migrate move demo orders --to" in text and "rebalance --dry-run" in text
     other = banner("http://127.0.0.1:9999", "http://127.0.0.1:2379", nodes, tmp_path)
     assert "export MARCONI_URL=http://127.0.0.1:9999" in other
 
@@ -80,6 +83,35 @@ def test_a_busy_port_stops_before_starting_anything(
         assert run(DevSettings(port=port, data=tmp_path)) == 1
     assert f"port {port} is in use" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.skipif(worker_built(), reason="this tree has its migration worker")
+def test_no_worker_is_started_before_there_is_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    supervisor = Supervisor(tmp_path)
+    assert start_worker(supervisor, "http://127.0.0.1:1", "/x/") is None
+    assert supervisor.children == []
+    assert "migration worker     not started" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
+def test_the_worker_is_started_as_a_child(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], etcd_server: Etcd
+) -> None:
+    supervisor = Supervisor(tmp_path)
+    prefix = unique_prefix()
+    try:
+        child = start_worker(supervisor, etcd_server.url, prefix)
+        assert child is not None and supervisor.children == [child]
+        argv = ["worker", "--catalog", etcd_server.url, "--catalog-prefix", prefix]
+        assert child.proc.args[-5:] == argv  # type: ignore[index]
+        assert f"started worker       pid {child.pid}" in capsys.readouterr().out
+        time.sleep(0.5)
+        assert child.proc.poll() is None, child.tail()
+    finally:
+        supervisor.stop_all()
+    assert child.proc.poll() is not None
 
 
 # --- end to end ----------------------------------------------------------------------------------
@@ -184,7 +216,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Dev, str]]:
 @pytest.mark.slow
 def test_dev_runs_a_cluster_and_one_sigint_stops_it(cluster: tuple[Dev, str]) -> None:
     dev, url = cluster
-    assert len(dev.pids) == 3  # two nodes and the proxy; etcd was given
+    assert len(dev.pids) == 3 + worker_built()  # two nodes, the worker, the proxy; etcd was given
 
     status, _ = http("PUT", f"{url}/v2/queues/orders")
     assert status in (201, 204)
@@ -222,3 +254,46 @@ def test_a_child_dying_stops_the_rest(cluster: tuple[Dev, str]) -> None:
     assert dev.proc.returncode == 1, output
     assert "node-p1" in output and "exited" in output
     assert all(gone(pid) for pid in dev.pids), output
+
+
+def marconi_cli(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "marconi.cli", *argv, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
+def test_dev_moves_and_drains_queues_with_its_worker(cluster: tuple[Dev, str]) -> None:
+    dev, url = cluster
+    for name in ("orders", "a", "b", "c"):
+        assert http("PUT", f"{url}/v2/queues/{name}")[0] in (201, 204)
+    messages = {"messages": [{"body": {"order": i}} for i in range(3)]}
+    assert http("POST", f"{url}/v2/queues/orders/messages", messages)[0] == 201
+
+    where = marconi_cli(url, "queues", "where", "demo", "orders", "--json")
+    source = json.loads(where.stdout)["partition"]
+    target = "p2" if source == "p1" else "p1"
+    moved = marconi_cli(
+        url, "migrate", "move", "demo", "orders", "--to", target, "--wait", "--json",
+        "--wait-timeout", "60", "--interval", "0.2",
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["phase"] == "DONE"
+    status, listed = http("GET", f"{url}/v2/queues/orders/messages?echo=true")
+    assert status == 200 and [m["body"]["order"] for m in listed["messages"]] == [0, 1, 2]
+
+    # Drain the other partition: everything ends on `target`, orders included.
+    drained = marconi_cli(
+        url, "drain", source, "--wait", "--wait-timeout", "90", "--interval", "0.2"
+    )
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert f"Drained {source}" in drained.stdout
+    for name in ("orders", "a", "b", "c"):
+        found = json.loads(marconi_cli(url, "queues", "where", "demo", name, "--json").stdout)
+        assert found["partition"] == target
+    listed_all = json.loads(marconi_cli(url, "migrate", "list", "--all", "--json").stdout)
+    assert {m["phase"] for m in listed_all["migrations"]} == {"DONE"}
