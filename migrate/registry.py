@@ -91,9 +91,12 @@ class Registry:
         ]
         if recent:
             raise Refused(f"queue {queue} moved less than {self.limits.cooldown:.0f}s ago")
-        if sum(m.source == source for m in active) >= self.limits.outgoing_per_partition:
+        # Partition limits count moves until their switch: the copy and the freeze are the heavy
+        # part; a switched migration only purges its source, slowly, after a grace period.
+        moving = [m for m in active if m.phase.cancellable]
+        if sum(m.source == source for m in moving) >= self.limits.outgoing_per_partition:
             raise Refused(f"partition {source} already has an outgoing migration")
-        if sum(m.target == target for m in active) >= self.limits.incoming_per_partition:
+        if sum(m.target == target for m in moving) >= self.limits.incoming_per_partition:
             raise Refused(f"partition {target} already has an incoming migration")
 
     async def get(self, migration_id: str) -> Stored:
