@@ -274,9 +274,11 @@ def _placement_key(p: Placement) -> QueueId:
 def admit(moves: Sequence[Move], active: Sequence[Migration], limits: Limits) -> list[Move]:
     """The moves that fit, in order, beside the migrations in flight: at most
     `limits.outgoing_per_partition` leaving and `incoming_per_partition` arriving per partition.
-    The registry checks again when it creates them; this only avoids asking in vain."""
-    outgoing = Counter(m.source for m in active if not m.phase.terminal)
-    incoming = Counter(m.target for m in active if not m.phase.terminal)
+    As in the registry, which checks again when it creates them (this only avoids asking in
+    vain), a migration counts until its switch: one cleaning up its source takes no room."""
+    moving = [m for m in active if m.phase.cancellable]
+    outgoing = Counter(m.source for m in moving)
+    incoming = Counter(m.target for m in moving)
     chosen = []
     for move in moves:
         if outgoing[move.source] >= limits.outgoing_per_partition:

@@ -134,6 +134,9 @@ class MigrationAdmin:
     async def drain(self, request: web.Request) -> web.Response:
         name = path_partition(request)
         partition = await self.catalog.partition(name)  # NotFound: 404
+        # Migrations before placements: one that switches in between is seen on its way (and
+        # counted where it goes), never as done with a placement read before its switch.
+        migrations = await self.registry.list()
         placements = await self.reader.placements()
         partitions = [p for p in await self.catalog.partitions() if p.name != name]
         owned = [p for p in placements if p.partition == name]
@@ -142,11 +145,20 @@ class MigrationAdmin:
         if partition.state is not PartitionState.DRAINING:
             partition = await self.catalog.update_partition(name, state=PartitionState.DRAINING)
             log.info("partition_draining", partition=name, queues=len(owned))
-        migrations = await self.registry.list()
         cancelled = [await self._turn_back(m) for m in migrations if self._arriving(m, name)]
         active = [m for m in migrations if not m.phase.terminal]
         busy = unavailable(migrations, self.registry.limits, self.registry.clock())
-        planned = plan_drain(name, placements, [partition, *partitions], busy)
+        # Queues on their way count where they go, so the receivers fill evenly (those being
+        # turned back from here, or cancelled, stay where they are).
+        heading = {
+            (m.project, m.queue): m.target
+            for m in active
+            if not (m.phase.cancellable and (m.cancel_requested or m.target == name))
+        }
+        bound = [
+            replace(p, partition=heading.get((p.project, p.queue), p.partition)) for p in placements
+        ]
+        planned = plan_drain(name, bound, [partition, *partitions], busy)
         created = await self._start(admit(planned, active, self.registry.limits))
         moving = [m for m in active if m.source == name] + created
         in_flight = {(m.project, m.queue) for m in active}
@@ -183,9 +195,9 @@ class MigrationAdmin:
         tolerance = _number(doc, "tolerance", 0.1, 0.0, 1.0)
 
         partitions = await self.catalog.partitions()
+        migrations = await self.registry.list()  # before placements: see `drain`
         placements = await self.reader.placements()
         loads, measured = await self.reader.loads(placements, {p.name: p for p in partitions})
-        migrations = await self.registry.list()
         active = [m for m in migrations if not m.phase.terminal]
         # A queue on its way counts where it is going, so a second call plans no second move
         # (unless its move is being cancelled: then it stays).
