@@ -15,12 +15,12 @@ import sys
 import time
 from typing import Any
 
+from catalog.migrations import Phase
 from marconi.admin import Subcommands, leaf
 from marconi.admin_client import AdminClient, TimedOut
 from marconi.arguments import migration_id, partition_name, seconds
 from marconi.output import ago, emit, emit_json, error, fields, table
 from marconi.progress import Progress, duration
-from migrate.records import Phase
 
 ROUTE = [Phase.INIT, Phase.COPYING, Phase.CATCHING_UP, Phase.FROZEN, Phase.SWITCHED]
 ROUTE += [Phase.CLEANUP, Phase.DONE]

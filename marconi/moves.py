@@ -10,6 +10,7 @@ import argparse
 import time
 from typing import Any
 
+from catalog.migrations import Phase
 from marconi.admin import Subcommands, leaf
 from marconi.admin_client import AdminClient, TimedOut
 from marconi.arguments import fraction, partition_name, positive
@@ -26,7 +27,6 @@ from marconi.migrations import (
 )
 from marconi.output import emit, emit_json, error, percent, table
 from marconi.progress import duration
-from migrate.records import Phase
 
 # --- drain ---------------------------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from bson import ObjectId
 
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
+from catalog.migrations import Migration, Phase
 from catalog.records import Placement, PlacementState
 from migrate.copy import Batch
 from migrate.journal import MemoryJournal
 from migrate.machine import Machine
-from migrate.records import Migration, Phase
 from migrate.settings import WorkerSettings
 from migrate.steps import Move
 from migrate.storages import Storages

@@ -8,9 +8,9 @@ from typing import Protocol
 
 from catalog.catalog import CAS_ATTEMPTS
 from catalog.errors import Conflict
+from catalog.migrations import Migration
+from catalog.registry import Registry, Stored
 from migrate.errors import CancelArrived, OwnershipLost
-from migrate.records import Migration
-from migrate.registry import Registry, Stored
 
 
 class Journal(Protocol):

@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from catalog.migrations import Migration, Phase, Progress
 from marconi.logs import get_logger
 from migrate import metrics
 from migrate.errors import CancelArrived, Diverged, FenceLeaked, Unmovable
 from migrate.journal import Journal
-from migrate.records import Migration, Phase, Progress
 from migrate.settings import WorkerSettings
 from migrate.steps import POINT_OF_NO_RETURN, Steps
 from node.errors import TransferConflict

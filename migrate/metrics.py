@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from migrate.records import Migration, Phase
+from catalog.migrations import Migration, Phase
 
 PHASE_SECONDS = Histogram(
     "marconi_migration_phase_seconds",

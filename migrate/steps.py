@@ -23,10 +23,10 @@ from typing import Protocol
 
 from catalog.catalog import CAS_ATTEMPTS, Catalog
 from catalog.errors import Conflict
+from catalog.migrations import Migration, Phase
 from catalog.records import Placement, PlacementState, Versioned
 from migrate.copy import Batch, Copier
 from migrate.errors import Diverged, FenceLeaked, Unmovable
-from migrate.records import Migration, Phase
 from node.models import Fence, QueueDigest
 from node.storage.base import TransferStore
 

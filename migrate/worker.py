@@ -20,6 +20,7 @@ from bson import ObjectId
 from catalog.catalog import Catalog
 from catalog.errors import CatalogError, CatalogUnavailable, Compacted, NotFound
 from catalog.keys import Keys
+from catalog.registry import Registry
 from catalog.store import CatalogStore
 from marconi.logs import get_logger
 from migrate import metrics
@@ -27,7 +28,6 @@ from migrate.errors import MigrationError, OwnershipLost
 from migrate.journal import RegistryJournal
 from migrate.machine import NO_HOOKS, Hooks, Machine
 from migrate.ownership import Ownership
-from migrate.registry import Registry
 from migrate.settings import WorkerSettings
 from migrate.steps import LiveSteps, Move
 from migrate.storages import PinnedClock, Storages

@@ -16,6 +16,7 @@ from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
 from catalog.records import Partition, PartitionState
+from catalog.registry import Registry
 from node.api.handler import no_content, ok
 from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
@@ -94,6 +95,7 @@ class Admin:
         self.cache = cache
         self.router = router
         self.pools = pools
+        self.registry = Registry(catalog)
 
     def routes(self) -> list[web.RouteDef]:
         p, partition = "/admin/partitions", "/admin/partitions/{name}"
@@ -155,6 +157,8 @@ class Admin:
     async def delete_partition(self, request: web.Request) -> web.Response:
         name = path_partition(request)
         await self.catalog.partition(name)  # NotFound: 404
+        if await self.registry.partition_in_use(name):
+            raise Refused(f"Partition {name} is still part of a migration; wait for it to end.")
         await self.catalog.remove_partition(name)  # Refused while it owns queues: 409
         return no_content()
 

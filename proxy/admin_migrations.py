@@ -1,7 +1,7 @@
 """The admin API's migrations (role `admin`): create, list, get and cancel them; drain a
 partition; plan and start a rebalance.
 
-Migrations are records in the catalog (`migrate.registry`); the migration workers act on them.
+Migrations are records in the catalog (`catalog.registry`); the migration workers act on them.
 Drain and rebalance create at most what the per-partition limits allow at once and answer with
 the whole plan: a drain goes on as its migrations finish, each call creating the next ones (the
 CLI's `--wait` calls it until the partition owns nothing).
@@ -18,11 +18,11 @@ from aiohttp import web
 
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
+from catalog.migrations import Migration
+from catalog.planner import Move, admit, plan_drain, plan_rebalance, summarize, unavailable
 from catalog.records import Partition, PartitionState
+from catalog.registry import Registry
 from marconi.logs import get_logger
-from migrate.planner import Move, admit, plan_drain, plan_rebalance, summarize, unavailable
-from migrate.records import Migration
-from migrate.registry import Registry
 from node.api.handler import ok
 from node.api.request import param_bool
 from node.api.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME

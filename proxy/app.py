@@ -11,10 +11,10 @@ from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
+from catalog.registry import Registry
 from catalog.store import CatalogStore
 from marconi.logs import get_logger
 from marconi.metrics import metrics_handler, request_metrics
-from migrate.registry import Registry
 from node.api.app import MAX_BODY
 from node.api.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role

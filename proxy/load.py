@@ -17,9 +17,9 @@ import aiohttp
 from multidict import CIMultiDict
 
 from catalog.catalog import Catalog
+from catalog.planner import QueueLoad
 from catalog.records import Partition, Placement
 from marconi.logs import get_logger
-from migrate.planner import QueueLoad
 from proxy.errors import ProxyError
 from proxy.forward import Forwarder, Outgoing
 

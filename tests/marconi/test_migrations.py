@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from catalog.migrations import Phase
 from catalog.records import PartitionState
-from migrate.records import Phase
-from migrate.registry import Registry
+from catalog.registry import Registry
 from tests.marconi.conftest import Cli, make_queues, owner, worker
 from tests.migrate.fake_worker import advance
 from tests.proxy.cluster import Cluster

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from catalog.migrations import Phase
 from catalog.records import PartitionState
-from migrate.records import Phase
-from migrate.registry import Registry
+from catalog.registry import Registry
 from tests.marconi.conftest import Cli, make_queues, owner, worker
 from tests.proxy.cluster import Cluster
 from tests.proxy.conftest import PROJECT

@@ -8,8 +8,8 @@ import time
 from dataclasses import replace
 
 from catalog.catalog import Catalog
-from migrate.records import Migration, Phase
-from migrate.registry import Registry
+from catalog.migrations import Migration, Phase
+from catalog.registry import Registry
 
 ROUTE = (
     Phase.COPYING,

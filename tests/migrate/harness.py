@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
+from catalog.migrations import Migration, Phase
 from catalog.records import Partition, Placement
+from catalog.registry import Registry
 from migrate.machine import NO_HOOKS, Hooks
-from migrate.records import Migration, Phase
-from migrate.registry import Registry
 from migrate.settings import WorkerSettings
 from migrate.worker import Worker
 from node.api.app import create_app as create_node

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from catalog.migrations import Migration, Phase
+from catalog.planner import Move, admit
 from catalog.records import Placement, PlacementState
-from migrate.planner import Move, admit
-from migrate.records import Migration, Phase
-from migrate.registry import Limits, Registry
+from catalog.registry import Limits, Registry
 from tests.conftest import FakeClock
 from tests.migrate.harness import PROJECT, Client, MigrationCluster, migration_cluster
 from tests.proxy.cluster import ADMIN

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from catalog.registry import Registry
 from migrate.dryrun import draft, dry_run
-from migrate.registry import Registry
 from migrate.storages import PinnedClock, Storages
 from tests.conftest import FakeClock
 from tests.migrate.harness import PROJECT, QUEUE, SETTINGS, Q, migration_cluster

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from catalog.errors import Refused
+from catalog.migrations import Migration, Phase
 from catalog.records import Placement, PlacementState
+from catalog.registry import Registry
 from migrate.machine import Hooks
-from migrate.records import Migration, Phase
-from migrate.registry import Registry
 from node.models import QueueDigest
 from tests.conftest import FakeClock
 from tests.migrate.harness import PROJECT, QUEUE, MigrationCluster, Q, migration_cluster

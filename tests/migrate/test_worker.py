@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from catalog.migrations import Migration, Phase
 from migrate.machine import Hooks
-from migrate.records import Migration, Phase
 from tests.conftest import FakeClock, storage_uri
 from tests.migrate.harness import (
     PROJECT,

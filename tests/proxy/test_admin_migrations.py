@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from catalog.migrations import Migration, Phase
 from catalog.records import PartitionState
-from migrate.records import Migration, Phase
-from migrate.registry import Registry
+from catalog.registry import Registry
 from tests.conftest import FakeClock
 from tests.migrate.fake_worker import advance, finish
 from tests.proxy.cluster import ADMIN, Cluster, cluster
@@ -355,3 +355,12 @@ async def test_a_recent_move_is_not_planned_again(c: Cluster) -> None:
     assert time.time() - (await registry.get(m.id)).migration.updated < registry.limits.cooldown
     status, body = await admin(c, "POST", "/admin/partitions/p2/drain")
     assert body["planned"] == [] and body["cooling_down"] == 1
+
+
+async def test_a_partition_in_a_migration_is_not_removed(c: Cluster) -> None:
+    await queues(c, "orders")
+    status, doc = await move(c, "orders", "p2")
+    assert status == 201
+    status, body = await admin(c, "DELETE", "/admin/partitions/p2")  # owns no queue yet
+    assert status == 409 and "migration" in body["description"]
+    assert (await admin(c, "DELETE", f"/admin/migrations/{doc['id']}"))[0] == 202

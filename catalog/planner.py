@@ -18,9 +18,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from catalog.migrations import Migration, Phase
 from catalog.records import Partition, PartitionState, Placement
-from migrate.records import Migration, Phase
-from migrate.registry import Limits
+from catalog.registry import Limits
 
 EPSILON = 1e-12
 QueueId = tuple[str, str]  # (project, queue)

@@ -10,8 +10,8 @@ from bson import ObjectId
 
 from catalog.catalog import Catalog
 from catalog.errors import Conflict, NotFound, Refused
+from catalog.migrations import Migration, Phase
 from catalog.records import Versioned
-from migrate.records import Migration, Phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,10 @@ class Registry:
             raise Refused(f"partition {source} already has an outgoing migration")
         if sum(m.target == target for m in moving) >= self.limits.incoming_per_partition:
             raise Refused(f"partition {target} already has an incoming migration")
+
+    async def partition_in_use(self, name: str) -> bool:
+        """Whether an unfinished migration still reads from or writes to partition `name`."""
+        return any(not m.phase.terminal and name in (m.source, m.target) for m in await self.list())
 
     async def get(self, migration_id: str) -> Stored:
         found = await self.store.get(self.keys.migration(migration_id))

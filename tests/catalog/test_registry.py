@@ -7,9 +7,9 @@ import pytest
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
 from catalog.memory import MemoryStore
+from catalog.migrations import Phase
 from catalog.records import Partition
-from migrate.records import Phase
-from migrate.registry import Registry
+from catalog.registry import Registry
 
 
 @pytest.fixture
@@ -44,6 +44,16 @@ async def test_one_incoming_and_one_outgoing_until_the_switch(registry: Registry
     assert second.source == "p1"
     with pytest.raises(Refused, match="already moving"):
         await registry.create("proj", "a", "p3")  # switched but not DONE: still this queue's
+
+
+async def test_partition_in_use_until_its_migrations_end(registry: Registry) -> None:
+    assert not await registry.partition_in_use("p2")
+    m = await registry.create("proj", "a", "p2")
+    assert await registry.partition_in_use("p1") and await registry.partition_in_use("p2")
+    assert not await registry.partition_in_use("p3")
+    stored = await registry.get(m.id)
+    await registry.save(stored, m.to(Phase.CANCELLED, m.updated + 1))
+    assert not await registry.partition_in_use("p2")
 
 
 async def test_refusals(registry: Registry) -> None:

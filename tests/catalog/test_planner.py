@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from catalog.records import Partition, PartitionState, Placement
-from migrate.planner import (
+from catalog.migrations import Migration, Phase
+from catalog.planner import (
     Move,
     QueueLoad,
     Weights,
@@ -20,8 +20,8 @@ from migrate.planner import (
     summarize,
     unavailable,
 )
-from migrate.records import Migration, Phase
-from migrate.registry import Limits
+from catalog.records import Partition, PartitionState, Placement
+from catalog.registry import Limits
 
 DRAINING = PartitionState.DRAINING
 READ_ONLY = PartitionState.READ_ONLY
