@@ -13,7 +13,7 @@ from aiohttp import web
 from catalog import errors as catalog
 from marconi.logs import get_logger
 from node import errors as node
-from node.api.errors import UNAVAILABLE_TITLE, error_response, to_response
+from node.api.errors import UNAVAILABLE_TITLE, aiohttp_answer, error_response, to_response
 from node.api.requestid import request_id
 
 log = get_logger("proxy")
@@ -98,18 +98,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except catalog.CatalogError as exc:
         return _catalog_response(exc)
     except web.HTTPException as exc:
-        # aiohttp's own answers (405 on admin routes, 413 for a body over the limit),
-        # worded as the node words them.
-        if exc.status == 405:
-            allow = exc.headers.get("Allow", "")
-            return error_response(
-                405, "Method not allowed", f"Allowed methods: {allow}.", {"Allow": allow}
-            )
-        if exc.status == 404:
-            return error_response(404, "Not found", "The requested resource does not exist.")
-        if exc.status == 413:
-            return error_response(400, "Invalid API request", "The request body is too large.")
-        raise
+        answer = aiohttp_answer(exc)  # worded as the node words them
+        if answer is None:
+            raise
+        return answer
     except node.NodeError as exc:
         return to_response(exc, request_id(request))
     except ConnectionResetError:

@@ -88,22 +88,30 @@ def to_response(exc: Exception, request_id: str) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def aiohttp_answer(exc: web.HTTPException) -> web.Response | None:
+    """aiohttp's own answers (404 unknown path, 405 wrong method, 413 body over the limit) in
+    Zaqar's shape; None for the rest, which go out as aiohttp made them."""
+    if exc.status == 405:
+        allow = exc.headers.get("Allow", "")
+        return error_response(
+            405, "Method not allowed", f"Allowed methods: {allow}.", {"Allow": allow}
+        )
+    if exc.status == 404:
+        return error_response(404, "Not found", "The requested resource does not exist.")
+    if exc.status == 413:
+        return error_response(400, "Invalid API request", "The request body is too large.")
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        # aiohttp's own routing answers (404 unknown path, 405 wrong method) in Zaqar's shape.
-        if exc.status == 405:
-            allow = exc.headers.get("Allow", "")
-            return error_response(
-                405, "Method not allowed", f"Allowed methods: {allow}.", {"Allow": allow}
-            )
-        if exc.status == 404:
-            return error_response(404, "Not found", "The requested resource does not exist.")
-        if exc.status == 413:
-            return error_response(400, "Invalid API request", "The request body is too large.")
-        raise
+        answer = aiohttp_answer(exc)
+        if answer is None:
+            raise
+        return answer
     except errors.NodeError as exc:
         return to_response(exc, request_id(request))
     except ConnectionResetError:
