@@ -8,6 +8,7 @@ posted after a source page was read has a marker above that page.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class Copier:
             if upper is None:
                 break
             after = upper
+            await _yield()
         return lag + await self._level_claims()
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
@@ -96,6 +98,7 @@ class Copier:
             if len(page) < self.batch or len(inside) < len(page):
                 return found
             after = page[-1].marker
+            await _yield()
 
     async def _level(self, source: Sequence[Message], target: Sequence[Message]) -> int:
         """One marker range: upsert what differs, delete what the source no longer has."""
@@ -128,3 +131,10 @@ def _holds(held: QueueExport, export: QueueExport) -> bool:
     """The target's queue record already is the source's (its counter may have gone further)."""
     same = (held.metadata, held.created) == (export.metadata, export.created)
     return same and held.counter >= export.counter
+
+
+async def _yield() -> None:
+    """Let the rest of the worker run between batches (its lease keeper above all): SQLite calls
+    run on the loop's thread and never suspend, so a long catch-up would otherwise hold the loop
+    for its whole length and the worker's lease could expire meanwhile."""
+    await asyncio.sleep(0)

@@ -3,6 +3,7 @@ fence reason may be, how an exported message looks, and the digest a verify step
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -60,5 +61,6 @@ async def digest(store: TransferStore, project: str, queue: str) -> QueueDigest:
             top = page[-1].marker
         if len(page) < DIGEST_BATCH:
             break
+        await asyncio.sleep(0)  # SQLite exports never suspend: let the loop run between pages
     claims = await store.export_claims(project, queue)
     return QueueDigest(count, top, sha.hexdigest(), tuple(sorted(c.id for c in claims)))
