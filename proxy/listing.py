@@ -16,11 +16,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from node.api import formatting as fmt
-from node.api import validation
-from node.api.handler import DEFAULT_QUEUES_PER_PAGE, no_content, ok
+from node.api.handler import no_content, ok
 from node.api.hooks import PROJECT, with_hooks
-from node.api.request import param_bool, param_int, param_str
+from node.api.queues import queue_listing
 from node.limits import Limits
 from proxy.forward import Forwarder, Outgoing
 from proxy.routing import LAZY_CREATION, Router
@@ -42,32 +40,21 @@ class QueueListing:
 
     async def get(self, request: web.Request) -> web.Response:
         version = request.match_info["version"]
-        params: dict[str, Any] = {}
-        marker = param_str(request, "marker")
-        limit = param_int(request, "limit")
-        detailed = param_bool(request, "detailed")
-        for key, value in (("marker", marker), ("limit", limit), ("detailed", detailed)):
-            if value is not None:
-                params[key] = value
-        validation.queue_listing(limit, self.limits)
+        listing = queue_listing(request, self.limits)
         project: str = request[PROJECT]
-        names = await self.router.catalog.queue_names(
-            project, marker, limit or DEFAULT_QUEUES_PER_PAGE
-        )
-        metadata = await self._metadata(request, project, marker, names) if detailed else {}
+        names = await self.router.catalog.queue_names(project, listing.marker, listing.page_size)
+        metadata = {}
+        if listing.detailed:
+            metadata = await self._metadata(request, project, listing.marker, names)
         listed = []
         for name in names:
             item: dict[str, Any] = {"name": name, "href": f"/{version}/queues/{name}"}
-            if detailed:
+            if listing.detailed:
                 item["metadata"] = metadata.get(name, {})
             listed.append(item)
-        links = []
-        if names:
-            params["marker"] = names[-1]
-            links.append({"rel": "next", "href": request.path + fmt.query_string(params)})
         if version == "v1" and not listed:
             return no_content()  # v1 answers an empty page with 204
-        return ok({"queues": listed, "links": links})
+        return ok({"queues": listed, "links": listing.links(request.path, names)})
 
     async def _metadata(
         self, request: web.Request, project: str, marker: str | None, names: list[str]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from node.errors import (
     QueueDoesNotExist,
     UnsupportedMediaType,
 )
+from node.limits import Limits
 
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
 
@@ -36,33 +38,53 @@ JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
 RESERVED_DEFAULTS = ("_max_messages_post_size", "_default_message_ttl", "_default_message_delay")
 
 
+@dataclass(frozen=True, slots=True)
+class QueueListing:
+    """A queue listing's parameters, validated; `params` are those the request gave, which the
+    `next` link repeats."""
+
+    params: dict[str, Any]
+    marker: str | None
+    limit: int | None
+    detailed: bool | None
+
+    @property
+    def page_size(self) -> int:
+        return self.limit or DEFAULT_QUEUES_PER_PAGE
+
+    def links(self, path: str, names: list[str]) -> list[dict[str, str]]:
+        """The `next` link after a page ending at `names[-1]`; none after an empty page."""
+        if not names:
+            return []
+        params = {**self.params, "marker": names[-1]}
+        return [{"rel": "next", "href": path + fmt.query_string(params)}]
+
+
+def queue_listing(request: web.Request, limits: Limits) -> QueueListing:
+    marker = param_str(request, "marker")
+    limit = param_int(request, "limit")
+    detailed = param_bool(request, "detailed")
+    given = (("marker", marker), ("limit", limit), ("detailed", detailed))
+    validation.queue_listing(limit, limits)
+    return QueueListing({k: v for k, v in given if v is not None}, marker, limit, detailed)
+
+
 class QueueCollection(Handler):
     async def get(self, request: web.Request) -> web.Response:
-        params: dict[str, Any] = {}
-        marker = param_str(request, "marker")
-        limit = param_int(request, "limit")
-        detailed = param_bool(request, "detailed")
-        for key, value in (("marker", marker), ("limit", limit), ("detailed", detailed)):
-            if value is not None:
-                params[key] = value
-        validation.queue_listing(limit, self.limits)
+        listing = queue_listing(request, self.limits)
         queues = await self.storage.queues.list(
             request[PROJECT],
-            marker=marker,
-            limit=limit or DEFAULT_QUEUES_PER_PAGE,
-            detailed=bool(detailed),
+            marker=listing.marker,
+            limit=listing.page_size,
+            detailed=bool(listing.detailed),
         )
         listed = []
         for q in queues:
             item: dict[str, Any] = {"name": q.name, "href": self.queue_path(q.name)}
-            if detailed:
+            if listing.detailed:
                 item["metadata"] = q.metadata
             listed.append(item)
-        links = []
-        if queues:
-            params["marker"] = queues[-1].name
-            links.append({"rel": "next", "href": request.path + fmt.query_string(params)})
-        return self.listed(listed, links)
+        return self.listed(listed, listing.links(request.path, [q.name for q in queues]))
 
     def listed(self, queues: list[dict[str, Any]], links: list[dict[str, str]]) -> web.Response:
         return ok({"queues": queues, "links": links})
