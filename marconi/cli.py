@@ -71,7 +71,12 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
     overrides = _overrides(args, fields)
     if args.placement_key is not None:
         overrides["placement_key"] = PlacementKey(args.placement_key)
-    return dataclasses.replace(ProxySettings.from_env(), **overrides)
+    settings = ProxySettings.from_env()
+    flags = {"rate_limit": "rate", "rate_burst": "burst", "concurrency_limit": "concurrency"}
+    limits = {f: getattr(args, a) for a, f in flags.items() if getattr(args, a) is not None}
+    if limits:
+        overrides["limits"] = dataclasses.replace(settings.limits, **limits)
+    return dataclasses.replace(settings, **overrides)
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
@@ -160,7 +165,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
         description="One endpoint for every API version: routes each queue to its partition "
         "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
-        "MARCONI_PROXY_PORT, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables in "
+        "MARCONI_PROXY_PORT, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, MARCONI_CONCURRENCY_LIMIT, "
+        "MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables in "
         "the README; flags win over them.",
     )
     proxy.add_argument(
@@ -178,6 +184,25 @@ def _add_servers(commands: admin.Subcommands) -> None:
         choices=["queue", "project"],
         help="what new queues are hashed by: each queue on its own, or a project's queues "
         "together (default: queue)",
+    )
+    proxy.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="requests per second each project may send through this proxy; over it, 429 with "
+        "Retry-After (default: 0, no limit)",
+    )
+    proxy.add_argument(
+        "--rate-burst",
+        type=int,
+        metavar="N",
+        help="requests a project may send at once before the rate applies (default: the rate)",
+    )
+    proxy.add_argument(
+        "--concurrency-limit",
+        type=int,
+        metavar="N",
+        help="requests each project may have in flight through this proxy (default: 0, no limit)",
     )
     _logging_flags(proxy)
     proxy.set_defaults(func=_proxy)

@@ -23,6 +23,7 @@ from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder, session
 from proxy.handler import Proxy
+from proxy.limits import ProjectLimits, limits_middleware
 from proxy.listing import QueueListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
@@ -62,10 +63,11 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     admin = Admin(catalog, cache, router, pools)
     migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
 
-    app = web.Application(
-        middlewares=[request_id_middleware, request_metrics("proxy"), error_middleware, admin_role],
-        client_max_size=MAX_BODY,
-    )
+    middlewares = [request_id_middleware, request_metrics("proxy"), error_middleware]
+    if settings.limits.enabled:
+        middlewares.append(limits_middleware(ProjectLimits(settings.limits)))
+    middlewares.append(admin_role)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[PROXY] = proxy
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     app.router.add_routes(admin.routes())

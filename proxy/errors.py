@@ -51,6 +51,18 @@ class NotAuthorized(ProxyError):
         super().__init__("You are not authorized to complete this action.")
 
 
+class OverLimit(ProxyError):
+    """A project is over its request rate or its requests in flight (see proxy/limits.py)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, limit: str, retry_after: int, description: str) -> None:
+        super().__init__(description)
+        self.limit = limit
+        self.retry_after = str(retry_after)
+
+
 class BadRequest(ProxyError):
     """An admin request with a body or a name the admin API refuses."""
 

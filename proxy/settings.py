@@ -15,6 +15,24 @@ class PlacementKey(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-project limits, each counted per proxy process (see proxy/limits.py)."""
+
+    rate: float = 0.0  # requests per second per project; 0 = no rate limit
+    burst: int = 0  # requests a project may send at once; 0 = max(1, rate)
+    concurrency: int = 0  # requests in flight per project; 0 = no limit
+    projects: int = 100_000  # projects tracked at once; the least recently seen are forgotten
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 or self.concurrency > 0
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst) if self.burst > 0 else max(1.0, self.rate)
+
+
+@dataclass(frozen=True, slots=True)
 class ProxySettings:
     catalog_url: str = "http://127.0.0.1:2379"  # etcd; several endpoints comma-separated
     key_prefix: str = "/marconi/"
@@ -29,6 +47,7 @@ class ProxySettings:
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
     cache_capacity: int = 1_000_000  # placements kept in memory
+    limits: LimitSettings = LimitSettings()
     log_level: str = "info"
     log_json: bool | None = None
 
@@ -51,6 +70,12 @@ class ProxySettings:
             health_timeout=float(env.get("MARCONI_HEALTH_TIMEOUT", d.health_timeout)),
             drain_timeout=float(env.get("MARCONI_DRAIN_TIMEOUT", d.drain_timeout)),
             cache_capacity=int(env.get("MARCONI_CACHE_CAPACITY", d.cache_capacity)),
+            limits=LimitSettings(
+                rate=float(env.get("MARCONI_RATE_LIMIT", d.limits.rate)),
+                burst=int(env.get("MARCONI_RATE_BURST", d.limits.burst)),
+                concurrency=int(env.get("MARCONI_CONCURRENCY_LIMIT", d.limits.concurrency)),
+                projects=int(env.get("MARCONI_LIMIT_PROJECTS", d.limits.projects)),
+            ),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
             log_json=_flag(env.get("MARCONI_LOG_JSON")),
         )

@@ -137,6 +137,22 @@ def test_proxy_placement_key() -> None:
     assert proxy_settings(args).placement_key is PlacementKey.PROJECT
 
 
+def test_proxy_limits_from_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARCONI_RATE_LIMIT", "50")
+    monkeypatch.setenv("MARCONI_CONCURRENCY_LIMIT", "8")
+    from_env = proxy_settings(build_parser().parse_args(["proxy", "--log-json"])).limits
+    assert (from_env.rate, from_env.burst, from_env.concurrency) == (50.0, 0, 8)
+    assert from_env.capacity == 50.0
+    args = build_parser().parse_args(["proxy", "--rate-limit", "2.5", "--rate-burst", "10"])
+    limits = proxy_settings(args).limits
+    assert (limits.rate, limits.burst, limits.concurrency) == (2.5, 10, 8)
+    assert limits.enabled
+
+
+def test_proxy_limits_are_off_by_default() -> None:
+    assert not proxy_settings(build_parser().parse_args(["proxy"])).limits.enabled
+
+
 @pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
 def test_worker_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARCONI_CATALOG_URL", "http://etcd-a:2379")
