@@ -66,6 +66,17 @@ app.kubernetes.io/part-of: marconi
 marconi.dev/partition: {{ (index . 1).name }}
 {{- end -}}
 
+{{/* Refuse partitions that cannot be deployed side by side. */}}
+{{- define "marconi.checkPartitions" -}}
+{{- $names := list -}}
+{{- range .Values.partitions -}}
+{{- if has .name $names -}}
+{{- fail (printf "partitions: %s is listed twice" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Endpoints ---------------------------------------------------------------------------- */}}
 
 {{/* MARCONI_CATALOG_URL: the bundled etcd's Service, or catalog.endpoints joined by commas. */}}
