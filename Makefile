@@ -1,6 +1,7 @@
 # Everything a fresh machine needs comes from here: a virtual environment with the project and its
-# test tools, and FerretDB (the MongoDB wire protocol for the MongoDB driver's tests), built once
-# from the Go module proxy and cached outside the work tree so a second run is instant.
+# test tools, FerretDB (the MongoDB wire protocol for the MongoDB driver's tests) and Helm (the
+# chart's checks), built once from the Go module proxy and cached outside the work tree so a
+# second run is instant.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,10 +10,25 @@ CACHE ?= $(HOME)/.cache/marconi
 FERRETDB_VERSION := v1.24.2
 FERRETDB := $(CACHE)/ferretdb-$(FERRETDB_VERSION)/ferretdb
 INSTALLED := $(VENV)/.installed
+HELM_VERSION := v3.22.0
+# Helm's own release build stamps its version and the Kubernetes version it renders for (its
+# k8s.io/client-go's: v0.37 in Helm v3.22.0, so 1.37); a plain `go install` would claim 1.20 and
+# refuse the chart's kubeVersion.
+HELM_KUBE_MINOR := 37
+HELM := $(CACHE)/helm-$(HELM_VERSION)/helm
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,lint/rules chartutil,-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
+CHART := charts/marconi
+CHART_EXAMPLE := $(CHART)/examples/three-partitions.yaml
+# The Kubernetes versions the rendered manifests are validated against: the chart's oldest
+# (Chart.yaml's kubeVersion) and the newest whose schemas kubernetes-validate ships.
+KUBE_VERSIONS := 1.25.0 1.37.0
 
 export FERRETDB_BIN := $(abspath $(FERRETDB))
+export HELM_BIN := $(abspath $(HELM))
 
-.PHONY: install run test test-fast check lint bench ferretdb clean
+.PHONY: install run test test-fast check lint chart bench ferretdb helm clean
 
 install: $(INSTALLED)
 
@@ -36,12 +52,33 @@ $(FERRETDB):
 	(cd "$$src" && go build -o $(abspath $@).tmp ./cmd/ferretdb) && \
 	mv $(abspath $@).tmp $(abspath $@) && rm -rf "$$src"
 
+helm: $(HELM)
+
+$(HELM):
+	mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@))/.build go install -ldflags '$(HELM_LDFLAGS)' \
+		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(dir $@).build/helm $@ && rmdir $(dir $@).build
+
+# The chart: lint it, render it with the default values and with the example, and validate every
+# rendered manifest against the Kubernetes API schemas shipped in kubernetes-validate (offline).
+# The ServiceMonitor is a CRD with no schema there: it is reported as skipped (WARN).
+chart: install helm
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART_EXAMPLE)
+	out=$$(mktemp -d) && \
+	$(HELM) template marconi $(CHART) > $$out/default.yaml && \
+	$(HELM) template marconi $(CHART) -f $(CHART_EXAMPLE) > $$out/three-partitions.yaml && \
+	$(BIN)/kubernetes-validate --strict --quiet $(addprefix -k ,$(KUBE_VERSIONS)) \
+		$$out/default.yaml $$out/three-partitions.yaml; \
+	rc=$$?; rm -rf $$out; exit $$rc
+
 # A whole local cluster: etcd on 127.0.0.1:2379, two partitions' nodes over SQLite in .data/dev/,
 # the proxy on 127.0.0.1:8888. It prints how to use it; one Ctrl-C stops everything.
 run: install
 	$(BIN)/marconi dev
 
-test: install ferretdb
+test: install ferretdb helm
 	$(BIN)/python -m pytest -q
 
 test-fast: install
@@ -52,7 +89,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-check: lint test
+check: lint chart test
 
 bench: install ferretdb
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
