@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from marconi.logs import json_from_env
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -67,7 +69,7 @@ class WorkerSettings:
             metrics_host=env.get("MARCONI_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=whole("METRICS_PORT", d.metrics_port),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
-            log_json=_flag(env.get("MARCONI_LOG_JSON")),
+            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
         )
 
     def __post_init__(self) -> None:
@@ -78,9 +80,3 @@ class WorkerSettings:
             raise ValueError("batch, max_running and freeze_attempts must be at least 1")
         if min(self.copy_rate, self.purge_rate, self.freeze_limit) <= 0:
             raise ValueError("copy_rate, purge_rate and freeze_limit must be positive")
-
-
-def _flag(raw: str | None) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from marconi.logs import json_from_env
 from node.limits import Limits
 
 
@@ -30,5 +31,6 @@ class NodeSettings:
             port=int(env.get("MARCONI_PORT", defaults.port)),
             gc_interval=float(env.get("MARCONI_GC_INTERVAL", defaults.gc_interval)),
             log_level=env.get("MARCONI_LOG_LEVEL", defaults.log_level),
+            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
             limits=Limits.from_env(),
         )

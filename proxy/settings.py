@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
+from marconi.logs import json_from_env
+
 
 class PlacementKey(StrEnum):
     """What the placement policy hashes: each queue on its own, or a tenant's queues together."""
@@ -77,11 +79,5 @@ class ProxySettings:
                 projects=int(env.get("MARCONI_LIMIT_PROJECTS", d.limits.projects)),
             ),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
-            log_json=_flag(env.get("MARCONI_LOG_JSON")),
+            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
         )
-
-
-def _flag(raw: str | None) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    return raw.strip().lower() in ("1", "true", "yes", "on")

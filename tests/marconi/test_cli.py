@@ -17,6 +17,10 @@ def test_node_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.port == 9001
     assert settings.log_json is True
     assert node_settings(build_parser().parse_args(["node"])).log_json is None
+    monkeypatch.setenv("MARCONI_LOG_JSON", "true")
+    assert node_settings(build_parser().parse_args(["node"])).log_json is True
+    monkeypatch.setenv("MARCONI_LOG_JSON", "0")
+    assert node_settings(build_parser().parse_args(["node"])).log_json is False
 
 
 def test_proxy_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
