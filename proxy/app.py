@@ -28,6 +28,7 @@ from proxy.listing import QueueListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
 from proxy.policy import PlacementPolicy
+from proxy.probes import Probes
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
 
@@ -70,6 +71,7 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[PROXY] = proxy
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_routes(Probes(cache, pools).routes())
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
     app.router.add_get(VERSION + "/queues", listing.handle, allow_head=False)

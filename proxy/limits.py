@@ -20,12 +20,13 @@ from prometheus_client import Counter, Gauge
 
 from marconi.logs import get_logger
 from proxy.errors import OverLimit
+from proxy.probes import PROBES
 from proxy.settings import LimitSettings
 
 log = get_logger("proxy")
 Clock = Callable[[], float]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UNLIMITED = ("/metrics", "/admin")  # the proxy's own endpoints: no project to charge
+UNLIMITED = ("/metrics", "/admin", *PROBES)  # the proxy's own endpoints: no project to charge
 
 LIMITED = Counter(
     "marconi_proxy_limited_requests_total",

@@ -76,8 +76,9 @@ async def test_the_proxy_answers_both_probes_itself(default: Manifests) -> None:
     await client.start_server()
     try:
         assert await served(client, "/v2/ping") == 503  # forwarded: no node to answer
-        for path in probe_paths(default, "proxy").values():
-            assert await served(client, path) == 200
+        paths = probe_paths(default, "proxy")
+        assert await served(client, paths["readinessProbe"]) == 200
+        assert await served(client, paths["livenessProbe"]) == 204
     finally:
         await client.close()
 

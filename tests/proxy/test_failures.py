@@ -42,6 +42,9 @@ async def test_cached_queues_are_served_while_etcd_is_down(
                 assert status == 200 and body["messages"]["total"] == 1
             status, body, _ = await call(c.proxy, "GET", "/admin/health", headers=ADMIN)
             assert body["catalog"]["state"] == "reconnecting"
+            async with c.proxy.get("/readyz") as resp:  # still serving: still ready
+                assert resp.status == 200
+                assert (await resp.json())["catalog"]["watch"] == "reconnecting"
             # A new queue needs the catalog: refused with Zaqar's body, not hung.
             status, body, headers = await call(c.proxy, "PUT", "/v2/queues/new")
             assert status == 503 and set(body) == {"title", "description"}
