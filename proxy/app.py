@@ -19,6 +19,7 @@ from node.api.app import MAX_BODY
 from node.api.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role
 from proxy.admin_migrations import MigrationAdmin
+from proxy.auth import authentication
 from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder, session
@@ -61,9 +62,16 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     listing = QueueListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
     migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
+    auth = authentication(settings)
 
     app = web.Application(
-        middlewares=[request_id_middleware, request_metrics("proxy"), error_middleware, admin_role],
+        middlewares=[
+            request_id_middleware,
+            request_metrics("proxy"),
+            error_middleware,
+            *auth.middlewares,  # sets the project and roles: before anything reads them
+            admin_role,
+        ],
         client_max_size=MAX_BODY,
     )
     app[PROXY] = proxy
@@ -95,4 +103,5 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
         log.info("proxy_stopped")
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(auth.lifecycle)
     return app
