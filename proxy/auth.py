@@ -33,22 +33,27 @@ PROJECT = "X-Project-ID"
 ROLES = "X-Roles"
 # Identity headers a client might send to pass for someone else (keystonemiddleware's set, as
 # far as a node or a later middleware could read them); dropped before anything else sees them.
-SPOOFABLE = (
-    AUTH,
-    SUBJECT,
-    ROLES,
-    "X-Service-Token",
-    "X-User-ID",
-    "X-User-Name",
-    "X-Identity-Status",
-    "X-Service-Identity-Status",
-    "X-Domain-ID",
-    "X-Tenant-ID",
+DROPPED = frozenset(
+    name.lower()
+    for name in (
+        AUTH,
+        SUBJECT,
+        ROLES,
+        PROJECT,  # set again from the token
+        "X-Service-Token",
+        "X-User-ID",
+        "X-User-Name",
+        "X-Identity-Status",
+        "X-Service-Identity-Status",
+        "X-Domain-ID",
+        "X-Tenant-ID",
+    )
 )
 
 CACHE = Counter(
     "marconi_proxy_token_cache_total", "Token lookups in the proxy's cache.", ["result"]
 )
+CACHE_HITS, CACHE_MISSES = CACHE.labels("hit"), CACHE.labels("miss")
 
 
 class Authentication(Protocol):
@@ -84,9 +89,11 @@ class KeystoneAuth:
         """The token's identity: from the cache, else from Keystone (one call for all the
         requests that bring the same new token at once). NotAuthenticated if refused."""
         verdict = self.cache.get(token)
-        CACHE.labels("miss" if verdict is None else "hit").inc()
         if verdict is None:
+            CACHE_MISSES.inc()
             verdict = await asyncio.shield(self._validation(token))
+        else:
+            CACHE_HITS.inc()
         if isinstance(verdict, Refused):
             raise NotAuthenticated(self.keystone_url)
         return verdict
@@ -112,16 +119,16 @@ class KeystoneAuth:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers = CIMultiDict(request.headers)
-        for name in SPOOFABLE:
-            headers.popall(name, None)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in DROPPED
+        )
         if request.path in PUBLIC:
             return await handler(request.clone(headers=headers))
         token = request.headers.get(AUTH)
         if not token:
             raise NotAuthenticated(self.keystone_url)
         identity = await self.identity(token)
-        claimed = headers.popall(PROJECT, None)
+        claimed = request.headers.getall(PROJECT, None)
         if identity.project_id is not None:
             if claimed is not None and claimed != [identity.project_id]:
                 raise NotAuthorized(
@@ -142,7 +149,9 @@ def _admin_path(path: str) -> bool:
 
 
 def authentication(settings: ProxySettings) -> Authentication:
-    """The mode the settings ask for. Call within the running event loop."""
+    """The mode the settings ask for (ValueError if they cannot work). Call within the running
+    event loop."""
+    settings.check()
     if settings.auth is AuthMode.NOAUTH:
         return NoAuth()
     service = None
