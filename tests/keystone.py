@@ -9,6 +9,7 @@ and the proxy's service user. Tokens are cached here, one per user and project.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -76,10 +77,21 @@ password_hash_rounds = 4
 """
 
 
+REQUIREMENTS = Path(__file__).parent / "keystone-requirements.txt"
+
+
+def keystone_venv() -> Path:
+    """KEYSTONE_VENV (the Makefile exports it), else where `make keystone` builds it: named by
+    the hash of the requirements, so a plain `pytest` finds it too."""
+    if venv := os.environ.get("KEYSTONE_VENV"):
+        return Path(venv)
+    pin = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    return Path.home() / ".cache" / "marconi" / f"keystone-{pin}"
+
+
 def keystone_python() -> str:
-    venv = os.environ.get("KEYSTONE_VENV")
-    python = Path(venv or "/nonexistent") / "bin" / "python"
-    if not python.exists():
+    python = keystone_venv() / "bin" / "python"
+    if not python.exists() or not (python.parent.parent / ".installed").exists():
         raise RuntimeError(
             "Keystone not found: run `make keystone` (it exports KEYSTONE_VENV) or set "
             "KEYSTONE_VENV to a virtual environment with tests/keystone-requirements.txt"
