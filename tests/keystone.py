@@ -149,9 +149,14 @@ class Keystone:
             raise KeystoneError(got, document)
         return document
 
-    def login(self, user: User) -> str:
-        """A new project-scoped token for `user` (password method)."""
-        body = {
+    def login(self, user: User, scope: str = "project") -> str:
+        """A new token for `user` (password method), scoped to its project, to the system
+        (`scope="system"`, for a user with a role on it) or to nothing (`scope=""`)."""
+        scopes = {
+            "project": {"project": {"name": user.project, "domain": DOMAIN}},
+            "system": {"system": {"all": True}},
+        }
+        body: dict[str, Any] = {
             "auth": {
                 "identity": {
                     "methods": ["password"],
@@ -159,9 +164,10 @@ class Keystone:
                         "user": {"name": user.name, "domain": DOMAIN, "password": user.password}
                     },
                 },
-                "scope": {"project": {"name": user.project, "domain": DOMAIN}},
             }
         }
+        if scope:
+            body["auth"]["scope"] = scopes[scope]
         status, document, headers = self.call("POST", "/auth/tokens", body)
         if status != 201:
             raise KeystoneError(status, document)

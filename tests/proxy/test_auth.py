@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from proxy.settings import AuthMode
 from tests.conftest import FakeClock
-from tests.keystone import ALICE, BOB, OPERATOR, Keystone
+from tests.keystone import ADMIN, ALICE, BOB, OPERATOR, Keystone
 from tests.proxy.cluster import Cluster, cluster
 from tests.proxy.keystone import keystone_settings, send
 from tests.proxy.test_forward import recording
@@ -106,6 +106,18 @@ async def test_the_admin_api_needs_the_admin_role_in_the_token(
         c.proxy, "GET", "/admin/health", headers={"X-Roles": "admin"}, token=None
     )
     assert status == 401
+
+
+async def test_tokens_scoped_to_no_project(c: Cluster, keystone_server: Keystone) -> None:
+    """A system-scoped admin may use the admin API but names no project's queues; an unscoped
+    token carries no role at all."""
+    system = await asyncio.to_thread(keystone_server.login, ADMIN, "system")
+    unscoped = await asyncio.to_thread(keystone_server.login, ALICE, "")
+    assert (await send(c.proxy, "GET", "/admin/partitions", token=system))[0] == 200
+    for token in (system, unscoped):
+        status, body, _ = await send(c.proxy, "GET", "/v2/queues", token=token, project="x")
+        assert status == 403 and "no project" in body["description"]
+    assert (await send(c.proxy, "GET", "/admin/partitions", token=unscoped))[0] == 403
 
 
 async def test_public_paths(c: Cluster) -> None:
