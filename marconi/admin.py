@@ -34,6 +34,12 @@ def common_flags() -> argparse.ArgumentParser:
         metavar="URL",
         help=f"the proxy's admin API (default: $MARCONI_URL, else {DEFAULT_URL})",
     )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="a Keystone token with the admin role, for a proxy run with --auth keystone "
+        "(default: $MARCONI_AUTH_TOKEN)",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON document, for scripts")
     common.add_argument(
         "--timeout", type=seconds, default=10.0, metavar="SECONDS", help="(default: 10)"
@@ -46,7 +52,7 @@ def run_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
     def command(args: argparse.Namespace) -> int:
         try:
-            return handler(AdminClient(args.url, args.timeout), args)
+            return handler(AdminClient(args.url, args.timeout, args.token), args)
         except AdminError as exc:
             error(str(exc))
             return exc.exit_code

@@ -53,6 +53,10 @@ def default_url() -> str:
     return os.environ.get("MARCONI_URL", DEFAULT_URL)
 
 
+def default_token() -> str | None:
+    return os.environ.get("MARCONI_AUTH_TOKEN") or None
+
+
 def segment(value: str) -> str:
     """One URL path segment; an empty project travels as "_", as in the catalog's keys."""
     return quote(value or "_", safe="")
@@ -84,15 +88,22 @@ def _error_for(status: int, body: bytes) -> AdminError:
 
 
 class AdminClient:
-    def __init__(self, url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str | None = None, timeout: float = 10.0, token: str | None = None
+    ) -> None:
         self.url = (url or default_url()).rstrip("/")
         self.timeout = timeout
+        # A Keystone token with the admin role, for a proxy run with `--auth keystone` (which
+        # ignores X-Roles); never printed, not even in errors.
+        self.token = token or default_token()
 
     def request(
         self, method: str, path: str, body: Any = None, also_ok: tuple[int, ...] = ()
     ) -> tuple[int, Any]:
         """Send one admin request; (status, parsed JSON or None) for a 2xx or an `also_ok`."""
         headers = dict(ADMIN_HEADERS)
+        if self.token:
+            headers["X-Auth-Token"] = self.token
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marconi import admin, migrations, moves
-from marconi.arguments import positive
+from marconi.arguments import positive, seconds
 from marconi.output import error
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ def node_settings(args: argparse.Namespace) -> NodeSettings:
 
 
 def proxy_settings(args: argparse.Namespace) -> ProxySettings:
-    from proxy.settings import PlacementKey, ProxySettings
+    """The proxy's settings: the environment, then the flags; ValueError if they cannot work."""
+    from proxy.settings import AuthMode, PlacementKey, ProxySettings
 
     fields = {
         "catalog": "catalog_url",
@@ -67,16 +68,25 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
         "host": "host",
         "port": "port",
         "log_level": "log_level",
+        "keystone_url": "keystone_url",
+        "keystone_username": "keystone_username",
+        "keystone_project": "keystone_project",
+        "token_cache_size": "token_cache_size",
+        "token_cache_ttl": "token_cache_ttl",
     }
     overrides = _overrides(args, fields)
     if args.placement_key is not None:
         overrides["placement_key"] = PlacementKey(args.placement_key)
+    if args.auth is not None:
+        overrides["auth"] = AuthMode(args.auth)
     settings = ProxySettings.from_env()
     flags = {"rate_limit": "rate", "rate_burst": "burst", "concurrency_limit": "concurrency"}
     limits = {f: getattr(args, a) for a, f in flags.items() if getattr(args, a) is not None}
     if limits:
         overrides["limits"] = dataclasses.replace(settings.limits, **limits)
-    return dataclasses.replace(settings, **overrides)
+    settings = dataclasses.replace(settings, **overrides)
+    settings.check()
+    return settings
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
@@ -97,8 +107,13 @@ def _node(args: argparse.Namespace) -> int:
 def _proxy(args: argparse.Namespace) -> int:
     from proxy.server import run
 
+    try:
+        settings = proxy_settings(args)
+    except ValueError as exc:  # settings from the environment or flags that cannot work
+        error(f"proxy: {exc}")
+        return 2
     _stop_on_signals()
-    run(proxy_settings(args))
+    run(settings)
     return 0
 
 
@@ -137,6 +152,40 @@ def _logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
 
 
+def _auth_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--auth",
+        choices=["noauth", "keystone"],
+        help="noauth trusts X-Project-ID and X-Roles (development); keystone validates each "
+        "X-Auth-Token with Keystone v3 and takes project and roles from it (default: noauth)",
+    )
+    parser.add_argument(
+        "--keystone-url", metavar="URL", help="Keystone's endpoint, e.g. http://keystone:5000"
+    )
+    parser.add_argument(
+        "--keystone-username",
+        metavar="NAME",
+        help="the service user that validates tokens; its password only from "
+        "MARCONI_KEYSTONE_PASSWORD (default: none, each token validates itself)",
+    )
+    parser.add_argument(
+        "--keystone-project", metavar="NAME", help="the service user's project (default: service)"
+    )
+    parser.add_argument(
+        "--token-cache-size",
+        type=positive,
+        metavar="N",
+        help="validated tokens kept in memory (default: 10000)",
+    )
+    parser.add_argument(
+        "--token-cache-ttl",
+        type=seconds,
+        metavar="SECONDS",
+        help="longest a validation is trusted: a revoked token is refused within this "
+        "(default: 300)",
+    )
+
+
 def _add_servers(commands: admin.Subcommands) -> None:
     node = commands.add_parser(
         "node",
@@ -165,9 +214,10 @@ def _add_servers(commands: admin.Subcommands) -> None:
         description="One endpoint for every API version: routes each queue to its partition "
         "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
-        "MARCONI_PROXY_PORT, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, MARCONI_CONCURRENCY_LIMIT, "
-        "MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables in "
-        "the README; flags win over them.",
+        "MARCONI_PROXY_PORT, MARCONI_AUTH, MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
+        "MARCONI_KEYSTONE_PASSWORD, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
+        "MARCONI_CONCURRENCY_LIMIT, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables "
+        "in the README; flags win over them.",
     )
     proxy.add_argument(
         "--catalog",
@@ -185,6 +235,7 @@ def _add_servers(commands: admin.Subcommands) -> None:
         help="what new queues are hashed by: each queue on its own, or a project's queues "
         "together (default: queue)",
     )
+    _auth_flags(proxy)
     proxy.add_argument(
         "--rate-limit",
         type=float,

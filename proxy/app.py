@@ -19,6 +19,7 @@ from node.api.app import MAX_BODY
 from node.api.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role
 from proxy.admin_migrations import MigrationAdmin
+from proxy.auth import authentication
 from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder, session
@@ -63,9 +64,15 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     listing = QueueListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
     migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
+    auth = authentication(settings)
 
-    middlewares = [request_id_middleware, request_metrics("proxy"), error_middleware]
-    if settings.limits.enabled:
+    middlewares = [
+        request_id_middleware,
+        request_metrics("proxy"),
+        error_middleware,
+        *auth.middlewares,  # sets the project and roles: before anything reads them
+    ]
+    if settings.limits.enabled:  # charges the project auth has set
         middlewares.append(limits_middleware(ProjectLimits(settings.limits)))
     middlewares.append(admin_role)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
@@ -99,4 +106,5 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
         log.info("proxy_stopped")
 
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(auth.lifecycle)
     return app

@@ -31,6 +31,9 @@ class ProxyError(Exception):
         super().__init__(description)
         self.description = description
 
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": self.retry_after} if self.retry_after else None
+
 
 class PartitionUnavailable(ProxyError):
     """No node of the owning partition could be reached (or the partition is unknown)."""
@@ -43,12 +46,38 @@ class QueueFrozen(ProxyError):
 
 
 class NotAuthorized(ProxyError):
+    """The caller is known but may not do this (no admin role; another project's queues)."""
+
     status = 403
     title = "Not authorized"
     retry_after = None
 
-    def __init__(self) -> None:
-        super().__init__("You are not authorized to complete this action.")
+    def __init__(
+        self, description: str = "You are not authorized to complete this action."
+    ) -> None:
+        super().__init__(description)
+
+
+class NotAuthenticated(ProxyError):
+    """No token, or one Keystone refused (invalid, expired, revoked): 401 with the header
+    keystonemiddleware sends, naming where to get a token."""
+
+    status = 401
+    title = "Unauthorized"
+    retry_after = None
+
+    def __init__(self, keystone_url: str) -> None:
+        super().__init__("The request you have made requires authentication.")
+        self.keystone_url = keystone_url
+
+    def headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": f'Keystone uri="{self.keystone_url}"'}
+
+
+class IdentityUnavailable(ProxyError):
+    """Keystone could not be asked (unreachable, failing, or refusing the proxy's own user)."""
+
+    retry_after = "5"
 
 
 class OverLimit(ProxyError):
@@ -103,10 +132,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ProxyError as exc:
-        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
         if exc.status >= 500:
             log.warning("proxy_unavailable", error=exc.description)
-        return error_response(exc.status, exc.title, exc.description, headers)
+        return error_response(exc.status, exc.title, exc.description, exc.headers())
     except catalog.CatalogError as exc:
         return _catalog_response(exc)
     except web.HTTPException as exc:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from marconi.logs import json_from_env
+
+
+class AuthMode(StrEnum):
+    """Who the proxy believes a request comes from."""
+
+    NOAUTH = "noauth"  # X-Project-ID and X-Roles as sent: for development, behind a trusted edge
+    KEYSTONE = "keystone"  # X-Auth-Token validated with Keystone v3; project and roles from it
 
 
 class PlacementKey(StrEnum):
@@ -50,8 +57,34 @@ class ProxySettings:
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
     cache_capacity: int = 1_000_000  # placements kept in memory
     limits: LimitSettings = LimitSettings()
+    auth: AuthMode = AuthMode.NOAUTH
+    keystone_url: str = ""  # Keystone's public endpoint, e.g. http://keystone:5000
+    # The service user that validates tokens (keystonemiddleware's way); with no username, each
+    # token validates itself (Keystone's default policy lets a token's own user do that).
+    keystone_username: str = ""
+    keystone_password: str = field(default="", repr=False)
+    keystone_user_domain: str = "Default"
+    keystone_project: str = "service"
+    keystone_project_domain: str = "Default"
+    keystone_timeout: float = 5.0  # seconds for Keystone to answer
+    token_cache_size: int = 10_000  # validated tokens kept in memory (least recently used go)
+    # Seconds a validation is trusted at most: a token revoked in Keystone is refused within
+    # this long (keystonemiddleware's token_cache_time has the same default).
+    token_cache_ttl: float = 300.0
     log_level: str = "info"
     log_json: bool | None = None
+
+    def check(self) -> None:
+        """Raise ValueError when the settings cannot work together."""
+        if self.auth is AuthMode.KEYSTONE:
+            if not self.keystone_url.startswith(("http://", "https://")):
+                raise ValueError("--auth keystone needs --keystone-url http(s)://...")
+            if self.keystone_username and not self.keystone_password:
+                raise ValueError(
+                    "a Keystone service user needs its password in MARCONI_KEYSTONE_PASSWORD"
+                )
+        if self.token_cache_size < 1 or self.token_cache_ttl < 0:
+            raise ValueError("the token cache needs a size of at least 1 and a TTL of 0 or more")
 
     @classmethod
     def from_env(cls) -> ProxySettings:
@@ -78,6 +111,18 @@ class ProxySettings:
                 concurrency=int(env.get("MARCONI_CONCURRENCY_LIMIT", d.limits.concurrency)),
                 projects=int(env.get("MARCONI_LIMIT_PROJECTS", d.limits.projects)),
             ),
+            auth=AuthMode(env.get("MARCONI_AUTH", d.auth)),
+            keystone_url=env.get("MARCONI_KEYSTONE_URL", d.keystone_url),
+            keystone_username=env.get("MARCONI_KEYSTONE_USERNAME", d.keystone_username),
+            keystone_password=env.get("MARCONI_KEYSTONE_PASSWORD", d.keystone_password),
+            keystone_user_domain=env.get("MARCONI_KEYSTONE_USER_DOMAIN", d.keystone_user_domain),
+            keystone_project=env.get("MARCONI_KEYSTONE_PROJECT", d.keystone_project),
+            keystone_project_domain=env.get(
+                "MARCONI_KEYSTONE_PROJECT_DOMAIN", d.keystone_project_domain
+            ),
+            keystone_timeout=float(env.get("MARCONI_KEYSTONE_TIMEOUT", d.keystone_timeout)),
+            token_cache_size=int(env.get("MARCONI_TOKEN_CACHE_SIZE", d.token_cache_size)),
+            token_cache_ttl=float(env.get("MARCONI_TOKEN_CACHE_TTL", d.token_cache_ttl)),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
             log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
         )

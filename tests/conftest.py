@@ -8,6 +8,7 @@ import pytest
 
 from node.storage import open_storage
 from node.storage.base import Storage
+from tests.keystone import Keystone, keystone
 from tests.services import Etcd, etcd, ferretdb
 
 
@@ -70,6 +71,13 @@ async def storage(
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
     """One real etcd for the session; tests isolate themselves by key prefix."""
     with etcd(tmp_path_factory.mktemp("etcd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keystone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keystone]:
+    """One real Keystone for the session (its users in tests.keystone); tokens are cached."""
+    with keystone(tmp_path_factory.mktemp("keystone")) as server:
         yield server
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from marconi.cli import build_parser, node_settings, proxy_settings, worker_settings
-from proxy.settings import PlacementKey
+from proxy.settings import AuthMode, PlacementKey
 from tests.charts.chart import EXAMPLE_VALUES, FULLNAME, Manifests, container
 
 # What a secretKeyRef would give the container.
@@ -90,6 +90,24 @@ def test_the_proxy_reads_the_catalog_and_its_tuning(
     assert settings.placement_key is PlacementKey.PROJECT
     assert settings.cache_capacity == 200_000
     assert settings.log_json is True
+    assert settings.auth is AuthMode.KEYSTONE
+    assert settings.keystone_url == "http://keystone.openstack.svc:5000"
+    assert (settings.keystone_username, settings.keystone_project) == ("marconi", "service")
+    assert settings.keystone_password == STAND_IN_URI  # from the Secret
+    assert (settings.limits.rate, settings.limits.burst, settings.limits.concurrency) == (
+        200.0,
+        400,
+        64,
+    )
+
+
+def test_the_default_proxy_trusts_headers_and_has_no_limits(
+    monkeypatch: pytest.MonkeyPatch, default: Manifests
+) -> None:
+    workload = default.named("Deployment", f"{FULLNAME}-proxy")
+    settings = start(monkeypatch, workload, "proxy", proxy_settings)
+    assert settings.auth is AuthMode.NOAUTH
+    assert not settings.limits.enabled
 
 
 def test_the_worker_serves_its_metrics_on_the_declared_port(

@@ -66,6 +66,19 @@ async def test_every_request_carries_the_admin_role(two: FakeAdmin, cli: Cli) ->
     await cli("partitions", "list")
     assert two.requests
     assert all(headers.get("X-Roles") == "admin" for _, _, headers in two.requests)
+    assert all("X-Auth-Token" not in headers for _, _, headers in two.requests)
+
+
+async def test_a_token_from_the_flag_or_the_environment(
+    two: FakeAdmin, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a proxy run with --auth keystone: the flag wins over MARCONI_AUTH_TOKEN."""
+    monkeypatch.setenv("MARCONI_AUTH_TOKEN", "from-env")
+    assert (await cli("pins", "list")).code == 0
+    assert two.requests[-1][2]["X-Auth-Token"] == "from-env"
+    result = await cli("partitions", "list", "--token", "from-flag")
+    assert result.code == 0 and two.requests[-1][2]["X-Auth-Token"] == "from-flag"
+    assert "from-flag" not in result.out + result.err
 
 
 async def test_partitions_list_empty_says_how_to_add(cli: Cli) -> None:

@@ -112,7 +112,15 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         (("pins",), ["list", "set", "remove"]),
         (("health",), ["exit 1"]),
         (("dev",), ["--port", "--partitions", "--data", "--etcd", "Ctrl-C"]),
-        (("proxy",), ["--catalog", "--host", "--port", "--log-level", "--log-json"]),
+        (
+            ("proxy",),
+            [
+                *("--catalog", "--host", "--port", "--log-level", "--log-json", "--auth"),
+                *("--keystone-url", "--keystone-username", "MARCONI_KEYSTONE_PASSWORD"),
+                *("--token-cache-size", "--token-cache-ttl"),
+            ],
+        ),
+        (("partitions", "list"), ["--token", "MARCONI_AUTH_TOKEN"]),
         (("node",), ["--storage", "--partition"]),
         (("migrate",), ["move", "status", "list", "cancel"]),
         (("migrate", "move"), ["PROJECT", "QUEUE", "--to", "--wait", "--wait-timeout", "exit 4"]),
@@ -132,6 +140,56 @@ def test_help(
     text = " ".join(capsys.readouterr().out.split())
     for word in expected:
         assert word in text
+
+
+def test_proxy_auth_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.settings import AuthMode
+
+    for name in ("MARCONI_AUTH", "MARCONI_KEYSTONE_URL", "MARCONI_KEYSTONE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_settings(build_parser().parse_args(["proxy"])).auth is AuthMode.NOAUTH
+    monkeypatch.setenv("MARCONI_AUTH", "keystone")
+    monkeypatch.setenv("MARCONI_KEYSTONE_URL", "http://keystone.env:5000")
+    monkeypatch.setenv("MARCONI_KEYSTONE_PASSWORD", "s3cret")
+    monkeypatch.setenv("MARCONI_TOKEN_CACHE_TTL", "30")
+    args = ["proxy", "--keystone-username", "marconi", "--keystone-project", "svc"]
+    settings = proxy_settings(build_parser().parse_args([*args, "--token-cache-size", "5"]))
+    assert settings.auth is AuthMode.KEYSTONE
+    assert settings.keystone_url == "http://keystone.env:5000"
+    assert (settings.keystone_username, settings.keystone_project) == ("marconi", "svc")
+    assert settings.keystone_password == "s3cret" and "s3cret" not in repr(settings)
+    assert (settings.token_cache_size, settings.token_cache_ttl) == (5, 30.0)
+    flags = build_parser().parse_args(["proxy", "--auth", "noauth"])
+    assert proxy_settings(flags).auth is AuthMode.NOAUTH
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "message"),
+    [
+        ({}, ["--auth", "keystone"], "--keystone-url"),
+        ({"MARCONI_AUTH": "keystone"}, ["--keystone-url", "keystone:5000"], "--keystone-url"),
+        (
+            {"MARCONI_AUTH": "keystone", "MARCONI_KEYSTONE_URL": "http://k:5000"},
+            ["--keystone-username", "marconi"],
+            "MARCONI_KEYSTONE_PASSWORD",
+        ),
+    ],
+)
+def test_proxy_auth_settings_that_cannot_work_exit_2(
+    env: dict[str, str],
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from marconi.cli import main
+
+    for name in ("MARCONI_AUTH", "MARCONI_KEYSTONE_URL", "MARCONI_KEYSTONE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["proxy", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_proxy_placement_key() -> None:

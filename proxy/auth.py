@@ -1,0 +1,170 @@
+"""Who a request comes from: `noauth` trusts its headers, `keystone` its token alone.
+
+With Keystone, every request but `GET /` (the versions document, which load balancers probe),
+the proxy's own probes `/healthz` and `/readyz`, and `/metrics` (scraped by Prometheus; none of
+them part of Zaqar's API) needs an `X-Auth-Token`
+that Keystone validates, as keystonemiddleware in front of Zaqar requires for ping and health
+too. The proxy then forwards the token's project as `X-Project-ID` and its roles as `X-Roles`,
+whatever the client sent, and never the token itself. A client that names another project in
+`X-Project-ID` is refused (403) rather than silently moved to its own project, where the same
+queue name is another queue: a delete meant for one must not land on the other.
+
+This middleware runs before the admin-role check and before anything that reads the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import CIMultiDict
+from prometheus_client import Counter
+
+from proxy.errors import NotAuthenticated, NotAuthorized
+from proxy.keystone import AUTH, SUBJECT, KeystoneClient, ServiceUser
+from proxy.probes import PROBES
+from proxy.settings import AuthMode, ProxySettings
+from proxy.tokens import Identity, Refused, TokenCache, token_key
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC = frozenset({"/", "/metrics", *PROBES})
+PROJECT = "X-Project-ID"
+ROLES = "X-Roles"
+# Identity headers a client might send to pass for someone else (keystonemiddleware's set, as
+# far as a node or a later middleware could read them); dropped before anything else sees them.
+DROPPED = frozenset(
+    name.lower()
+    for name in (
+        AUTH,
+        SUBJECT,
+        ROLES,
+        PROJECT,  # set again from the token
+        "X-Service-Token",
+        "X-User-ID",
+        "X-User-Name",
+        "X-Identity-Status",
+        "X-Service-Identity-Status",
+        "X-Domain-ID",
+        "X-Tenant-ID",
+    )
+)
+
+CACHE = Counter(
+    "marconi_proxy_token_cache_total", "Token lookups in the proxy's cache.", ["result"]
+)
+CACHE_HITS, CACHE_MISSES = CACHE.labels("hit"), CACHE.labels("miss")
+
+
+class Authentication(Protocol):
+    """What the application needs from an authentication mode."""
+
+    middlewares: tuple[Middleware, ...]
+
+    def lifecycle(self, app: web.Application) -> AsyncIterator[None]: ...
+
+
+class NoAuth:
+    """Development: `X-Project-ID` and `X-Roles` are taken as sent. No middleware at all."""
+
+    middlewares: tuple[Middleware, ...] = ()
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+
+
+class KeystoneAuth:
+    def __init__(self, client: KeystoneClient, cache: TokenCache, keystone_url: str) -> None:
+        self.client = client
+        self.cache = cache
+        self.keystone_url = keystone_url
+        self._pending: dict[bytes, asyncio.Task[Identity | Refused]] = {}
+        self.middlewares: tuple[Middleware, ...] = (self.middleware,)
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        await self.client.close()  # after in-flight requests drained
+
+    async def identity(self, token: str) -> Identity:
+        """The token's identity: from the cache, else from Keystone (one call for all the
+        requests that bring the same new token at once). NotAuthenticated if refused."""
+        verdict = self.cache.get(token)
+        if verdict is None:
+            CACHE_MISSES.inc()
+            verdict = await asyncio.shield(self._validation(token))
+        else:
+            CACHE_HITS.inc()
+        if isinstance(verdict, Refused):
+            raise NotAuthenticated(self.keystone_url)
+        return verdict
+
+    def _validation(self, token: str) -> asyncio.Task[Identity | Refused]:
+        key = token_key(token)
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.create_task(self._validate(token))
+            self._pending[key] = task
+            task.add_done_callback(lambda done: self._settled(key, done))
+        return task
+
+    async def _validate(self, token: str) -> Identity | Refused:
+        verdict = await self.client.validate(token)
+        self.cache.put(token, verdict)
+        return verdict
+
+    def _settled(self, key: bytes, task: asyncio.Task[Identity | Refused]) -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters may all have gone
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in DROPPED
+        )
+        if request.path in PUBLIC:
+            return await handler(request.clone(headers=headers))
+        token = request.headers.get(AUTH)
+        if not token:
+            raise NotAuthenticated(self.keystone_url)
+        identity = await self.identity(token)
+        claimed = request.headers.getall(PROJECT, None)
+        if identity.project_id is not None:
+            if claimed is not None and claimed != [identity.project_id]:
+                raise NotAuthorized(
+                    "X-Project-ID names a project other than the token's; leave it out or "
+                    "send the token's project."
+                )
+            headers[PROJECT] = identity.project_id
+        elif not _admin_path(request.path):
+            raise NotAuthorized(
+                "The token is scoped to no project; ask Keystone for a project-scoped token."
+            )
+        headers[ROLES] = identity.roles_header
+        return await handler(request.clone(headers=headers))
+
+
+def _admin_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
+
+
+def authentication(settings: ProxySettings) -> Authentication:
+    """The mode the settings ask for (ValueError if they cannot work). Call within the running
+    event loop."""
+    settings.check()
+    if settings.auth is AuthMode.NOAUTH:
+        return NoAuth()
+    service = None
+    if settings.keystone_username:
+        service = ServiceUser(
+            settings.keystone_username,
+            settings.keystone_password,
+            settings.keystone_user_domain,
+            settings.keystone_project,
+            settings.keystone_project_domain,
+        )
+    client = KeystoneClient(settings.keystone_url, service, settings.keystone_timeout)
+    cache = TokenCache(settings.token_cache_size, settings.token_cache_ttl)
+    return KeystoneAuth(client, cache, settings.keystone_url)
