@@ -38,7 +38,8 @@ def common_flags() -> argparse.ArgumentParser:
         "--token",
         metavar="TOKEN",
         help="a Keystone token with the admin role, for a proxy run with --auth keystone "
-        "(default: $MARCONI_AUTH_TOKEN)",
+        "(default: $MARCONI_AUTH_TOKEN, else one asked of Keystone with the OS_AUTH_URL, "
+        "OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME or OS_APPLICATION_CREDENTIAL_* variables)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON document, for scripts")
     common.add_argument(

@@ -13,6 +13,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote
 
+from marconi.login import LoginFailed, login
+
 DEFAULT_URL = "http://127.0.0.1:8888"
 ADMIN_HEADERS = {"X-Roles": "admin", "Accept": "application/json", "User-Agent": "marconi-cli"}
 
@@ -94,13 +96,26 @@ class AdminClient:
         self.url = (url or default_url()).rstrip("/")
         self.timeout = timeout
         # A Keystone token with the admin role, for a proxy run with `--auth keystone` (which
-        # ignores X-Roles); never printed, not even in errors.
+        # ignores X-Roles); never printed, not even in errors. Without one, the OS_* variables
+        # (if set) get one from Keystone at the first request.
         self.token = token or default_token()
+        self._logged_in = self.token is not None
+
+    def _login(self) -> None:
+        self._logged_in = True
+        try:
+            self.token = login(os.environ, self.timeout)
+        except LoginFailed as exc:
+            if exc.reachable:
+                raise Refused(str(exc), exc.status) from None
+            raise Unreachable(str(exc), exc.status) from None
 
     def request(
         self, method: str, path: str, body: Any = None, also_ok: tuple[int, ...] = ()
     ) -> tuple[int, Any]:
         """Send one admin request; (status, parsed JSON or None) for a 2xx or an `also_ok`."""
+        if not self._logged_in:
+            self._login()
         headers = dict(ADMIN_HEADERS)
         if self.token:
             headers["X-Auth-Token"] = self.token

@@ -278,7 +278,9 @@ def test_the_registration_job_is_a_hook_reading_each_partitions_storage(
         assert secret_ref(env[f"MARCONI_STORAGE_{i}"]) == secret_ref(
             env_of(node)["MARCONI_STORAGE"]
         )
-    assert secret_ref(env["MARCONI_AUTH_TOKEN"]) == ("marconi-admin-token", "token")
+    assert "MARCONI_AUTH_TOKEN" not in env  # the example logs in with OS_* credentials
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "marconi-admin-openstack"}}]
 
 
 def test_the_catalog_is_the_given_etcd_or_the_bundled_one(
