@@ -3,8 +3,9 @@
 A validation is kept until the token expires, but never longer than the cache TTL: a token
 revoked in Keystone is refused again within that TTL (keystonemiddleware makes the same
 trade-off). A token Keystone refused is remembered too, for the same TTL, so a client repeating
-a bad token does not cost a Keystone call each time. Keys are SHA-256 digests: the cache holds
-no token.
+a bad token does not cost a Keystone call each time. Refusals live in an LRU of their own, a
+tenth of the size, so that a flood of made-up tokens cannot push valid ones out. Keys are SHA-256
+digests: the cache holds no token.
 """
 
 from __future__ import annotations
@@ -50,30 +51,34 @@ def token_key(token: str) -> bytes:
 
 
 class TokenCache:
-    """An LRU of token validations, each dropped at the earlier of its expiry and its TTL."""
+    """LRUs of token validations, each dropped at the earlier of its expiry and its TTL."""
 
     def __init__(self, capacity: int, ttl: float, clock: Clock = time.time) -> None:
         if capacity < 1:
             raise ValueError("a token cache holds at least one token")
         self.capacity = capacity
+        self.refusal_capacity = max(1, capacity // 10)
         self.ttl = ttl
         self.clock = clock
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()  # identities
+        self._refusals: OrderedDict[bytes, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._refusals)
 
     def get(self, token: str) -> Identity | Refused | None:
         """The cached verdict on `token`, or None when it must be asked of Keystone."""
         key = token_key(token)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if self.clock() >= entry.keep_until:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry.verdict
+        for entries in (self._entries, self._refusals):
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            if self.clock() >= entry.keep_until:
+                del entries[key]
+                return None
+            entries.move_to_end(key)
+            return entry.verdict
+        return None
 
     def put(self, token: str, verdict: Identity | Refused) -> None:
         now = self.clock()
@@ -83,7 +88,13 @@ class TokenCache:
         if keep_until <= now:
             return  # already expired, or a TTL of 0: caching is off
         key = token_key(token)
-        self._entries[key] = _Entry(verdict, keep_until)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        refused = isinstance(verdict, Refused)
+        entries, other = (
+            (self._refusals, self._entries) if refused else (self._entries, self._refusals)
+        )
+        other.pop(key, None)
+        entries[key] = _Entry(verdict, keep_until)
+        entries.move_to_end(key)
+        capacity = self.refusal_capacity if refused else self.capacity
+        while len(entries) > capacity:
+            entries.popitem(last=False)

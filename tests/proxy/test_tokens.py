@@ -64,9 +64,18 @@ def test_bounded_least_recently_used_goes_first(clock: FakeClock) -> None:
     assert len(cache) == 3
     assert cache.get("b") is None
     assert [cache.get(t) is not None for t in ("a", "c", "d")] == [True, True, True]
-    for n in range(100):
-        cache.put(f"x{n}", Refused.TOKEN)
-    assert len(cache) == 3
+
+
+def test_a_flood_of_refused_tokens_does_not_evict_valid_ones(clock: FakeClock) -> None:
+    cache = TokenCache(capacity=30, ttl=300, clock=clock)
+    for n in range(30):
+        cache.put(f"good{n}", identity(clock))
+    for n in range(1000):
+        cache.put(f"garbage{n}", Refused.TOKEN)
+    assert all(isinstance(cache.get(f"good{n}"), Identity) for n in range(30))
+    assert len(cache) == 30 + 3  # refusals have a tenth of the room
+    assert cache.get("garbage999") is Refused.TOKEN
+    assert cache.get("garbage0") is None
 
 
 def test_a_token_seen_again_replaces_its_entry(clock: FakeClock) -> None:
