@@ -1,0 +1,52 @@
+"""Steps every client request passes before the proxy routes it (authentication, rate limits).
+
+A hook is `async def hook(out: Outgoing) -> None`. It sees the request's method, raw path and
+end-to-end headers (the request id among them; the body only on the lean path, where it was
+read first), may change the headers sent on (say `X-Project-ID` and `X-Roles` from a validated
+token), and refuses a request by raising a `ProxyError` subclass, which the one error table
+turns into HTTP. Hooks run in order, after the request id and metrics and inside the error
+handling, on both servers: the lean path calls them itself, aiohttp's through
+`hooks_middleware`, so each is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from node.api.requestid import REQUEST_ID, request_id
+from proxy.forward import Outgoing, copy_headers
+from proxy.http1 import HOP_BY_HOP
+
+Hook = Callable[[Outgoing], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def run_hooks(hooks: Sequence[Hook], out: Outgoing) -> None:
+    for hook in hooks:
+        await hook(out)
+
+
+def hooks_middleware(hooks: Sequence[Hook]) -> Middleware:
+    """The hooks for requests that came through aiohttp's server (admin, listing, the rest)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not hooks:
+            return await handler(request)
+        headers = copy_headers(request.headers)
+        headers[REQUEST_ID] = request_id(request)
+        before = headers.copy()
+        out = Outgoing(request.method, request.raw_path, headers, b"")
+        await run_hooks(hooks, out)
+        if out.headers != before:  # what a hook changed, the handlers see
+            kept = ((k, v) for k, v in request.headers.items() if k.lower() in HOP_BY_HOP)
+            merged = CIMultiDict(kept)
+            merged.extend(out.headers)
+            request = request.clone(headers=CIMultiDictProxy(merged))
+        return await handler(request)
+
+    return middleware
