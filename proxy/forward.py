@@ -15,6 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter
 
 from catalog.records import Partition
+from marconi.metrics import Tally
 from node.api.requestid import REQUEST_ID, request_id
 from proxy.errors import PartitionUnavailable
 from proxy.http1 import HOP_BY_HOP, header_lines, parse_lines, response_headers
@@ -23,11 +24,12 @@ from proxy.upstream import Answer, Lost, NotSent, Upstreams
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
-FORWARDED = Counter(
-    "marconi_proxy_forwarded_total",
+FORWARDED = Tally(
+    "marconi_proxy_forwarded",
     "Requests forwarded to a partition, by status class.",
     ["partition", "status"],
 )
+STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))  # by status // 100, made once
 NODE_RETRIES = Counter(
     "marconi_proxy_node_retries_total",
     "Requests sent again to another node of a partition.",
@@ -40,7 +42,7 @@ class Outgoing:
     request id among them), body bytes.
 
     From the lean path, the head goes on as the client sent it (`verbatim`: request line and
-    header lines, its Host and Content-Length among them) until something reads or changes
+    header lines, Content-Length among them, Host aside) until something reads or changes
     `headers`; from then on, it is encoded from `headers`.
     """
 
@@ -77,15 +79,15 @@ class Outgoing:
             self._verbatim = None  # the headers may change: encode them from now on
         return self._headers
 
-    def head(self, host: str) -> bytes:
-        """The request head for a node at `host`."""
+    def head(self, host_line: bytes) -> bytes:
+        """The request head for a node, whose `Host: ...\\r\\n` line is given."""
         if self._verbatim is not None:
-            return self._verbatim + b"\r\n"
+            return b"%s%s\r\n" % (self._verbatim, host_line)
         assert self._headers is not None
         sized = self.body or self.method in ("POST", "PUT", "PATCH")
         length = f"Content-Length: {len(self.body)}\r\n" if sized else ""
-        start = f"{self.method} {self.path} HTTP/1.1\r\nHost: {host}\r\n{length}"
-        return start.encode() + header_lines(self._headers) + b"\r\n"
+        start = f"{self.method} {self.path} HTTP/1.1\r\n{length}".encode()
+        return b"%s%s%s\r\n" % (start, host_line, header_lines(self._headers))
 
     @property
     def replayable(self) -> bool:
@@ -96,8 +98,6 @@ class Forwarder:
     def __init__(self, upstreams: Upstreams, pools: NodePools) -> None:
         self.upstreams = upstreams
         self.pools = pools
-        # prometheus-client's labels() costs microseconds: each child is looked up once.
-        self._forwarded: dict[tuple[str, int], Counter] = {}
 
     def send(self, partition: Partition, out: Outgoing) -> Coroutine[None, None, Answer]:
         """`out` to a node of `partition`, and its whole answer."""
@@ -116,7 +116,7 @@ class Forwarder:
             node.outstanding += 1
             try:
                 answer = await self.upstreams.exchange(
-                    node.url, out.head(node.netloc), out.body, out.method
+                    node.url, out.head(node.host_line), out.body, out.method
                 )
             except NotSent:
                 node.mark(False)  # never reached the node: safe to send elsewhere
@@ -132,15 +132,8 @@ class Forwarder:
                 continue
             finally:
                 node.outstanding -= 1
-            self._count(pool.partition, answer.status)
+            FORWARDED.add((pool.partition, STATUS_CLASSES[answer.status // 100]))
             return answer
-
-    def _count(self, partition: str, status: int) -> None:
-        key = (partition, status // 100)
-        counter = self._forwarded.get(key)
-        if counter is None:
-            counter = self._forwarded[key] = FORWARDED.labels(partition, f"{key[1]}xx")
-        counter.inc()
 
 
 def answer_response(answer: Answer) -> web.Response:

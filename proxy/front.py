@@ -24,6 +24,7 @@ from proxy.routing import QueueRoute
 
 log = get_logger("proxy")
 LEAN = web.AppKey("lean", LeanPath)
+UNUSUAL = RequestHead("", "", b"", False, None, None, 0, 0)
 PIPELINED = 256 * 1024  # bytes read ahead of the request being answered before reading pauses
 
 
@@ -61,6 +62,7 @@ class Front(asyncio.Protocol):
             self._take(data)  # the usual: a whole request in one read, nothing before it
             return
         self.buffer += data
+        self.last_active = self.loop.time()  # a slow body is not an idle connection
         if self.task is not None:
             if len(self.buffer) > PIPELINED and not self.paused and self.transport is not None:
                 self.paused = True
@@ -80,6 +82,8 @@ class Front(asyncio.Protocol):
             try:
                 head = parse_request(data)
             except Unusual:
+                head = UNUSUAL
+            if head is UNUSUAL:  # (handed over outside the except: aiohttp's errors are its own)
                 self._hand_over(data)
                 return
             if head is None:

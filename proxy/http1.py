@@ -58,9 +58,10 @@ class RequestHead(NamedTuple):
 
     method: str
     target: str  # raw path and query, as received
-    # The usual head goes on as it came (`verbatim`): the request line and every header line,
-    # its Host and Content-Length too (the body goes on unchanged). Otherwise `lines` holds the
-    # end-to-end header lines only, and the hop sets its own Host and Content-Length.
+    # The usual head goes on as it came (`verbatim`): the request line and every header line
+    # but Host, which names the next hop (Content-Length stays: the body goes on unchanged).
+    # Otherwise `lines` holds the end-to-end header lines only, and the hop sets its own Host
+    # and Content-Length.
     lines: bytes  # each ending in CRLF
     verbatim: bool
     project: str | None  # X-Project-ID, as aiohttp decodes header values
@@ -100,7 +101,7 @@ def parse_request(buffer: bytes | bytearray) -> RequestHead | None:
     lower = head.lower()
     verbatim = _RARE.search(lower, first) is None
     if verbatim:
-        lines = head
+        lines = _without_host(head, lower, first)
         length = 0
         at = lower.find(_LENGTH, first)
         if at >= 0:
@@ -116,6 +117,15 @@ def parse_request(buffer: bytes | bytearray) -> RequestHead | None:
     project = _value(head, lower, _PROJECT)
     request_id = _value(head, lower, _REQUEST_ID)
     return RequestHead(method, target, lines, verbatim, project, request_id, length, end + 4)
+
+
+def _without_host(head: bytes, lower: bytes, first: int) -> bytes:
+    """The head without its (first) Host line. (A repeated Host goes on, and the node refuses
+    the request: it decides nothing here.)"""
+    at = lower.find(_HOST, first)
+    if at < 0:
+        return head
+    return head[:at] + head[head.find(b"\r\n", at + 2) :]
 
 
 def _read_lines(head: bytes, first: int) -> tuple[int, bytes]:

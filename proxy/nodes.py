@@ -34,12 +34,13 @@ HEALTH_PATH = "/v1/health"
 
 
 class Node:
-    __slots__ = ("healthy", "netloc", "outstanding", "partition", "url")
+    __slots__ = ("healthy", "host_line", "outstanding", "partition", "url")
 
     def __init__(self, partition: str, url: str) -> None:
         self.partition = partition
         self.url = url.rstrip("/")
-        self.netloc = urlsplit(self.url).netloc  # the Host header of requests sent to it
+        # the Host header of requests sent to it
+        self.host_line = f"Host: {urlsplit(self.url).netloc}\r\n".encode()
         self.healthy: bool | None = None  # None: not checked yet
         self.outstanding = 0  # requests in flight, for the least-outstanding choice
         # Read when scraped: nothing to update per request.
@@ -142,7 +143,7 @@ class NodePools:
         await asyncio.gather(*(self._check(n) for n in nodes))
 
     async def _check(self, node: Node) -> None:
-        head = f"GET {HEALTH_PATH} HTTP/1.1\r\nHost: {node.netloc}\r\n\r\n".encode()
+        head = b"GET %s HTTP/1.1\r\n%s\r\n" % (HEALTH_PATH.encode(), node.host_line)
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await self._upstreams.exchange(node.url, head, b"", "GET")

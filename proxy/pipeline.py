@@ -36,10 +36,11 @@ class _RequestIds:
         h = f"{random.getrandbits(80):020x}"
         variant = "89ab"[int(h[15], 16) % 4]
         self._prefix = f"req-{h[:8]}-{h[8:12]}-4{h[12:15]}-{variant}{h[16:19]}-"
-        self._count = itertools.count(random.getrandbits(47))
+        # from a random 40-bit start, the counter stays within its 48 bits for 2**47 ids
+        self._count = itertools.count(random.getrandbits(40))
 
     def __call__(self) -> str:
-        return f"{self._prefix}{next(self._count) % (1 << 48):012x}"
+        return f"{self._prefix}{next(self._count):012x}"
 
 
 new_request_id = _RequestIds()

@@ -25,6 +25,7 @@ from node.storage import open_storage
 from proxy.app import PROXY, create_app
 from proxy.front import ProxyRunner
 from proxy.handler import Proxy
+from proxy.hooks import Hook
 from proxy.settings import ProxySettings
 from tests.conftest import FakeClock, unique_prefix
 
@@ -85,6 +86,7 @@ async def cluster(
     partitions: Sequence[str] = ("p1", "p2"),
     proxies: int = 1,
     wrap_node: NodeWrapper | None = None,
+    hooks: Sequence[Hook] = (),
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     """Start partitions (one in-process node over its own SQLite file, on `clock`), register
@@ -112,7 +114,7 @@ async def cluster(
         clients = []
         for _ in range(proxies):
             client = TestClient(
-                ProxyTestServer(create_app(proxy_settings, make_store()), host="127.0.0.1")
+                ProxyTestServer(create_app(proxy_settings, make_store(), hooks), host="127.0.0.1")
             )
             await client.start_server()
             stack.push_async_callback(client.close)
