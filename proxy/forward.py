@@ -8,7 +8,7 @@ relayed as they came, hop-by-hop headers aside.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -99,12 +99,14 @@ class Forwarder:
         self.upstreams = upstreams
         self.pools = pools
 
-    def send(self, partition: Partition, out: Outgoing) -> Coroutine[None, None, Answer]:
-        """`out` to a node of `partition`, and its whole answer."""
-        return self.send_to(self.pools.pool(partition), out)  # one coroutine less per request
+    def send(
+        self, partition: Partition, out: Outgoing, exclude: Collection[str] = ()
+    ) -> Coroutine[None, None, Answer]:
+        """`out` to a node of `partition` (not one of `exclude` first), and its whole answer."""
+        return self.send_to(self.pools.pool(partition), out, exclude)
 
-    async def send_to(self, pool: NodePool, out: Outgoing) -> Answer:
-        tried: list[str] = []
+    async def send_to(self, pool: NodePool, out: Outgoing, exclude: Collection[str] = ()) -> Answer:
+        tried = list(exclude)
         while True:
             node = pool.choose(exclude=tried)
             if node is None:

@@ -12,6 +12,7 @@ answering every rarity its own well-tested way, and the app's middlewares serve 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 from aiohttp import web
@@ -38,7 +39,7 @@ class Front(asyncio.Protocol):
         self.buffer = bytearray()
         self.pending: tuple[RequestHead, QueueRoute] | None = None  # head read, body awaited
         self.needed = 0  # bytes the pending request takes
-        self.task: asyncio.Task[None] | None = None  # the request being answered
+        self.busy = False  # a request is being answered
         self.closing = False  # close once the request being answered is answered
         self.paused = False
         self.last_active = self.loop.time()
@@ -50,20 +51,21 @@ class Front(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.fronts.discard(self)
         self.transport = None  # a request being answered still completes; its answer is dropped
+        self.server.check_drained()
 
     def eof_received(self) -> bool:
-        if self.task is None:
+        if not self.busy:
             return False  # close
         self.closing = True
         return True  # keep the transport to send the answer
 
     def data_received(self, data: bytes) -> None:
-        if self.task is None and not self.buffer:
+        if not self.busy and not self.buffer:
             self._take(data)  # the usual: a whole request in one read, nothing before it
             return
         self.buffer += data
         self.last_active = self.loop.time()  # a slow body is not an idle connection
-        if self.task is not None:
+        if self.busy:
             if len(self.buffer) > PIPELINED and not self.paused and self.transport is not None:
                 self.paused = True
                 self.transport.pause_reading()
@@ -104,28 +106,23 @@ class Front(asyncio.Protocol):
         self.pending = None
         if len(data) > end:
             self.buffer += data[end:]  # pipelined
-        body = data[head.size : end]
-        self.task = self.loop.create_task(self._answer(head, route, body))
+        self.busy = True
+        self.server.lean.start(head, route, data[head.size : end], self._reply)
 
-    async def _answer(self, head: RequestHead, route: QueueRoute, body: bytes) -> None:
-        try:
-            parts = await self.server.lean.answer(head, route, body)
-        except BaseException as exc:  # cancelled at shutdown, or a bug: drop the connection
-            self.task = None
-            self.abort()
-            if not isinstance(exc, Exception):
-                raise
-            log.exception("lean_path_failed")
-            return
-        self.task = None
+    def _reply(self, parts: list[bytes]) -> None:
+        """The answer to the request being answered: send it, then take the next one."""
+        self.busy = False
         transport = self.transport
+        if self.closing:  # end of stream, or shutting down
+            if transport is not None and not transport.is_closing():
+                transport.writelines(parts)
+                transport.close()
+            self.server.check_drained()
+            return
         if transport is None or transport.is_closing():
             return  # the client went away
         transport.writelines(parts)
         self.last_active = self.loop.time()
-        if self.closing:
-            transport.close()
-            return
         if self.paused:
             self.paused = False
             transport.resume_reading()
@@ -135,7 +132,7 @@ class Front(asyncio.Protocol):
     def _hand_over(self, data: bytes) -> None:
         """aiohttp's request handler takes the connection, from the request in `data` on."""
         transport = self.transport
-        assert transport is not None and self.task is None
+        assert transport is not None and not self.busy
         self.server.fronts.discard(self)
         self.transport = None
         handler = self.server.aiohttp_handler()
@@ -147,7 +144,7 @@ class Front(asyncio.Protocol):
 
     def finish(self) -> None:
         """Close now if idle, else once the request being answered is answered."""
-        if self.task is None:
+        if not self.busy:
             self.abort()
         else:
             self.closing = True
@@ -170,6 +167,7 @@ class FrontServer(web.Server):
         self.fronts: set[Front] = set()
         self.keepalive_timeout: float = kwargs.get("keepalive_timeout", 75.0)
         self._sweeper: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None  # while shutting down
 
     def __call__(self) -> Front:  # type: ignore[override]  # any protocol will do for a site
         if self._sweeper is None:
@@ -187,7 +185,7 @@ class FrontServer(web.Server):
         """Close connections idle for longer than the keep-alive timeout, as aiohttp does."""
         now = asyncio.get_running_loop().time()
         for front in list(self.fronts):
-            if front.task is None and now - front.last_active > self.keepalive_timeout:
+            if not front.busy and now - front.last_active > self.keepalive_timeout:
                 front.abort()
         self._sweep_later()
 
@@ -200,14 +198,20 @@ class FrontServer(web.Server):
         """In-flight requests get `timeout` seconds to be answered; then they are cancelled."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        busy = [f.task for f in self.fronts if f.task is not None]
-        if busy:
-            _, late = await asyncio.wait(busy, timeout=timeout)
-            for task in late:
-                task.cancel()
+        self._drained = asyncio.Event()
+        self.check_drained()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        for task in list(self.lean.tasks):
+            task.cancel()
         for front in list(self.fronts):
             front.abort()
         await super().shutdown(timeout)
+
+    def check_drained(self) -> None:
+        if self._drained is not None and not any(front.busy for front in self.fronts):
+            self._drained.set()
 
 
 class ProxyRunner(web.AppRunner):

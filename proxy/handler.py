@@ -8,13 +8,14 @@ The same steps serve requests from both servers in front of them: the lean HTTP/
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from catalog.records import Placement
+from catalog.records import Partition, Placement
 from marconi.logs import get_logger
 from proxy.errors import PartitionUnavailable, QueueFrozen
 from proxy.fence import FrozenBuffer
@@ -43,14 +44,17 @@ class Proxy:
             raise PartitionUnavailable("No partition is registered in the catalog.")
         return await self.forwarder.send_to(pool, out)
 
-    async def queue(self, target: Target, out: Outgoing) -> Answer:
-        """A request that names a queue: to the queue's partition, placing it first if new."""
+    async def queue(self, target: Target, out: Outgoing, exclude: Collection[str] = ()) -> Answer:
+        """A request that names a queue: to the queue's partition, placing it first if new.
+
+        `exclude`: nodes not to try first (one just lost the request).
+        """
         placement = await self.router.placement(target.project, target.queue)
         placed_here = False
         if placement is None and target.creates and may_create(out.headers, target):
             placement = await self.router.place(target.project, target.queue)
             placed_here = True
-        answer = await self._forward(target, out, placement)
+        answer = await self.forward(target, out, placement, exclude=exclude)
         if target.deletes and answer.status == 204:
             await self.router.unplace(target.project, target.queue)
         elif placed_here and 400 <= answer.status < 500:
@@ -68,11 +72,25 @@ class Proxy:
 
     # ------------------------------------------------------------------------------------------
 
-    async def _forward(self, target: Target, out: Outgoing, placement: Placement | None) -> Answer:
+    async def forward(
+        self,
+        target: Target,
+        out: Outgoing,
+        placement: Placement | None,
+        *,
+        fenced: tuple[Partition, Answer] | None = None,
+        exclude: Collection[str] = (),
+    ) -> Answer:
+        """`out` to the partition of `placement`, following the nodes' fences; `fenced`: the
+        fenced answer a partition already gave (the lean path's first try)."""
         deadline = None  # for the waits behind fences, from the first fence on
         for _ in range(MAX_REROUTES):
-            partition = self.router.partition_for(target.project, target.queue, placement)
-            answer = await self.forwarder.send(partition, out)
+            if fenced is None:
+                partition = self.router.partition_for(target.project, target.queue, placement)
+                answer = await self.forwarder.send(partition, out, exclude)
+                exclude = ()
+            else:
+                (partition, answer), fenced = fenced, None
             if answer.fence is None:
                 return answer
             log.info(

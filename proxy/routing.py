@@ -161,12 +161,12 @@ class Router:
         self.catalog = catalog
         self.cache = cache
         self.policy = policy
-        self._hits = LOOKUPS.labels("hit")
+        self.hits = LOOKUPS.labels("hit")
 
     async def placement(self, project: str, queue: str) -> Placement | None:
         found = self.cache.cached(project, queue)
         if found is None or isinstance(found, Placement):
-            self._hits.inc()  # the cache's own count, with its label child looked up once
+            self.hits.inc()  # the cache's own count, with its label child looked up once
             return found
         return await self.cache.placement(project, queue)  # a cold queue: counted there
 

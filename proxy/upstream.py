@@ -11,6 +11,8 @@ enforced by one periodic sweep rather than a timer per request.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
@@ -37,40 +39,43 @@ class Answer(NamedTuple):
     request_id: bool  # whether the head carries X-Openstack-Request-ID
 
 
+Then = Callable[[Answer | None, Exception | None], None]
+"""Told of an exchange's end: the answer, or the `Lost` error."""
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, node: _NodeConnections) -> None:
         self.node = node
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[Answer] | None = None
+        self.then: Then | None = None  # set while an exchange is under way
         self.method = ""
         self.head: ResponseHead | None = None
         self.end = 0  # where the answer being read ends in the buffer
         self.deadline = 0.0  # loop time by which the answer must be in
-        self.reusable = False
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.node.every.add(self)
 
-    def send(self, head: bytes, body: bytes, method: str) -> asyncio.Future[Answer]:
-        assert self.transport is not None
+    def send(self, head: bytes, body: bytes, method: str, then: Then) -> None:
+        """Write one request; `then` is called once, from the answer's last bytes (the
+        connection is back in its pool by then) or from the failure."""
+        assert self.transport is not None and self.then is None
         node = self.node
-        self.waiter = waiter = node.loop.create_future()
+        self.then = then
         self.method = method
-        self.reusable = False
         self.deadline = node.loop.time() + node.owner.read_timeout
         node.owner.sending.add(self)
         if body:
             self.transport.writelines((head, body))
         else:
             self.transport.write(head)
-        return waiter
 
     def data_received(self, data: bytes) -> None:
-        waiter = self.waiter
-        if waiter is None:
+        then = self.then
+        if then is None:
             self._fail(Lost("the node spoke out of turn"))  # never reused
             return
         buffer = self.buffer
@@ -96,36 +101,42 @@ class _Connection(asyncio.Protocol):
         if len(data) < end:
             buffer += data
             return
-        self.reusable = head.keep_alive and len(data) == end
         self.head = None
-        self._settle()
-        if not waiter.done():
-            body = data[head.size : end]
-            waiter.set_result(Answer(head.status, head.head, body, head.fence, head.request_id))
+        self.then = None
+        self.node.owner.sending.discard(self)
+        # Reused only after a whole keep-alive answer with nothing after it.
+        self.node.release(self, head.keep_alive and len(data) == end)
+        then(
+            Answer(head.status, head.head, data[head.size : end], head.fence, head.request_id), None
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
         self.node.forget(self)
         self._fail(Lost(f"the node closed the connection ({exc or 'end of stream'})"))
 
-    def _settle(self) -> None:
-        self.waiter = None
-        self.node.owner.sending.discard(self)
-
     def _fail(self, exc: Exception) -> None:
-        waiter = self.waiter
-        self._settle()
+        then = self.then
+        self.then = None
+        self.node.owner.sending.discard(self)
         self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        if then is not None:
+            then(None, exc)
 
     def time_out(self) -> None:
         self._fail(Lost("the node did not answer in time"))
 
     def close(self) -> None:
-        self.reusable = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+
+
+def _settle(future: asyncio.Future[Answer], answer: Answer | None, exc: Exception | None) -> None:
+    if future.done():
+        return  # cancelled
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(cast(Answer, answer))
 
 
 class _NodeConnections:
@@ -163,8 +174,8 @@ class _NodeConnections:
             raise NotSent(f"{self.host}:{self.port}: {exc or 'connect timed out'}") from None
         return conn
 
-    def release(self, conn: _Connection) -> None:
-        if conn.reusable:
+    def release(self, conn: _Connection, reusable: bool) -> None:
+        if reusable:
             conn.idle_since = self.loop.time()
             self.idle.append(conn)
         else:
@@ -186,6 +197,11 @@ class Upstreams:
         self._nodes: dict[str, _NodeConnections] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
+    def idle(self, url: str) -> _Connection | None:
+        """An idle connection to the node at `url`, if there is one (for `_Connection.send`)."""
+        node = self._nodes.get(url)
+        return None if node is None else node.reuse()
+
     async def exchange(self, url: str, head: bytes, body: bytes, method: str) -> Answer:
         """Send one request (`head` from `Outgoing.head`) to the node at `url`.
 
@@ -198,13 +214,14 @@ class Upstreams:
             if self._sweeper is None:
                 self._sweep()
         conn = node.reuse() or await node.connect()
+        answered: asyncio.Future[Answer] = node.loop.create_future()
+        conn.send(head, body, method, functools.partial(_settle, answered))
         try:
-            answer = await conn.send(head, body, method)
-        except BaseException:
-            conn.close()  # cancelled or failed mid-exchange: its state is unknown
+            return await answered
+        except asyncio.CancelledError:
+            if conn.then is not None:
+                conn.close()  # cancelled mid-exchange: its state is unknown
             raise
-        node.release(conn)
-        return answer
 
     def _sweep(self) -> None:
         """Fail the exchanges past their deadline; runs a few times per read timeout."""
