@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from proxy.front import FrontServer
 from tests.conftest import FakeClock
@@ -145,3 +147,35 @@ async def test_closing_the_server_closes_idle_connections(tmp_path: Path, clock:
         await c.proxy.server.close()
         async with asyncio.timeout(2):
             assert await client.reader.read() == b""
+
+
+def slowed(delay: float) -> Callable[[web.Application, str], web.Application]:
+    """Nodes whose message listings take `delay` seconds."""
+
+    def wrap(app: web.Application, partition: str) -> web.Application:
+        @web.middleware
+        async def slow(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if request.method == "GET" and request.path.endswith("/messages"):
+                await asyncio.sleep(delay)
+            return await handler(request)
+
+        app.middlewares.insert(0, slow)
+        return app
+
+    return wrap
+
+
+async def test_closing_the_server_answers_requests_in_flight_first(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with cluster(tmp_path, clock, wrap_node=slowed(0.3)) as c, connected(c) as client:
+        assert (await client.call(request("PUT", "/v2/queues/q", b"{}")))[0] == 201
+        await client.send(request("GET", "/v2/queues/q/messages"))
+        await asyncio.sleep(0.1)  # the request is at the node
+        closing = asyncio.create_task(c.proxy.server.close())
+        status, _, _ = await client.answer()
+        assert status in (200, 204)
+        await closing
+        assert await client.reader.read() == b""
