@@ -107,7 +107,11 @@ class Front(asyncio.Protocol):
         if len(data) > end:
             self.buffer += data[end:]  # pipelined
         self.busy = True
-        self.server.lean.start(head, route, data[head.size : end], self._reply)
+        try:
+            self.server.lean.start(head, route, data[head.size : end], self._reply)
+        except Exception:  # a bug: this connection ends, the others go on
+            log.exception("lean_path_failed")
+            self.abort()
 
     def _reply(self, parts: list[bytes]) -> None:
         """The answer to the request being answered: send it, then take the next one."""

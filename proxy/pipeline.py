@@ -20,7 +20,6 @@ import structlog
 from aiohttp import web
 
 from catalog.records import Partition, Placement
-from marconi.logs import get_logger
 from marconi.metrics import Recorder
 from node.api.requestid import REQUEST_ID
 from proxy.errors import PartitionUnavailable, error_answer
@@ -32,7 +31,6 @@ from proxy.nodes import Node
 from proxy.routing import QueueRoute, Target, match_queue_route
 from proxy.upstream import Answer, Lost
 
-log = get_logger("proxy")
 Reply = Callable[[list[bytes]], None]
 _REQUEST_ID_LINE = b"%s: %%s\r\n" % REQUEST_ID.encode()
 
