@@ -48,9 +48,9 @@ class _Requests(Collector):
     """
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str, int], int] = {}
-        # per label set: a count per bucket (the last one past every bound), then the sum
-        self.timings: dict[tuple[str, str, str], list[float]] = {}
+        # per (component, method, route): the count of each status; and a count per bucket
+        # (the last one past every bound), then the sum of the times
+        self.routes: dict[tuple[str, str, str], tuple[dict[int, int], list[float]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -58,15 +58,17 @@ class _Requests(Collector):
             "HTTP requests answered, by route and status.",
             labels=["component", "method", "route", "status"],
         )
-        for (component, method, route, status), count in list(self.counts.items()):
-            requests.add_metric([component, method, route, str(status)], count)
+        routes = list(self.routes.items())
+        for labels, (statuses, _) in routes:
+            for status, count in list(statuses.items()):
+                requests.add_metric([*labels, str(status)], count)
         yield requests
         seconds = HistogramMetricFamily(
             "marconi_http_request_seconds",
             "Time to answer an HTTP request, by route.",
             labels=["component", "method", "route"],
         )
-        for labels, timing in list(self.timings.items()):
+        for labels, (_, timing) in routes:
             cumulative, buckets = 0.0, []
             for bound, n in zip((*map(str, BUCKETS), "+Inf"), timing[:-1], strict=True):
                 cumulative += n
@@ -93,16 +95,16 @@ class Recorder:
 
     def __init__(self, component: str) -> None:
         self.component = component
-        self._counts = _REQUESTS.counts
-        self._timings = _REQUESTS.timings
+        self._routes: dict[tuple[str, str], tuple[dict[int, int], list[float]]] = {}
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        counts = self._counts
-        key = (self.component, method, route, status)
-        counts[key] = counts.get(key, 0) + 1
-        timing = self._timings.get(key[:3])
-        if timing is None:
-            timing = self._timings[key[:3]] = [0.0] * (len(BUCKETS) + 2)
+        found = self._routes.get((method, route))
+        if found is None:
+            labels = (self.component, method, route)
+            found = _REQUESTS.routes.setdefault(labels, ({}, [0.0] * (len(BUCKETS) + 2)))
+            self._routes[method, route] = found
+        statuses, timing = found
+        statuses[status] = statuses.get(status, 0) + 1
         timing[bisect.bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
         timing[-1] += seconds
 

@@ -70,7 +70,6 @@ def _canonical(template: str) -> str:
 TEMPLATES = {suffix: _canonical(QUEUE + suffix) for suffix in QUEUE_ROUTES}
 SUFFIXES = {template: suffix for suffix, template in TEMPLATES.items()}
 _EXACT = frozenset(s for s in QUEUE_ROUTES if "{" not in s)
-_UNSAFE = frozenset("%{}#")  # escapes and braces: left to aiohttp's router
 
 
 def match_queue_route(path: str) -> QueueRoute | None:
@@ -83,7 +82,10 @@ def match_queue_route(path: str) -> QueueRoute | None:
         or parts[2] != "queues"
         or not parts[3]
         or not path.isascii()
-        or not _UNSAFE.isdisjoint(path)
+        or "%" in path
+        or "{" in path
+        or "}" in path
+        or "#" in path  # escapes and braces: left to aiohttp's router
     ):
         return None
     rest = "/" + parts[4] if len(parts) == 5 else ""
