@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -21,7 +22,14 @@ from pathlib import Path
 from bench import migration
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
-from bench.report import Context, NodeRow, document, node_section, proxy_section
+from bench.report import (
+    Context,
+    NodeRow,
+    document,
+    node_section,
+    proxy_section,
+    proxy_summary,
+)
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,12 +88,15 @@ def main() -> int:
             sections["node"] = node_section(rows, Context(command, load))
             results["node"] = [asdict(r) for r in rows]
         if "proxy" in wanted:
+            print(f"== load average before the proxy section: {_load()}", flush=True)
             overhead = measure_overhead(
                 base / "proxy", _ints(args.proxy_nodes), load, args.latency_seconds, args.lag_rounds
             )
             sections["proxy"] = proxy_section(
                 overhead, Context(command, load), args.latency_seconds
             )
+            print(proxy_summary(overhead), flush=True)
+            print(f"== load average after: {_load()}", flush=True)
             results["proxy"] = asdict(overhead)
         if "migration" in wanted:
             # Messages moved per second, freeze times and client latency during moves.
@@ -99,6 +110,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def _load() -> str:
+    """The machine's 1, 5 and 15 minute load averages (other processes share its cores)."""
+    return ", ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def _ints(raw: str) -> list[int]:

@@ -277,6 +277,25 @@ def proxy_section(overhead: Overhead, ctx: Context, latency_seconds: int) -> str
 """
 
 
+def proxy_summary(overhead: Overhead) -> str:
+    """The proxy's figures against issue 3's targets, for the terminal."""
+    lines = ["== proxy vs direct (targets: >= 0.75x the throughput, < 1 ms added at p50)"]
+    for nodes, p in _rows(overhead.comparisons, lambda c: c.throughput):
+        predicted = f"{p.cpu_ratio:.2f}" if p.cpu_ratio else "-"
+        lines.append(
+            f"   {nodes} node(s), {p.direct.scenario.name}: {p.ratio:.2f}x direct "
+            f"({_met(p.ratio >= 0.75)}; CPU predicts {predicted}), proxy "
+            f"{_us(p.proxy.cpu_us_per_request('proxy'))} µs CPU/request"
+        )
+    for nodes, p in _rows(overhead.comparisons, lambda c: c.latency):
+        lines.append(
+            f"   {nodes} node(s), {p.direct.scenario.name}, one at a time: "
+            f"{p.added_p50_ms:+.3f} ms at p50 ({_met(p.added_p50_ms < 1.0)}), proxy "
+            f"{_us(p.proxy.cpu_us_per_request('proxy'))} µs CPU/request"
+        )
+    return "\n".join(lines).replace("**", "")
+
+
 def split(document: str) -> dict[str, str]:
     """The sections of a previous BENCHMARKS.md, by the keys of TITLES."""
     sections: dict[str, str] = {}

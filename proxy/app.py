@@ -1,9 +1,13 @@
 """The proxy's aiohttp application: routes for every API version, the admin API, metrics, and
-the lifecycle of the catalog, the placement cache, the node pools and the client session."""
+the lifecycle of the catalog, the placement cache, the node pools and their connections.
+
+Served by `proxy.front.ProxyRunner`, queue routes take the lean path (`app[LEAN]`) first; the
+same steps run there as in this app's middlewares, and the same hooks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
@@ -14,7 +18,7 @@ from catalog.keys import Keys
 from catalog.registry import Registry
 from catalog.store import CatalogStore
 from marconi.logs import get_logger
-from marconi.metrics import metrics_handler, request_metrics
+from marconi.metrics import Recorder, metrics_handler, request_metrics
 from node.api.app import MAX_BODY
 from node.api.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role
@@ -22,38 +26,48 @@ from proxy.admin_migrations import MigrationAdmin
 from proxy.auth import authentication
 from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
-from proxy.forward import Forwarder, session
+from proxy.forward import Forwarder
+from proxy.front import LEAN
 from proxy.handler import Proxy
-from proxy.limits import ProjectLimits, limits_middleware
+from proxy.hooks import Hook, hooks_middleware
+from proxy.limits import ProjectLimits, limits_hook
 from proxy.listing import QueueListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
+from proxy.pipeline import LeanPath
 from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
+from proxy.upstream import Upstreams
 
 log = get_logger("proxy")
 PROXY = web.AppKey("proxy", Proxy)
 
 
-def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> web.Application:
+def create_app(
+    settings: ProxySettings, store: CatalogStore | None = None, extra_hooks: Sequence[Hook] = ()
+) -> web.Application:
     """The whole proxy over the catalog at `settings.catalog_url` (or over `store`, in tests).
 
-    Call from within a running event loop (the client session belongs to it).
+    Hooks run on every client request before it is routed (`proxy.hooks`): authentication's,
+    the per-project limits', then `extra_hooks`, in that order. Call from within a running event
+    loop (the node connections belong to it).
     """
     store = store if store is not None else EtcdStore(settings.catalog_url)
     keys = Keys(settings.key_prefix)
     catalog = Catalog(store, keys)
     cache = PlacementCache(store, keys, capacity=settings.cache_capacity)
-    client = session(settings.connect_timeout, settings.upstream_timeout)
+    upstreams = Upstreams(
+        connect_timeout=settings.connect_timeout, read_timeout=settings.upstream_timeout
+    )
     pools = NodePools(
         lambda: cache.partitions,
-        client,
+        upstreams,
         interval=settings.health_interval,
         timeout=settings.health_timeout,
     )
-    forwarder = Forwarder(client, pools)
+    forwarder = Forwarder(upstreams, pools)
     router = Router(catalog, cache, PlacementPolicy(settings.placement_key))
     proxy = Proxy(
         settings,
@@ -66,25 +80,33 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
     auth = authentication(settings)
 
-    middlewares = [
-        request_id_middleware,
-        request_metrics("proxy"),
-        error_middleware,
-        *auth.middlewares,  # sets the project and roles: before anything reads them
-    ]
-    if settings.limits.enabled:  # charges the project auth has set
-        middlewares.append(limits_middleware(ProjectLimits(settings.limits)))
-    middlewares.append(admin_role)
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    # Before routing, in order: who the request comes from (the project and roles), then the
+    # project's limits, then any hooks the caller adds.
+    hooks = [*auth.hooks, *extra_hooks]
+    if settings.limits.enabled:
+        hooks.insert(len(auth.hooks), limits_hook(ProjectLimits(settings.limits)))
+    recorder = Recorder("proxy")
+    # The lean path (proxy.pipeline) runs the same steps in the same order: keep them in step.
+    app = web.Application(
+        middlewares=[
+            request_id_middleware,
+            request_metrics("proxy", recorder),
+            error_middleware,
+            hooks_middleware(hooks),
+            admin_role,
+        ],
+        client_max_size=MAX_BODY,
+    )
     app[PROXY] = proxy
+    app[LEAN] = LeanPath(proxy, hooks, recorder)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     app.router.add_routes(Probes(cache, pools).routes())
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
     app.router.add_get(VERSION + "/queues", listing.handle, allow_head=False)
     for suffix in QUEUE_ROUTES:
-        app.router.add_route("*", QUEUE + suffix, proxy.queue)
-    app.router.add_route("*", "/{tail:.*}", proxy.any_node)
+        app.router.add_route("*", QUEUE + suffix, proxy.queue_route)
+    app.router.add_route("*", "/{tail:.*}", proxy.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await cache.start()
@@ -97,10 +119,10 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
         )
         yield
         # Shutdown, in order. aiohttp has already stopped accepting and drained in-flight
-        # requests (up to the runner's shutdown timeout); now the health loop stops, the client
-        # session closes its node connections, the cache stops its watch, and the store closes.
+        # requests (up to the runner's shutdown timeout); now the health loop stops, the node
+        # connections close, the cache stops its watch, and the store closes.
         await pools.stop()
-        await client.close()
+        await upstreams.close()
         await cache.stop()
         await store.close()
         log.info("proxy_stopped")

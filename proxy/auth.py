@@ -9,7 +9,8 @@ whatever the client sent, and never the token itself. A client that names anothe
 `X-Project-ID` is refused (403) rather than silently moved to its own project, where the same
 queue name is another queue: a delete meant for one must not land on the other.
 
-This middleware runs before the admin-role check and before anything that reads the project.
+This hook runs first (proxy.hooks), before the admin-role check and anything that reads the
+project.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
-from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from proxy.errors import NotAuthenticated, NotAuthorized
+from proxy.forward import Outgoing
+from proxy.hooks import Hook
 from proxy.keystone import AUTH, SUBJECT, KeystoneClient, ServiceUser
 from proxy.probes import PROBES
 from proxy.settings import AuthMode, ProxySettings
@@ -61,15 +62,15 @@ CACHE_HITS, CACHE_MISSES = CACHE.labels("hit"), CACHE.labels("miss")
 class Authentication(Protocol):
     """What the application needs from an authentication mode."""
 
-    middlewares: tuple[Middleware, ...]
+    hooks: tuple[Hook, ...]
 
     def lifecycle(self, app: web.Application) -> AsyncIterator[None]: ...
 
 
 class NoAuth:
-    """Development: `X-Project-ID` and `X-Roles` are taken as sent. No middleware at all."""
+    """Development: `X-Project-ID` and `X-Roles` are taken as sent. No hook at all."""
 
-    middlewares: tuple[Middleware, ...] = ()
+    hooks: tuple[Hook, ...] = ()
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         yield
@@ -81,7 +82,7 @@ class KeystoneAuth:
         self.cache = cache
         self.keystone_url = keystone_url
         self._pending: dict[bytes, asyncio.Task[Identity | Refused]] = {}
-        self.middlewares: tuple[Middleware, ...] = (self.middleware,)
+        self.hooks: tuple[Hook, ...] = (self.hook,)
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         yield
@@ -119,18 +120,19 @@ class KeystoneAuth:
         if not task.cancelled():
             task.exception()  # retrieved: the waiters may all have gone
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in DROPPED
-        )
-        if request.path in PUBLIC:
-            return await handler(request.clone(headers=headers))
-        token = request.headers.get(AUTH)
+    async def hook(self, out: Outgoing) -> None:
+        """The request's identity from its token, in place of whatever it claimed."""
+        headers = out.headers
+        token = headers.get(AUTH)
+        claimed = headers.getall(PROJECT, None)
+        for name in DROPPED:
+            headers.popall(name, None)
+        path = out.path.partition("?")[0]
+        if path in PUBLIC:
+            return
         if not token:
             raise NotAuthenticated(self.keystone_url)
         identity = await self.identity(token)
-        claimed = request.headers.getall(PROJECT, None)
         if identity.project_id is not None:
             if claimed is not None and claimed != [identity.project_id]:
                 raise NotAuthorized(
@@ -138,12 +140,11 @@ class KeystoneAuth:
                     "send the token's project."
                 )
             headers[PROJECT] = identity.project_id
-        elif not _admin_path(request.path):
+        elif not _admin_path(path):
             raise NotAuthorized(
                 "The token is scoped to no project; ask Keystone for a project-scoped token."
             )
         headers[ROLES] = identity.roles_header
-        return await handler(request.clone(headers=headers))
 
 
 def _admin_path(path: str) -> bool:

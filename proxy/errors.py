@@ -12,7 +12,6 @@ from aiohttp import web
 
 from catalog import errors as catalog
 from marconi.logs import get_logger
-from node import errors as node
 from node.api.errors import UNAVAILABLE_TITLE, aiohttp_answer, error_response, to_response
 from node.api.requestid import request_id
 
@@ -127,24 +126,27 @@ def _catalog_response(exc: catalog.CatalogError) -> web.Response:
     return error_response(status, title, str(exc))
 
 
+def error_answer(exc: Exception, request_id: str) -> web.Response:
+    """The answer to an error raised on the request path (the one table, for both servers)."""
+    if isinstance(exc, ProxyError):
+        if exc.status >= 500:
+            log.warning("proxy_unavailable", error=exc.description)
+        return error_response(exc.status, exc.title, exc.description, exc.headers())
+    if isinstance(exc, catalog.CatalogError):
+        return _catalog_response(exc)
+    return to_response(exc, request_id)  # the node's errors; others logged, a generic body
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ProxyError as exc:
-        if exc.status >= 500:
-            log.warning("proxy_unavailable", error=exc.description)
-        return error_response(exc.status, exc.title, exc.description, exc.headers())
-    except catalog.CatalogError as exc:
-        return _catalog_response(exc)
     except web.HTTPException as exc:
         answer = aiohttp_answer(exc)  # worded as the node words them
         if answer is None:
             raise
         return answer
-    except node.NodeError as exc:
-        return to_response(exc, request_id(request))
     except ConnectionResetError:
         raise  # the client went away mid-request: nobody to answer
     except Exception as exc:
-        return to_response(exc, request_id(request))  # logged, generic body with the id
+        return error_answer(exc, request_id(request))

@@ -1,59 +1,35 @@
-"""Forwarding a request to a node of a partition, as bytes, over one keep-alive session.
+"""Forwarding a request to a node of a partition, as bytes, over pooled keep-alive connections.
 
-The body is read once and never parsed. A request that failed before it reached a node
-(connection refused, connect timeout) is sent to another node of the partition; one that may
-have reached a node is sent again only if its method is idempotent, so a message post is never
-replayed. Answers are relayed as they came: small ones buffered, large ones streamed.
+The body is read once and never parsed. A request that never reached a node (no connection
+could be opened) is sent to another node of the partition; one that may have reached a node is
+sent again only if its method is idempotent, so a message post is never replayed. Answers are
+relayed as they came, hop-by-hop headers aside.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import Collection, Coroutine
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter
-from yarl import URL
 
 from catalog.records import Partition
+from marconi.metrics import Tally
 from node.api.requestid import REQUEST_ID, request_id
 from proxy.errors import PartitionUnavailable
-from proxy.nodes import Node, NodePool, NodePools
+from proxy.http1 import HOP_BY_HOP, header_lines, parse_lines, response_headers
+from proxy.nodes import NodePool, NodePools
+from proxy.upstream import Answer, Lost, NotSent, Upstreams
 
-FENCE = "X-Marconi-Fence"
-# Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the ones
-# aiohttp sets itself for the new connection and body.
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Content-Length",
-        "Expect",
-    )
-)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-BUFFERED = 256 * 1024  # answers up to this size are read whole; larger ones are streamed
-CHUNK = 64 * 1024
-LARGE_BODY = 1024 * 1024
 
-FORWARDED = Counter(
-    "marconi_proxy_forwarded_total",
+FORWARDED = Tally(
+    "marconi_proxy_forwarded",
     "Requests forwarded to a partition, by status class.",
     ["partition", "status"],
 )
+STATUS_CLASSES = tuple(f"{n}xx" for n in range(10))  # by status // 100, made once
 NODE_RETRIES = Counter(
     "marconi_proxy_node_retries_total",
     "Requests sent again to another node of a partition.",
@@ -61,64 +37,76 @@ NODE_RETRIES = Counter(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A request as it will be sent on: method, raw path and query, headers, body bytes."""
+    """A request as it will be sent on: method, raw path and query, end-to-end headers (the
+    request id among them), body bytes.
 
-    method: str
-    path: str
-    headers: CIMultiDict[str]
-    body: bytes
+    From the lean path, the head goes on as the client sent it (`verbatim`: request line and
+    header lines, Content-Length among them, Host aside) until something reads or changes
+    `headers`; from then on, it is encoded from `headers`.
+    """
+
+    __slots__ = ("_headers", "_verbatim", "body", "method", "path")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: CIMultiDict[str] | None,
+        body: bytes,
+        verbatim: bytes | None = None,
+    ) -> None:
+        assert headers is not None or verbatim is not None
+        self.method = method
+        self.path = path
+        self.body = body
+        self._headers = headers
+        self._verbatim = verbatim
 
     @classmethod
     async def read(cls, request: web.Request) -> Outgoing:
+        """A request that came through aiohttp's server."""
         headers = copy_headers(request.headers)
         headers[REQUEST_ID] = request_id(request)
         body = await request.read() if request.body_exists else b""
         return cls(request.method, request.raw_path, headers, body)
 
-    def payload(self) -> bytes | io.BytesIO | None:
-        """The body for one attempt (aiohttp wants large bodies as a file object)."""
-        if not self.body:
-            return None
-        return io.BytesIO(self.body) if len(self.body) > LARGE_BODY else self.body
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            assert self._verbatim is not None
+            self._headers = parse_lines(self._verbatim[self._verbatim.find(b"\r\n") + 2 :])
+            self._verbatim = None  # the headers may change: encode them from now on
+        return self._headers
+
+    def head(self, host_line: bytes) -> bytes:
+        """The request head for a node, whose `Host: ...\\r\\n` line is given."""
+        if self._verbatim is not None:
+            return b"%s%s\r\n" % (self._verbatim, host_line)
+        assert self._headers is not None
+        sized = self.body or self.method in ("POST", "PUT", "PATCH")
+        length = f"Content-Length: {len(self.body)}\r\n" if sized else ""
+        start = f"{self.method} {self.path} HTTP/1.1\r\n{length}".encode()
+        return b"%s%s%s\r\n" % (start, host_line, header_lines(self._headers))
 
     @property
     def replayable(self) -> bool:
         return self.method in IDEMPOTENT
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """A node's answer whose body is not read yet."""
-
-    node: Node
-    response: aiohttp.ClientResponse
-
-    @property
-    def status(self) -> int:
-        return self.response.status
-
-    @property
-    def fence(self) -> str | None:
-        """The node's fencing reason ("frozen", "moved") when it refused the queue."""
-        return self.response.headers.get(FENCE) if self.response.status == 503 else None
-
-
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, pools: NodePools) -> None:
-        self.session = session
+    def __init__(self, upstreams: Upstreams, pools: NodePools) -> None:
+        self.upstreams = upstreams
         self.pools = pools
 
-    @contextlib.asynccontextmanager
-    async def exchange(self, partition: Partition, out: Outgoing) -> AsyncIterator[Upstream]:
-        """Send `out` to a node of `partition`; the answer is released on exit."""
-        async with self.exchange_with(self.pools.pool(partition), out) as upstream:
-            yield upstream
+    def send(
+        self, partition: Partition, out: Outgoing, exclude: Collection[str] = ()
+    ) -> Coroutine[None, None, Answer]:
+        """`out` to a node of `partition` (not one of `exclude` first), and its whole answer."""
+        return self.send_to(self.pools.pool(partition), out, exclude)
 
-    @contextlib.asynccontextmanager
-    async def exchange_with(self, pool: NodePool, out: Outgoing) -> AsyncIterator[Upstream]:
-        tried: set[str] = set()
+    async def send_to(self, pool: NodePool, out: Outgoing, exclude: Collection[str] = ()) -> Answer:
+        tried = list(exclude)
         while True:
             node = pool.choose(exclude=tried)
             if node is None:
@@ -126,68 +114,37 @@ class Forwarder:
                     f"No node of partition {pool.partition} could be reached. "
                     "Please try again in a few seconds."
                 )
-            tried.add(node.url)
-            with node.busy():
-                try:
-                    response = await self.session.request(
-                        out.method,
-                        URL(node.url + out.path, encoded=True),
-                        headers=out.headers,
-                        data=out.payload(),
-                        allow_redirects=False,
-                    )
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-                    node.mark(False)  # never reached the node: safe to send elsewhere
-                    NODE_RETRIES.labels(pool.partition, "not_sent").inc()
-                    continue
-                except (aiohttp.ClientError, TimeoutError):
-                    if not out.replayable:
-                        raise PartitionUnavailable(
-                            f"The connection to partition {pool.partition} was lost; the request "
-                            "may or may not have been applied."
-                        ) from None
-                    NODE_RETRIES.labels(pool.partition, "idempotent").inc()
-                    continue
-                try:
-                    FORWARDED.labels(pool.partition, f"{response.status // 100}xx").inc()
-                    yield Upstream(node, response)
-                finally:
-                    response.release()
-                return
-
-    async def relay(self, request: web.Request, upstream: Upstream) -> web.StreamResponse:
-        """The node's answer to the client: status, headers and body as they came.
-
-        Buffered answers are sent after the handler returns (a DELETE's 204 only once the
-        placement is gone); streamed ones go out at once.
-        """
-        response = upstream.response
-        headers = copy_headers(response.headers)
-        length = response.content_length
-        bodiless = request.method == "HEAD" or response.status in (204, 304)
-        if bodiless or (length is not None and length <= BUFFERED):
-            body = await response.read()
-            return web.Response(status=response.status, headers=headers, body=body or None)
-        streamed = web.StreamResponse(status=response.status, headers=headers)
-        if length is not None:
-            streamed.content_length = length
-        await streamed.prepare(request)
-        async for chunk in response.content.iter_chunked(CHUNK):
-            await streamed.write(chunk)
-        await streamed.write_eof()
-        return streamed
+            tried.append(node.url)
+            node.outstanding += 1
+            try:
+                answer = await self.upstreams.exchange(
+                    node.url, out.head(node.host_line), out.body, out.method
+                )
+            except NotSent:
+                node.mark(False)  # never reached the node: safe to send elsewhere
+                NODE_RETRIES.labels(pool.partition, "not_sent").inc()
+                continue
+            except Lost:
+                if not out.replayable:
+                    raise PartitionUnavailable(
+                        f"The connection to partition {pool.partition} was lost; the request "
+                        "may or may not have been applied."
+                    ) from None
+                NODE_RETRIES.labels(pool.partition, "idempotent").inc()
+                continue
+            finally:
+                node.outstanding -= 1
+            FORWARDED.add((pool.partition, STATUS_CLASSES[answer.status // 100]))
+            return answer
 
 
-def session(connect_timeout: float, upstream_timeout: float) -> aiohttp.ClientSession:
-    """The one client session of a proxy: a keep-alive pool to every node, bytes untouched."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-        timeout=aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=upstream_timeout
-        ),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        cookie_jar=aiohttp.DummyCookieJar(),
+def answer_response(answer: Answer) -> web.Response:
+    """A node's answer as an aiohttp response, for requests that came through aiohttp's server.
+
+    Sent once the handler returns (a DELETE's 204 only once the placement is gone).
+    """
+    return web.Response(
+        status=answer.status, headers=response_headers(answer.head), body=answer.body or None
     )
 
 

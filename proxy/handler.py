@@ -1,25 +1,28 @@
 """The proxy's request path: find the owning partition, forward, follow fences.
 
-One handler serves every route of every API version. Requests that name no queue (`/`, home
-documents, ping, health) go to any healthy node.
+The same steps serve requests from both servers in front of them: the lean HTTP/1.1 path
+(`proxy.front`) and aiohttp's (`queue_route`, `any_node_route`). Requests that name no queue
+(`/`, home documents, ping, health) go to any healthy node.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from catalog.records import Placement
+from catalog.records import Partition, Placement
 from marconi.logs import get_logger
 from proxy.errors import PartitionUnavailable, QueueFrozen
 from proxy.fence import FrozenBuffer
-from proxy.forward import Forwarder, Outgoing
+from proxy.forward import Forwarder, Outgoing, answer_response
 from proxy.routing import Router, Target, may_create
 from proxy.settings import ProxySettings
+from proxy.upstream import Answer
 
 log = get_logger("proxy")
 MAX_REROUTES = 8  # placements followed for one request (each after a fence)
@@ -34,50 +37,73 @@ class Proxy:
     forwarder: Forwarder
     buffer: FrozenBuffer
 
-    async def any_node(self, request: web.Request) -> web.StreamResponse:
+    async def any_node(self, out: Outgoing) -> Answer:
         """A request that names no queue: any healthy node answers it."""
-        out = await Outgoing.read(request)
         pool = self.forwarder.pools.any_pool()
         if pool is None:
             raise PartitionUnavailable("No partition is registered in the catalog.")
-        async with self.forwarder.exchange_with(pool, out) as upstream:
-            return await self.forwarder.relay(request, upstream)
+        return await self.forwarder.send_to(pool, out)
 
-    async def queue(self, request: web.Request) -> web.StreamResponse:
-        """A request that names a queue: to the queue's partition, placing it first if new."""
-        target = Target.of(request)
-        out = await Outgoing.read(request)
+    async def queue(self, target: Target, out: Outgoing, exclude: Collection[str] = ()) -> Answer:
+        """A request that names a queue: to the queue's partition, placing it first if new.
+
+        `exclude`: nodes not to try first (one just lost the request).
+        """
         placement = await self.router.placement(target.project, target.queue)
         placed_here = False
-        if placement is None and target.creates and may_create(request, target):
+        if placement is None and target.creates and may_create(out.headers, target):
             placement = await self.router.place(target.project, target.queue)
             placed_here = True
-        response = await self._forward(request, target, out, placement)
-        if target.deletes and response.status == 204:
+        answer = await self.forward(target, out, placement, exclude=exclude)
+        if target.deletes and answer.status == 204:
             await self.router.unplace(target.project, target.queue)
-        elif placed_here and 400 <= response.status < 500:
+        elif placed_here and 400 <= answer.status < 500:
             await self._undo_placement(target, placement)
-        return response
+        return answer
 
-    async def _forward(
-        self, request: web.Request, target: Target, out: Outgoing, placement: Placement | None
-    ) -> web.StreamResponse:
-        deadline = asyncio.get_running_loop().time() + self.settings.frozen_max_wait
+    # --- through aiohttp's server ------------------------------------------------------------
+
+    async def any_node_route(self, request: web.Request) -> web.StreamResponse:
+        return answer_response(await self.any_node(await Outgoing.read(request)))
+
+    async def queue_route(self, request: web.Request) -> web.StreamResponse:
+        target = Target.of(request)
+        return answer_response(await self.queue(target, await Outgoing.read(request)))
+
+    # ------------------------------------------------------------------------------------------
+
+    async def forward(
+        self,
+        target: Target,
+        out: Outgoing,
+        placement: Placement | None,
+        *,
+        fenced: tuple[Partition, Answer] | None = None,
+        exclude: Collection[str] = (),
+    ) -> Answer:
+        """`out` to the partition of `placement`, following the nodes' fences; `fenced`: the
+        fenced answer a partition already gave (the lean path's first try)."""
+        deadline = None  # for the waits behind fences, from the first fence on
         for _ in range(MAX_REROUTES):
-            partition = self.router.partition_for(target.project, target.queue, placement)
-            async with self.forwarder.exchange(partition, out) as upstream:
-                fence = upstream.fence
-                if fence is None:
-                    return await self.forwarder.relay(request, upstream)
+            if fenced is None:
+                partition = self.router.partition_for(target.project, target.queue, placement)
+                answer = await self.forwarder.send(partition, out, exclude)
+                exclude = ()
+            else:
+                (partition, answer), fenced = fenced, None
+            if answer.fence is None:
+                return answer
             log.info(
                 "route_fenced",
                 queue=target.queue,
                 project=target.project,
                 partition=partition.name,
-                reason=fence,
+                reason=answer.fence,
             )
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.settings.frozen_max_wait
             placement = await self.buffer.after_fence(
-                target.project, target.queue, placement, fence, deadline
+                target.project, target.queue, placement, answer.fence, deadline
             )
         raise QueueFrozen(f"Queue {target.queue} kept moving; please try again in a few seconds.")
 
@@ -89,7 +115,5 @@ class Proxy:
         headers = {"X-Project-ID": target.project} if target.project else {}
         probe = Outgoing("HEAD", f"/v1/queues/{quote(target.queue)}", CIMultiDict(headers), b"")
         partition = self.router.partition_for(target.project, target.queue, placement)
-        async with self.forwarder.exchange(partition, probe) as upstream:
-            exists = upstream.status == 204
-        if not exists:
+        if (await self.forwarder.send(partition, probe)).status != 204:
             await self.router.unplace(target.project, target.queue)

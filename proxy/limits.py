@@ -10,22 +10,21 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import Counter, Gauge
 
 from marconi.logs import get_logger
 from proxy.errors import OverLimit
+from proxy.forward import Outgoing
+from proxy.hooks import Hook, Release
 from proxy.probes import PROBES
 from proxy.settings import LimitSettings
 
 log = get_logger("proxy")
 Clock = Callable[[], float]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNLIMITED = ("/metrics", "/admin", *PROBES)  # the proxy's own endpoints: no project to charge
 
 LIMITED = Counter(
@@ -63,21 +62,34 @@ class ProjectLimits:
     def __len__(self) -> int:
         return len(self._projects)
 
-    @contextmanager
-    def admit(self, project: str) -> Iterator[None]:
-        """Let one request of `project` through, or raise `OverLimit`; it counts as in flight
-        until the block exits."""
+    def acquire(self, project: str) -> Release | None:
+        """Let one request of `project` through, or raise `OverLimit`. With an in-flight limit,
+        the request counts until the returned release is called (once)."""
         state = self._take(project)
         if self.settings.concurrency <= 0:
-            yield
-            return
+            return None
         state.in_flight += 1
         IN_FLIGHT.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                state.in_flight -= 1
+                IN_FLIGHT.dec()
+
+        return release
+
+    @contextmanager
+    def admit(self, project: str) -> Iterator[None]:
+        """`acquire` for the length of a block."""
+        release = self.acquire(project)
         try:
             yield
         finally:
-            state.in_flight -= 1
-            IN_FLIGHT.dec()
+            if release is not None:
+                release()
 
     def _take(self, project: str) -> _Project:
         now = self._clock()
@@ -146,15 +158,13 @@ class ProjectLimits:
         raise OverLimit(limit, wait, description)
 
 
-def limits_middleware(limits: ProjectLimits) -> Middleware:
+def limits_hook(limits: ProjectLimits) -> Hook:
     """Charge every API request to its project (`X-Project-ID`, set from the token when
-    authentication is on); must run inside the error middleware, which answers `OverLimit`."""
+    authentication is on): a hook after authentication's (proxy.hooks)."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(UNLIMITED):
-            return await handler(request)
-        with limits.admit(request.headers.get("X-Project-ID", "")):
-            return await handler(request)
+    async def hook(out: Outgoing) -> Release | None:
+        if out.path.startswith(UNLIMITED):
+            return None
+        return limits.acquire(out.headers.get("X-Project-ID", ""))
 
-    return middleware
+    return hook

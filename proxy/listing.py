@@ -85,8 +85,8 @@ class QueueListing:
         base = await Outgoing.read(request)
         path = f"/{request.match_info['version']}/queues?{urlencode(query)}"
         out = Outgoing("GET", path, base.headers, b"")
-        async with self.forwarder.exchange(self.router.partition(partition), out) as upstream:
-            if upstream.status != 200:
-                return {}
-            document = json.loads(await upstream.response.read())
+        answer = await self.forwarder.send(self.router.partition(partition), out)
+        if answer.status != 200:
+            return {}
+        document = json.loads(answer.body)
         return {q["name"]: q.get("metadata", {}) for q in document.get("queues", [])}

@@ -13,7 +13,6 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 
-import aiohttp
 from multidict import CIMultiDict
 
 from catalog.catalog import Catalog
@@ -86,12 +85,12 @@ class LoadReader:
             path = f"/v1/queues/{placement.queue}/stats"  # v1: queues without a project
         try:
             out = Outgoing("GET", path, headers, b"")
-            async with self.forwarder.exchange(partition, out) as upstream:
-                if upstream.status != 200:
-                    return 0
-                stats = json.loads(await upstream.response.read())
+            answer = await self.forwarder.send(partition, out)
+            if answer.status != 200:
+                return 0
+            stats = json.loads(answer.body)
             return int(stats["messages"]["total"])
-        except (ProxyError, aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        except (ProxyError, TimeoutError, ValueError, KeyError, TypeError):
             log.warning(
                 "queue_stats_unreadable",
                 project=placement.project,

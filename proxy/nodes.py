@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
+from urllib.parse import urlsplit
 
-import aiohttp
 from prometheus_client import Counter, Gauge
 
 from catalog.records import Partition
 from marconi.logs import get_logger
+from proxy.upstream import Lost, NotSent, Upstreams
 
 log = get_logger("proxy.nodes")
 
@@ -33,25 +34,17 @@ HEALTH_PATH = "/v1/health"
 
 
 class Node:
-    __slots__ = ("_gauge", "healthy", "outstanding", "partition", "url")
+    __slots__ = ("healthy", "host_line", "outstanding", "partition", "url")
 
     def __init__(self, partition: str, url: str) -> None:
         self.partition = partition
         self.url = url.rstrip("/")
+        # the Host header of requests sent to it
+        self.host_line = f"Host: {urlsplit(self.url).netloc}\r\n".encode()
         self.healthy: bool | None = None  # None: not checked yet
-        self.outstanding = 0
-        self._gauge = NODE_OUTSTANDING.labels(partition, self.url)
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        """Count one request in flight for the least-outstanding choice."""
-        self.outstanding += 1
-        self._gauge.inc()
-        try:
-            yield
-        finally:
-            self.outstanding -= 1
-            self._gauge.dec()
+        self.outstanding = 0  # requests in flight, for the least-outstanding choice
+        # Read when scraped: nothing to update per request.
+        NODE_OUTSTANDING.labels(partition, self.url).set_function(lambda: self.outstanding)
 
     def mark(self, healthy: bool) -> None:
         if self.healthy is not healthy:
@@ -76,6 +69,8 @@ class NodePool:
 
     def choose(self, exclude: Collection[str] = ()) -> Node | None:
         """The healthy node with the fewest requests in flight, else any node not yet tried."""
+        if len(self.nodes) == 1 and not exclude:
+            return self.nodes[0]  # what the rules below choose too, without building lists
         candidates = [n for n in self.nodes if n.url not in exclude]
         healthy = [n for n in candidates if n.healthy]
         pool = healthy or [n for n in candidates if n.healthy is None] or candidates
@@ -94,13 +89,13 @@ class NodePools:
     def __init__(
         self,
         partitions: Callable[[], Mapping[str, Partition]],
-        session: aiohttp.ClientSession,
+        upstreams: Upstreams,
         *,
         interval: float = 2.0,
         timeout: float = 1.0,
     ) -> None:
         self._partitions = partitions
-        self._session = session
+        self._upstreams = upstreams
         self.interval = interval
         self.timeout = timeout
         self.pools: dict[str, NodePool] = {}
@@ -148,13 +143,12 @@ class NodePools:
         await asyncio.gather(*(self._check(n) for n in nodes))
 
     async def _check(self, node: Node) -> None:
+        head = b"GET %s HTTP/1.1\r\n%s\r\n" % (HEALTH_PATH.encode(), node.host_line)
         try:
-            async with (
-                asyncio.timeout(self.timeout),
-                self._session.get(node.url + HEALTH_PATH) as resp,
-            ):
-                healthy = resp.status == 204
-        except (aiohttp.ClientError, OSError, TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                answer = await self._upstreams.exchange(node.url, head, b"", "GET")
+            healthy = answer.status == 204
+        except (NotSent, Lost, TimeoutError):
             healthy = False
         HEALTH_CHECKS.labels("healthy" if healthy else "unhealthy").inc()
         node.mark(healthy)

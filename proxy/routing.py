@@ -10,16 +10,19 @@ the partition the policy would choose, without placing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import uuid
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from aiohttp import web
 from prometheus_client import Counter
 
-from catalog.cache import PlacementCache
+from catalog.cache import LOOKUPS, PlacementCache
 from catalog.catalog import Catalog
 from catalog.records import Partition, Placement
 from node.api import validation
-from node.api.hooks import accepts_json, client_id
+from node.api.hooks import accepts_json
 from node.errors import ApiError
 from proxy.errors import PartitionUnavailable
 from proxy.policy import PlacementPolicy
@@ -45,8 +48,61 @@ LAZY_CREATION = frozenset({"v1.1", "v2"})
 PLACED = Counter("marconi_proxy_placements_total", "Queue placements this proxy asked for.")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class QueueRoute(NamedTuple):
+    """Which queue route a path takes, as aiohttp's router would match it. (Tuples: the
+    cheapest records to make, a few per request.)"""
+
+    version: str
+    queue: str
+    suffix: str  # one of QUEUE_ROUTES
+
+    @property
+    def template(self) -> str:
+        """The route's template, as aiohttp names it (the metrics' route label)."""
+        return TEMPLATES[self.suffix]
+
+
+def _canonical(template: str) -> str:
+    """aiohttp's name of a route template (`{name:regex}` becomes `{name}`)."""
+    return re.sub(r"\{(\w+):[^{}]*\}", r"{\1}", template)
+
+
+TEMPLATES = {suffix: _canonical(QUEUE + suffix) for suffix in QUEUE_ROUTES}
+SUFFIXES = {template: suffix for suffix, template in TEMPLATES.items()}
+_EXACT = frozenset(s for s in QUEUE_ROUTES if "{" not in s)
+
+
+def match_queue_route(path: str) -> QueueRoute | None:
+    """The queue route of a raw path (no query), or None for anything else or anything this
+    plain reading might get wrong (escapes, braces, non-ASCII): aiohttp's router takes those."""
+    parts = path.split("/", 4)
+    if (
+        len(parts) < 4
+        or parts[1] not in VERSIONS
+        or parts[2] != "queues"
+        or not parts[3]
+        or not path.isascii()
+        or "%" in path
+        or "{" in path
+        or "}" in path
+        or "#" in path  # escapes and braces: left to aiohttp's router
+    ):
+        return None
+    rest = "/" + parts[4] if len(parts) == 5 else ""
+    if rest in _EXACT:
+        suffix = rest
+    elif rest.startswith("/messages/") and "/" not in rest[10:] and len(rest) > 10:
+        suffix = "/messages/{message_id}"
+    elif rest.startswith("/claims/") and "/" not in rest[8:] and len(rest) > 8:
+        suffix = "/claims/{claim_id}"
+    elif len(rest) > 1:
+        suffix = "/{rest:.+}"
+    else:
+        return None  # "/v2/queues/q/": no queue route takes it
+    return QueueRoute(parts[1], parts[3], suffix)
+
+
+class Target(NamedTuple):
     """What a request that names a queue is about."""
 
     version: str
@@ -56,42 +112,48 @@ class Target:
     deletes: bool  # deletes the queue, so its placement goes after a 204
 
     @classmethod
+    def make(cls, method: str, route: QueueRoute, project: str) -> Target:
+        on_queue = route.suffix == ""
+        creates = (method == "PUT" and on_queue) or (
+            method == "POST" and route.suffix == "/messages" and route.version in LAZY_CREATION
+        )
+        return cls(route.version, project, route.queue, creates, method == "DELETE" and on_queue)
+
+    @classmethod
     def of(cls, request: web.Request) -> Target:
-        version = request.match_info["version"]
-        queue = request.match_info["queue_name"]
+        """The target of a request aiohttp's router matched to a queue route."""
         resource = request.match_info.route.resource
-        rest = resource.canonical if resource is not None else ""
-        on_queue = rest.endswith("{queue_name}")
-        creates = (request.method == "PUT" and on_queue) or (
-            request.method == "POST" and rest.endswith("/messages") and version in LAZY_CREATION
+        canonical = resource.canonical if resource is not None else ""
+        route = QueueRoute(
+            request.match_info["version"],
+            request.match_info["queue_name"],
+            SUFFIXES.get(canonical, "/{rest:.+}"),
         )
-        return cls(
-            version=version,
-            project=request.headers.get("X-Project-ID", ""),
-            queue=queue,
-            creates=creates,
-            deletes=request.method == "DELETE" and on_queue,
-        )
+        return cls.make(request.method, route, request.headers.get("X-Project-ID", ""))
 
 
-def may_create(request: web.Request, target: Target) -> bool:
+def may_create(headers: Mapping[str, str], target: Target) -> bool:
     """Whether the node's header and name checks would let this request through.
 
     A request the node will refuse outright is forwarded without placing its queue, so bad
     requests cost no catalog write. (A body the node refuses is undone after the fact.)
     """
-    if not accepts_json(request.headers.get("Accept")):
+    if not accepts_json(headers.get("Accept")):
         return False
-    if request.headers.get("Content-Type", "").lower() == "application/x-www-form-urlencoded":
+    if headers.get("Content-Type", "").lower() == "application/x-www-form-urlencoded":
         return False
-    project = request.headers.get("X-Project-ID")
+    project = headers.get("X-Project-ID")
     ids_required = target.version in LAZY_CREATION
     if project == "" or (ids_required and project is None):
         return False
+    client = headers.get("Client-ID")
     try:
-        client_id(request, ids_required)
+        if client is not None:
+            uuid.UUID(client)
+        elif ids_required:
+            return False
         validation.queue_identification(target.queue, target.project)
-    except ApiError:
+    except (ValueError, ApiError):
         return False
     return "/" not in target.project  # a project id is one catalog key segment
 
@@ -101,9 +163,14 @@ class Router:
         self.catalog = catalog
         self.cache = cache
         self.policy = policy
+        self.hits = LOOKUPS.labels("hit")
 
     async def placement(self, project: str, queue: str) -> Placement | None:
-        return await self.cache.placement(project, queue)
+        found = self.cache.cached(project, queue)
+        if found is None or isinstance(found, Placement):
+            self.hits.inc()  # the cache's own count, with its label child looked up once
+            return found
+        return await self.cache.placement(project, queue)  # a cold queue: counted there
 
     async def place(self, project: str, queue: str) -> Placement:
         """Create the queue's placement where the policy says, unless one exists (the winner)."""

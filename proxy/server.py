@@ -10,6 +10,7 @@ from aiohttp import web
 
 from marconi.logs import configure, get_logger
 from proxy.app import create_app
+from proxy.front import ProxyRunner
 from proxy.settings import ProxySettings
 
 log = get_logger("proxy")
@@ -17,7 +18,7 @@ log = get_logger("proxy")
 
 async def serve(settings: ProxySettings) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = ProxyRunner(
         app, access_log=None, handle_signals=True, shutdown_timeout=settings.drain_timeout
     )
     await runner.setup()

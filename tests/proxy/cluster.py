@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
@@ -22,12 +23,21 @@ from node.api.app import create_app as create_node
 from node.api.deps import Deps
 from node.storage import open_storage
 from proxy.app import PROXY, create_app
+from proxy.front import ProxyRunner
 from proxy.handler import Proxy
+from proxy.hooks import Hook
 from proxy.settings import ProxySettings
 from tests.conftest import FakeClock, unique_prefix
 
 ADMIN = {"X-Roles": "admin"}
 NodeWrapper = Callable[[web.Application, str], web.Application]
+
+
+class ProxyTestServer(TestServer):
+    """A proxy served as `marconi proxy` serves it: the lean path in front of the app."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ProxyRunner(self.app, **kwargs)
 
 
 @dataclass
@@ -76,6 +86,7 @@ async def cluster(
     partitions: Sequence[str] = ("p1", "p2"),
     proxies: int = 1,
     wrap_node: NodeWrapper | None = None,
+    hooks: Sequence[Hook] = (),
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     """Start partitions (one in-process node over its own SQLite file, on `clock`), register
@@ -103,7 +114,7 @@ async def cluster(
         clients = []
         for _ in range(proxies):
             client = TestClient(
-                TestServer(create_app(proxy_settings, make_store()), host="127.0.0.1")
+                ProxyTestServer(create_app(proxy_settings, make_store(), hooks), host="127.0.0.1")
             )
             await client.start_server()
             stack.push_async_callback(client.close)

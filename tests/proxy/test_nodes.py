@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
-
 from catalog.records import Partition
 from proxy.nodes import NodePool, NodePools
+from proxy.upstream import Upstreams
 from tests.conftest import FakeClock
 from tests.proxy.cluster import cluster
 from tests.services import free_port
@@ -19,10 +18,11 @@ def test_least_outstanding_among_healthy() -> None:
     a.mark(True)
     b.mark(True)
     c.mark(False)
-    with a.busy():
-        assert pool.choose() is b
-        with b.busy(), b.busy():
-            assert pool.choose() is a
+    a.outstanding = 1
+    assert pool.choose() is b
+    b.outstanding = 2
+    assert pool.choose() is a
+    a.outstanding = b.outstanding = 0
     assert pool.choose(exclude={"http://a"}) is b
     assert pool.choose(exclude={"http://a", "http://b"}) is c  # the last resort
     assert pool.choose(exclude={"http://a", "http://b", "http://c"}) is None
@@ -48,11 +48,14 @@ async def test_health_checks_mark_nodes(tmp_path: Path, clock: FakeClock) -> Non
         live = c.partitions["p1"].urls[0]
         dead = f"http://127.0.0.1:{free_port()}"
         partitions = {"p1": Partition("p1", (live, dead))}
-        async with aiohttp.ClientSession() as session:
-            pools = NodePools(lambda: partitions, session, interval=0.05, timeout=0.5)
+        upstreams = Upstreams(connect_timeout=0.5, read_timeout=0.5)
+        try:
+            pools = NodePools(lambda: partitions, upstreams, interval=0.05, timeout=0.5)
             await pools.check_all()
             nodes = pools.pools["p1"].nodes
             assert [(n.url, n.healthy) for n in nodes] == [(live, True), (dead, False)]
             partitions.clear()
             await pools.check_all()
             assert pools.pools == {}
+        finally:
+            await upstreams.close()

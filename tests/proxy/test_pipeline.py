@@ -1,0 +1,105 @@
+"""The lean path's own pieces: request ids as the node makes them, only faster; and the usual
+path's hand-over to the whole path when a kept connection loses a request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from proxy.pipeline import new_request_id
+from tests.conftest import FakeClock
+from tests.proxy.cluster import cluster
+from tests.proxy.conftest import PROJECT, call
+from tests.proxy.test_forward import Q, set_nodes
+
+
+def test_request_ids_are_unique_uuid4s() -> None:
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for rid in ids:
+        assert rid.startswith("req-")
+        parsed = uuid.UUID(rid[4:])
+        assert str(parsed) == rid[4:] and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_draws_its_own_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert child.rsplit("-", 1)[0] != new_request_id().rsplit("-", 1)[0]
+
+
+@asynccontextmanager
+async def dropping_second_request() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A node that answers health checks and the first request, keeping its connections
+    alive, then reads the next request and drops its connection without answering."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                if head.startswith(b"GET /v1/health "):
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    continue
+                seen.append(head)
+                if len(seen) > 1:
+                    return  # read, never answered
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_read_lost_on_a_kept_connection_goes_to_another_node(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with (
+        cluster(tmp_path, clock, partitions=("p1",)) as c,
+        dropping_second_request() as (url, seen),
+    ):
+        await set_nodes(c, "p1", (url, *c.partitions["p1"].urls))
+        await c.state().forwarder.pools.check_all()
+        assert (await call(c.proxy, "GET", f"{Q}/stats"))[0] == 200  # kept alive after
+        status, body, _ = await call(c.proxy, "GET", f"{Q}/stats")
+        assert status == 200 and body["messages"]["total"] == 0  # the real node's answer
+        assert len(seen) == 2
+
+
+async def test_a_post_lost_on_a_kept_connection_is_not_sent_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with (
+        cluster(tmp_path, clock, partitions=("p1",)) as c,
+        dropping_second_request() as (url, seen),
+    ):
+        await set_nodes(c, "p1", (url, *c.partitions["p1"].urls))
+        await c.state().forwarder.pools.check_all()
+        assert (await call(c.proxy, "GET", f"{Q}/stats"))[0] == 200
+        message = {"messages": [{"body": 1}]}
+        status, body, _ = await call(c.proxy, "POST", f"{Q}/messages", json=message)
+        assert status == 503 and "may or may not" in body["description"]
+        assert len(seen) == 2 and seen[1].startswith(b"POST ")
+        assert (await c.partitions["p1"].deps.storage.queues.exists(PROJECT, "q")) is False
