@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marconi import admin, migrations, moves
-from marconi.arguments import positive
+from marconi.arguments import positive, seconds_or_zero
 from marconi.output import error
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
         "catalog_prefix": "key_prefix",
         "host": "host",
         "port": "port",
+        "migrations_out": "migrations_out",
+        "migrations_in": "migrations_in",
+        "migration_cooldown": "migration_cooldown",
         "log_level": "log_level",
     }
     overrides = _overrides(args, fields)
@@ -92,8 +95,13 @@ def _node(args: argparse.Namespace) -> int:
 def _proxy(args: argparse.Namespace) -> int:
     from proxy.server import run
 
+    try:
+        settings = proxy_settings(args)
+    except ValueError as exc:  # a setting from the environment that cannot work
+        error(f"proxy: {exc}")
+        return 2
     _stop_on_signals()
-    run(proxy_settings(args))
+    run(settings)
     return 0
 
 
@@ -160,8 +168,9 @@ def _add_servers(commands: admin.Subcommands) -> None:
         description="One endpoint for every API version: routes each queue to its partition "
         "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
-        "MARCONI_PROXY_PORT, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables in "
-        "the README; flags win over them.",
+        "MARCONI_PROXY_PORT, MARCONI_MIGRATIONS_OUT, MARCONI_MIGRATIONS_IN, "
+        "MARCONI_MIGRATION_COOLDOWN, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning "
+        "variables in the README; flags win over them.",
     )
     proxy.add_argument(
         "--catalog",
@@ -178,6 +187,24 @@ def _add_servers(commands: admin.Subcommands) -> None:
         choices=["queue", "project"],
         help="what new queues are hashed by: each queue on its own, or a project's queues "
         "together (default: queue)",
+    )
+    proxy.add_argument(
+        "--migrations-out",
+        type=positive,
+        metavar="N",
+        help="migrations admitted out of each partition at once, until their switch (default: 1)",
+    )
+    proxy.add_argument(
+        "--migrations-in",
+        type=positive,
+        metavar="N",
+        help="migrations admitted into each partition at once, until their switch (default: 1)",
+    )
+    proxy.add_argument(
+        "--migration-cooldown",
+        type=seconds_or_zero,
+        metavar="SECONDS",
+        help="refuse to move a queue again within this long of its last move (default: 300)",
     )
     _logging_flags(proxy)
     proxy.set_defaults(func=_proxy)

@@ -60,7 +60,8 @@ def create_app(settings: ProxySettings, store: CatalogStore | None = None) -> we
     )
     listing = QueueListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
-    migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
+    registry = Registry(catalog, settings.migration_limits)
+    migrations = MigrationAdmin(catalog, registry, LoadReader(catalog, forwarder))
 
     app = web.Application(
         middlewares=[request_id_middleware, request_metrics("proxy"), error_middleware, admin_role],

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 
+from catalog.registry import Limits
+
 
 class PlacementKey(StrEnum):
     """What the placement policy hashes: each queue on its own, or a tenant's queues together."""
@@ -29,6 +31,12 @@ class ProxySettings:
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
     cache_capacity: int = 1_000_000  # placements kept in memory
+    # Migrations the admin API admits (`catalog.registry.Limits`): at most this many moving out
+    # of and into each partition until their switch, and no move of a queue within
+    # `migration_cooldown` seconds of its last.
+    migrations_out: int = 1
+    migrations_in: int = 1
+    migration_cooldown: float = 300.0
     log_level: str = "info"
     log_json: bool | None = None
 
@@ -51,9 +59,23 @@ class ProxySettings:
             health_timeout=float(env.get("MARCONI_HEALTH_TIMEOUT", d.health_timeout)),
             drain_timeout=float(env.get("MARCONI_DRAIN_TIMEOUT", d.drain_timeout)),
             cache_capacity=int(env.get("MARCONI_CACHE_CAPACITY", d.cache_capacity)),
+            migrations_out=int(env.get("MARCONI_MIGRATIONS_OUT", d.migrations_out)),
+            migrations_in=int(env.get("MARCONI_MIGRATIONS_IN", d.migrations_in)),
+            migration_cooldown=float(env.get("MARCONI_MIGRATION_COOLDOWN", d.migration_cooldown)),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
             log_json=_flag(env.get("MARCONI_LOG_JSON")),
         )
+
+    def __post_init__(self) -> None:
+        """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""
+        if min(self.migrations_out, self.migrations_in) < 1:
+            raise ValueError("migrations_out and migrations_in must be at least 1")
+        if self.migration_cooldown < 0:
+            raise ValueError("migration_cooldown must not be negative")
+
+    @property
+    def migration_limits(self) -> Limits:
+        return Limits(self.migrations_out, self.migrations_in, self.migration_cooldown)
 
 
 def _flag(raw: str | None) -> bool | None:
