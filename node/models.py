@@ -105,5 +105,26 @@ class QueueDigest:
 
     count: int
     max_marker: int
-    sha256: str  # over (id, marker, body, expires, claim_id, claim_expires) in marker order
+    # The sum, modulo 2**64, of every live message's fingerprint (its id, marker, body, expiry
+    # and live claim; `node.storage.transfer.fingerprint`), in hex: it does not depend on the
+    # order it was added up in, so the digests of marker ranges add up to the queue's.
+    checksum: str
     claim_ids: tuple[str, ...]  # live claims, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A message deleted from a queue whose changes are tracked (a tombstone)."""
+
+    id: str
+    marker: int
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One page of a queue's changes after a position (`TransferStore.changes`)."""
+
+    messages: tuple[Message, ...]  # written after the position, as they are now
+    removed: tuple[Removed, ...]  # deleted after the position
+    upto: int  # the position the next page (or the next catch-up) continues from
+    more: bool  # another page follows at once

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from node.models import (
+    Changes,
     Claim,
     Message,
     NewMessage,
@@ -31,6 +32,7 @@ Messages = list[Message]
 Queues = list[QueueInfo]
 Ids = list[str]
 Claims = list[Claim]
+Fingerprints = list[tuple[int, int]]  # (marker, fingerprint)
 
 
 class QueueStore(Protocol):
@@ -163,6 +165,23 @@ class TransferStore(Protocol):
       freeze can land past the counter read right after it: the settle interval covers that too.
       A write that starts after `freeze` returned is refused on both. See
       `node.storage.mongodb_transfer`.
+
+    Change tracking, so that a catch-up and a verify need not read the whole queue again. While
+    a queue is tracked (`track`), every write of one of its messages (a post, a claim made,
+    renewed or released, an import) stamps the message with the next value of the queue's
+    change sequence, and every delete of one (by a client, a pop, a catch-up) leaves a tombstone
+    so stamped, kept `transfer.TOMBSTONE_RETENTION` seconds. `changes(since=p)` then reports what
+    was written and deleted after `sequence` returned p. Expiry is no change: it happens alike on
+    both partitions, by the clock. Claims themselves are not tracked (they are few: a catch-up
+    compares them all). Atomicity, per driver:
+
+    - SQLite: the stamp is taken in the transaction of the write, so `changes` misses nothing.
+    - MongoDB: a write takes its stamp, then lands, like a post's markers; one still landing
+      may carry a stamp at or below a position read meanwhile, within one request's time (the
+      worker reads changes after a position at least a settle interval old). On FerretDB 1.x the
+      sequence's increments are not atomic, so a stamp may be handed out twice or the sequence
+      step back; `sequence` reports a position lowered by a margin that covers the writes racing
+      at once.
     """
 
     async def freeze(self, project: str, queue: str, reason: str) -> None:
@@ -226,6 +245,30 @@ class TransferStore(Protocol):
         """A fingerprint of the queue's live messages and claims, equal on two partitions exactly
         when they hold the same messages (id, marker, body, expiry, claim) and claims. Read in
         batches: it is a snapshot only of a queue that does not change (a frozen one)."""
+
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> Fingerprints:
+        """`(marker, fingerprint)` of up to `limit` live messages with a marker above
+        `after_marker`, in marker order (`transfer.fingerprint`: equal on two partitions exactly
+        when the message is, so a range of markers is compared without reading its bodies out).
+        """
+
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        """Start (or stop) tracking the queue's changes. Raises `QueueDoesNotExist`. Tracking
+        outlives a fence; the queue's record going (`drop`, a delete) ends it."""
+
+    async def sequence(self, project: str, queue: str) -> int:
+        """The queue's change sequence: a position to ask `changes` after; 0 for a missing
+        queue. Ask it after `track` (on MongoDB, a settle interval after) for it to count."""
+
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        """What changed after position `since`, in the order of the stamps: the messages written
+        (as they are now, expired or not, their claims as `export_messages` reports them) and the
+        messages deleted, about `limit` of each (one write's stamp is never split between pages).
+        Raises `ChangesLost` when that can no longer be told: the queue is not tracked,
+        tombstones after `since` were collected, or the queue was purged or created again since.
+        """
 
     async def drop(self, project: str, queue: str, *, limit: int) -> int:
         """Delete up to `limit` of the queue's messages and claims, expired or not; once none are

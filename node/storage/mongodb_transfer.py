@@ -19,6 +19,9 @@ and sets it again until it stays, and `export_queue` reports the highest marker 
 is above the counter; the migration worker's settle interval after the freeze covers the posts
 that were in flight.
 
+Change tracking lives in `node.storage.mongodb_changes`; imports and catch-up deletes on a
+tracked queue are stamped and leave tombstones like any write.
+
 Imports compare what they bring with what is stored and write only the difference. A duplicate
 `_id` on insert is an earlier import landing late (a timed-out write may still commit): it is
 overwritten. Any other duplicate is a marker held by another message: `TransferConflict`.
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from bson import ObjectId
@@ -37,7 +40,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.errors import QueueDoesNotExist, QueueFrozen, StorageUnavailable, TransferConflict
-from node.models import Claim, Fence, Message, QueueDigest, QueueExport, is_id
+from node.models import Changes, Claim, Fence, Message, QueueDigest, QueueExport, is_id
 from node.storage import transfer
 from node.storage.mongodb_documents import (
     Doc,
@@ -167,8 +170,15 @@ def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
     }
 
 
-async def _upsert(coll: AsyncCollection[Doc], project: str, queue: str, docs: list[Doc]) -> int:
-    """Insert the documents that are new and replace those that differ; return how many."""
+async def _upsert(
+    coll: AsyncCollection[Doc],
+    project: str,
+    queue: str,
+    docs: list[Doc],
+    stamp: Callable[[], Awaitable[int]] | None = None,
+) -> int:
+    """Insert the documents that are new and replace those that differ; return how many. With
+    `stamp`, what is written is stamped with what it gives (called only if anything is)."""
     if not docs:
         return 0
     ids = [doc["_id"] for doc in docs]
@@ -183,6 +193,10 @@ async def _upsert(coll: AsyncCollection[Doc], project: str, queue: str, docs: li
     ]
     new = [doc for doc in docs if doc["_id"] not in stored]
     written = len(changed) + len(new)
+    if stamp is not None and written:
+        value = await stamp()
+        changed = [{**doc, "stamp": value} for doc in changed]
+        new = [{**doc, "stamp": value} for doc in new]
     try:
         if new:
             try:
@@ -230,6 +244,47 @@ class MongoTransfer:
     @backend()
     async def fence(self, project: str, queue: str) -> str | None:
         return await self._s.fences.reason(project, queue)
+
+    @backend()
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        if await self._s.queue_docs.find_one(queue_key(project, queue), {"_id": 1}) is None:
+            raise QueueDoesNotExist(project, queue)
+        await self._s.tracking.track(project, queue, enabled)
+
+    @backend()
+    async def sequence(self, project: str, queue: str) -> int:
+        return await self._s.tracking.position(project, queue)
+
+    @backend()
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        transfer.check_limit(limit)
+        return await self._s.tracking.changes(project, queue, since, limit, self._s.clock())
+
+    @backend()
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[tuple[int, int]]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        now = self._s.clock()
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        fields = {"marker": 1, "body": 1, "expires": 1, "claim_id": 1, "claim_expires": 1}
+        cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
+        return [
+            (
+                int(d["marker"]),
+                transfer.fingerprint(
+                    str(d["_id"]),
+                    int(d["marker"]),
+                    d["body"],
+                    d["expires"],
+                    None if d.get("claim_id") is None else str(d["claim_id"]),
+                    d["claim_expires"],
+                    now,
+                ),
+            )
+            async for d in cursor
+        ]
 
     @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
@@ -299,7 +354,11 @@ class MongoTransfer:
         transfer.check_ids([m.id for m in messages])
         await self._raise_counter(project, queue, max((m.marker for m in messages), default=0))
         docs = [_message_doc(project, queue, m) for m in messages]
-        return await _upsert(self._s.message_docs, project, queue, docs)
+
+        def stamp() -> Awaitable[int]:
+            return self._s.tracking.stamp(project, queue)
+
+        return await _upsert(self._s.message_docs, project, queue, docs, stamp)
 
     @backend()
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
@@ -309,7 +368,14 @@ class MongoTransfer:
 
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return await _delete(self._s.message_docs, project, queue, ids)
+        oids = [ObjectId(i) for i in ids if is_id(i)]
+        query = {**_scope(project, queue), "_id": {"$in": oids}}
+        gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
+        if not gone:
+            return 0
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
+        return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
@@ -332,4 +398,6 @@ class MongoTransfer:
                     found += len(ids)
         if found:  # counted as found: gone, whether this call or a concurrent one removed them
             return found
-        return (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
+        gone = (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
+        await self._s.tracking.end(project, queue)
+        return gone

@@ -302,12 +302,12 @@ async def test_digest_follows_bodies_claims_and_expiry(storage: Storage, clock: 
     await storage.messages.post(P, Q, msgs("short", ttl=60), CLIENT)
     first = await storage.transfer.digest(P, Q)
     assert (first.count, first.max_marker, first.claim_ids) == (3, 3, ())
-    assert len(first.sha256) == 64
+    assert len(first.checksum) == 16
 
     claim, _ = await storage.claims.create(P, Q, ttl=30, grace=30, limit=1)
     claimed = await storage.transfer.digest(P, Q)
     assert claimed.claim_ids == (claim.id,)
-    assert claimed.sha256 != first.sha256
+    assert claimed.checksum != first.checksum
     await storage.claims.delete(P, Q, claim.id)
     assert await storage.transfer.digest(P, Q) == first  # released: as before
 
