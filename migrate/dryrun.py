@@ -75,6 +75,14 @@ class DryRunSteps:
         self._plan("catch_up", "copy what changed meanwhile, delete what the source deleted")
         return 0
 
+    async def verify_baseline(self) -> int:
+        self._plan(
+            "verify_baseline",
+            "compare every range of markers on both partitions (counts, checksums) while the"
+            " queue is live; the freeze then compares only the ranges changed after this",
+        )
+        return 0
+
     async def freeze_source(self) -> None:
         p = await self._placement()
         self._plan(
@@ -84,7 +92,11 @@ class DryRunSteps:
         )
 
     async def verify(self) -> QueueDigest:
-        self._plan("verify", "compare digests (counts, ids, checksums) of source and target")
+        self._plan(
+            "verify",
+            "compare the ranges changed since the baseline, the claims and the queue's record;"
+            " the whole queue's digests (counts, ids, checksums) must be equal",
+        )
         return QueueDigest(0, 0, "", ())
 
     async def switch_placement(self) -> Placement:
@@ -103,6 +115,10 @@ class DryRunSteps:
 
     async def unfreeze_source(self) -> None:
         return None  # only on the way back, which a plan does not take
+
+    async def stop_tracking(self) -> None:
+        if not any(s.verb == "stop_tracking" for s in self.planned):
+            self._plan("stop_tracking", "stop tracking the queue's changes on both partitions")
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
         return 0

@@ -36,11 +36,13 @@ async def test_dry_run_plans_every_step_and_writes_nothing(
             "copy_queue",
             "copy_batch",
             "catch_up",
+            "verify_baseline",
             "freeze_source",
             "catch_up",
             "verify",
             "switch_placement",
             "mark_moved",
+            "stop_tracking",
             "purge_source",
         ]
         details = {s.verb: s.detail for s in plan}
