@@ -255,8 +255,10 @@ class TransferStore(Protocol):
         """
 
     async def track(self, project: str, queue: str, enabled: bool) -> None:
-        """Start (or stop) tracking the queue's changes. Raises `QueueDoesNotExist`. Tracking
-        outlives a fence; the queue's record going (`drop`, a delete) ends it."""
+        """Start (or stop) tracking the queue's changes: once it returns, every write that
+        starts is tracked (MongoDB: it waits until no node believes the queue untracked any
+        more). Raises `QueueDoesNotExist`. Tracking outlives a fence; the queue's record going
+        (`drop`, a delete) ends it."""
 
     async def sequence(self, project: str, queue: str) -> int:
         """The queue's change sequence: a position to ask `changes` after; 0 for a missing

@@ -5,7 +5,9 @@ A tracked queue has a document in `sequences` (its change sequence `stamp`, `for
 or the fence's updates there (FerretDB 1.x writes a whole document back). A write of a tracked
 queue takes a stamp with one conditional `$inc`, run alongside its first step, so it costs no
 round trip of its own; a write of an untracked queue gets 0 and leaves no trace. Deleted messages
-leave tombstones in `removed`.
+leave tombstones in `removed`. Most queues are never tracked: a node that found a queue untracked
+believes it for `QUIET` seconds without asking again, and `track` waits that long before it
+returns, so that every write starting after it asks.
 
 A write takes its stamp and then lands, so one in flight may land with a stamp at or below a
 position read meanwhile (the worker reads changes after a position at least a settle interval
@@ -15,6 +17,8 @@ old). FerretDB may hand a stamp out twice, or step the sequence back, when incre
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +34,8 @@ from node.storage import transfer
 from node.storage.mongodb_documents import Doc, to_message
 
 MARGIN = 64
+QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
+QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
 
 
 def _scope(project: str, queue: str) -> Doc:
@@ -41,6 +47,7 @@ class Tracking:
         self.sequences: AsyncCollection[Doc] = db["sequences"]
         self.removed: AsyncCollection[Doc] = db["removed"]
         self._messages = message_docs
+        self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def create_indexes(self) -> None:
         await self.sequences.create_index(
@@ -58,12 +65,21 @@ class Tracking:
 
     async def stamp(self, project: str, queue: str) -> int:
         """The next value of a tracked queue's change sequence; 0 if it is not tracked."""
+        key = (project, queue)
+        asked = time.monotonic()
+        if asked - self._untracked.get(key, -QUIET) < QUIET:
+            return 0
         doc = await self.sequences.find_one_and_update(
             {**_scope(project, queue), "tracked": True},
             {"$inc": {"stamp": 1}},
             return_document=ReturnDocument.AFTER,
         )
-        return 0 if doc is None else int(doc["stamp"])
+        if doc is not None:
+            return int(doc["stamp"])
+        if len(self._untracked) >= QUIET_QUEUES:
+            self._untracked = {k: t for k, t in self._untracked.items() if asked - t < QUIET}
+        self._untracked[key] = asked  # as of when it was asked: the answer may be that old
+        return 0
 
     async def bury(
         self, project: str, queue: str, stamp: int, gone: Sequence[tuple[ObjectId, int]], now: float
@@ -118,6 +134,9 @@ class Tracking:
             )
         except DuplicateKeyError:  # a concurrent call inserted it first
             await self.sequences.update_one(key, {"$set": {"tracked": enabled}})
+        self._untracked.pop((project, queue), None)
+        if enabled:  # until every node's belief that it is untracked has expired
+            await asyncio.sleep(QUIET)
 
     async def position(self, project: str, queue: str) -> int:
         doc = await self.sequences.find_one(_scope(project, queue))
