@@ -61,6 +61,7 @@ class Machine:
         guard: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        logger: Any = log,
     ) -> None:
         self.journal = journal
         self.steps = steps
@@ -69,6 +70,7 @@ class Machine:
         self.guard = guard  # raises `OwnershipLost` once this worker may no longer act
         self.clock = clock
         self.sleep = sleep
+        self.log = logger
         self._froze_at: float | None = None  # monotonic time of this run's own freeze
         self._refreeze_at = 0.0  # monotonic time before which no new freeze starts
 
@@ -201,7 +203,9 @@ class Machine:
                 await self._advance(Phase.DONE)
                 return
             if adopted:
-                log.warning("stragglers_adopted", migration=self.migration.id, messages=adopted)
+                self.log.warning(
+                    "stragglers_adopted", migration=self.migration.id, messages=adopted
+                )
             progress = _progress(progress, adopted=adopted)
             await self.journal.save(dataclasses.replace(self.migration, progress=progress))
         pace = Pace(self.settings.purge_rate, sleep=self.sleep)
@@ -224,7 +228,7 @@ class Machine:
         m = self.migration
         attempts = m.progress.freeze_attempts + 1
         progress = _progress(m.progress, freeze_attempts=attempts, freeze_ms=round(held * 1000, 1))
-        log.warning("freeze_aborted", migration=m.id, attempts=attempts, reason=why)
+        self.log.warning("freeze_aborted", migration=m.id, attempts=attempts, reason=why)
         if attempts >= self.settings.freeze_attempts:
             error = f"the freeze was aborted {attempts} times (last: {why})"
             await self.journal.save(dataclasses.replace(m, progress=progress, error=error))
@@ -236,7 +240,7 @@ class Machine:
         await self._advance(Phase.CANCELLED)
 
     async def _fail_cleanly(self) -> None:
-        log.error("migration_failed", migration=self.migration.id, error=self.migration.error)
+        self.log.error("migration_failed", migration=self.migration.id, error=self.migration.error)
         await self._leave_source_authoritative()
         await self._advance(Phase.FAILED)
 
@@ -256,7 +260,9 @@ class Machine:
         now = self.clock()
         await self.journal.save(before.to(phase, now, **changes))
         metrics.PHASE_SECONDS.labels(before.phase.value).observe(max(0.0, now - before.updated))
-        log.info("migration_phase", migration=before.id, phase=phase.value, was=before.phase.value)
+        self.log.info(
+            "migration_phase", migration=before.id, phase=phase.value, was=before.phase.value
+        )
 
 
 def _progress(p: Progress, **changes: Any) -> Progress:

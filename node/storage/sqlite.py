@@ -83,14 +83,10 @@ class SqliteStorage:
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> SqliteStorage:
-        parts = urlsplit(uri)
-        path = parts.path if parts.netloc == "" else parts.netloc + parts.path
-        if path.startswith("//"):
-            path = path[1:]
-        if path not in ("", "/:memory:", ":memory:"):
+        """Open the file `sqlite:///path` names, creating it (and its folder) if missing."""
+        path = sqlite_path(uri)
+        if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        else:
-            path = ":memory:"
         storage = cls(path, clock)
         await storage.run(storage._connect)
         if path != ":memory:":
@@ -234,6 +230,15 @@ class SqliteStorage:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
+
+
+def sqlite_path(uri: str) -> str:
+    """The file a `sqlite:` URI names (":memory:" for none)."""
+    parts = urlsplit(uri)
+    path = parts.path if parts.netloc == "" else parts.netloc + parts.path
+    if path.startswith("//"):
+        path = path[1:]
+    return ":memory:" if path in ("", "/:memory:", ":memory:") else path
 
 
 class SqliteQueues:
