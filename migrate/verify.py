@@ -31,6 +31,7 @@ from node.storage.transfer import checksum
 
 RANGE = 256  # markers per range
 PAGE = 2000  # fingerprints per read
+CHUNK = 64  # ranges compared at one pinned instant, when comparing everything
 # A freeze starts only once a refresh of the baseline had to read at most this many ranges: the
 # freeze's own verify then reads about as few.
 FREEZE_RANGES = 8
@@ -169,38 +170,53 @@ class Verifier:
         self, touched: set[int] | None
     ) -> dict[int, tuple[RangeDigest | None, RangeDigest | None]]:
         """The digests of the `touched` ranges (None: all) on the source and on the target."""
-        spans: list[tuple[int, int | None]] = (
-            [(0, None)] if touched is None else list(_bounds(touched))
-        )
         found: dict[int, tuple[RangeDigest | None, RangeDigest | None]] = {}
-        for after, upto in spans:
+        spans = _bounds(touched) if touched is not None else None
+        after = 0
+        while True:
+            if spans is not None:
+                if not spans:
+                    return found
+                after, upto = spans.pop(0)
+            else:
+                # Everything, a chunk at a time (each read at one pinned instant), from the
+                # next marker either partition holds.
+                after = await self._next(after)
+                if after < 0:
+                    return found
+                upto = after + CHUNK * RANGE
             with self._pinned():  # both read at one instant: nothing expires in between
                 theirs = await self._digests(self.source, after, upto)
                 ours = await self._digests(self.target, after, upto)
-            runs = set(theirs) | set(ours)
-            if upto is not None:
-                runs |= set(range(after // RANGE, upto // RANGE))
-            for r in runs:
+            for r in set(range(after // RANGE, upto // RANGE)) | set(theirs) | set(ours):
                 found[r] = (theirs.get(r), ours.get(r))
-        return found
+            after = upto
 
-    async def _digests(
-        self, store: TransferStore, after: int, upto: int | None
-    ) -> dict[int, RangeDigest]:
+    async def _next(self, after: int) -> int:
+        """Where the range of the next marker above `after` on either partition starts; -1 when
+        there is none."""
+        tops = []
+        for store in (self.source, self.target):
+            page = await store.fingerprints(self.project, self.queue, after_marker=after, limit=1)
+            tops += [marker for marker, _ in page]
+        return range_of(min(tops)) * RANGE if tops else -1
+
+    async def _digests(self, store: TransferStore, after: int, upto: int) -> dict[int, RangeDigest]:
         """Each range's digest from the live messages above `after`, up to `upto`."""
         sums: dict[int, list[int]] = {}
-        while True:
+        while after < upto:
+            limit = min(PAGE, upto - after)  # markers are unique: no more in the span than that
             page = await store.fingerprints(
-                self.project, self.queue, after_marker=after, limit=PAGE
+                self.project, self.queue, after_marker=after, limit=limit
             )
             for marker, value in page:
-                if upto is not None and marker > upto:
+                if marker > upto:
                     break
                 d = sums.setdefault(range_of(marker), [0, 0, 0])
                 d[0] += 1
                 d[1] += value
                 d[2] = marker
-            if len(page) < PAGE or (upto is not None and page and page[-1][0] >= upto):
+            if len(page) < limit:
                 break
             after = page[-1][0]
             await asyncio.sleep(0)  # SQLite reads never suspend: let the loop run between pages
