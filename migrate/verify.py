@@ -188,7 +188,10 @@ class Verifier:
             with self._pinned():  # both read at one instant: nothing expires in between
                 theirs = await self._digests(self.source, after, upto)
                 ours = await self._digests(self.target, after, upto)
-            for r in set(range(after // RANGE, upto // RANGE)) | set(theirs) | set(ours):
+            runs = set(theirs) | set(ours)
+            if spans is not None:  # a touched range now empty on both sides is found too
+                runs |= set(range(after // RANGE, upto // RANGE))
+            for r in runs:
                 found[r] = (theirs.get(r), ours.get(r))
             after = upto
 
