@@ -5,7 +5,6 @@ out is the plan: each step in order, with what it would do."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 import structlog
@@ -69,11 +68,11 @@ class DryRunSteps:
         if self.source is None:
             page = []
         else:
-            page = await self.source.export_messages(
+            page = await self.source.export_rows(
                 self.move.project, self.move.queue, after_marker=after_marker, limit=limit
             )
         self._messages += len(page)
-        self._bytes += sum(len(json.dumps(m.body)) for m in page)
+        self._bytes += sum(len(m.body) for m in page)
         if len(page) < limit:  # the last batch: one line for the whole copy
             seconds = self._messages / self.settings.copy_rate
             self._plan(

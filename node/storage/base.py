@@ -20,6 +20,7 @@ from node.models import (
     Changes,
     Claim,
     Message,
+    MessageRow,
     NewMessage,
     QueueDigest,
     QueueExport,
@@ -212,6 +213,11 @@ class TransferStore(Protocol):
         a claim that has expired is reported as none (`claim_id` None, `claim_expires` 0).
         """
 
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        """`export_messages`, with each body as its stored JSON text: for bulk copies."""
+
     async def export_claims(self, project: str, queue: str) -> Claims:
         """The queue's live claims, oldest first."""
 
@@ -228,6 +234,9 @@ class TransferStore(Protocol):
         to the highest imported marker. Raises `QueueDoesNotExist` (import the queue first) and
         `TransferConflict` when a message's id belongs to another queue or its marker to another
         message of this queue."""
+
+    async def import_rows(self, project: str, queue: str, rows: Sequence[MessageRow]) -> int:
+        """`import_messages`, from rows as `export_rows` gives them (bodies not decoded)."""
 
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
         """Upsert `claims` by id, as exported; return how many were inserted or changed.

@@ -40,7 +40,16 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.errors import QueueDoesNotExist, QueueFrozen, StorageUnavailable, TransferConflict
-from node.models import Changes, Claim, Fence, Message, QueueDigest, QueueExport, is_id
+from node.models import (
+    Changes,
+    Claim,
+    Fence,
+    Message,
+    MessageRow,
+    QueueDigest,
+    QueueExport,
+    is_id,
+)
 from node.storage import transfer
 from node.storage.mongodb_documents import (
     Doc,
@@ -141,13 +150,13 @@ class Fences:
         raise StorageUnavailable(f"the fence of queue {queue} did not hold")
 
 
-def _message_doc(project: str, queue: str, m: Message) -> Doc:
+def _message_doc(project: str, queue: str, m: MessageRow) -> Doc:
     return {
         "_id": ObjectId(m.id),
         "project": project,
         "queue": queue,
         "marker": m.marker,
-        "body": json.dumps(m.body),
+        "body": m.body,
         "ttl": m.ttl,
         "created": m.created,
         "expires": m.expires,
@@ -156,6 +165,23 @@ def _message_doc(project: str, queue: str, m: Message) -> Doc:
         "claim_id": None if m.claim_id is None else ObjectId(m.claim_id),
         "claim_expires": m.claim_expires,
     }
+
+
+def _row(doc: Doc, now: float) -> MessageRow:
+    """A stored message as a row; a claim that has expired is no claim (`transfer.exported`)."""
+    claimed = doc.get("claim_id") is not None and doc["claim_expires"] > now
+    return MessageRow(
+        str(doc["_id"]),
+        doc["marker"],
+        doc["body"],
+        doc["ttl"],
+        doc["created"],
+        doc["expires"],
+        doc["client_id"],
+        doc["delay_expires"],
+        str(doc["claim_id"]) if claimed else None,
+        doc["claim_expires"] if claimed else 0.0,
+    )
 
 
 def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
@@ -317,6 +343,17 @@ class MongoTransfer:
         return [transfer.exported(m, now) for m in await to_messages(cursor)]
 
     @backend()
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        now = self._s.clock()
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return [_row(doc, now) async for doc in cursor]
+
+    @backend()
     async def export_claims(self, project: str, queue: str) -> list[Claim]:
         query = {**_scope(project, queue), "expires": {"$gt": self._s.clock()}}
         cursor = self._s.claim_docs.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)])
@@ -351,6 +388,10 @@ class MongoTransfer:
 
     @backend()
     async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        return await self.import_rows(project, queue, [transfer.row(m) for m in messages])
+
+    @backend()
+    async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
         await self._raise_counter(project, queue, max((m.marker for m in messages), default=0))
         docs = [_message_doc(project, queue, m) for m in messages]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from node.errors import ChangesLost, QueueDoesNotExist, TransferConflict
-from node.models import Changes, Claim, Message, QueueDigest, QueueExport, Removed
+from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
 from node.storage import transfer
 from node.storage.sqlite_schema import (
     FENCE,
@@ -37,6 +37,12 @@ STORED_MESSAGE = (
     " claim_id, claim_expires"
 )
 STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
+# A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
+ROW = (
+    "id, marker, body, ttl, created, expires, client_id, delay_expires,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_id END,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END"
+)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -243,6 +249,18 @@ class SqliteTransfer:
         )
         return [transfer.exported(to_message(row), now) for row in rows]
 
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        now = self._s.clock()
+        rows = await self._s.read(
+            lambda c: c.execute(
+                f"SELECT {ROW} FROM messages WHERE {LIVE} AND marker > ? ORDER BY marker LIMIT ?",
+                (now, now, project, queue, now, after_marker, limit),
+            ).fetchall()
+        )
+        return [MessageRow._make(row) for row in rows]
+
     async def export_claims(self, project: str, queue: str) -> list[Claim]:
         rows = await self._s.read(
             lambda c: c.execute(
@@ -265,6 +283,9 @@ class SqliteTransfer:
         await self._s.write(upsert)
 
     async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        return await self.import_rows(project, queue, [transfer.row(m) for m in messages])
+
+    async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
         rows = [
             (
@@ -272,7 +293,7 @@ class SqliteTransfer:
                 project,
                 queue,
                 m.marker,
-                json.dumps(m.body),
+                m.body,
                 m.ttl,
                 m.created,
                 m.expires,

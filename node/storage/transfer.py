@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 
-from node.models import Message, QueueDigest, is_id
+from node.models import Message, MessageRow, QueueDigest, is_id
 from node.storage.base import TransferStore
 
 # A fence reason travels as the value of an HTTP header (`X-Marconi-Fence`).
@@ -43,6 +44,22 @@ def exported(message: Message, now: float) -> Message:
     if message.claim_id is not None and message.claim_expires <= now:
         return dataclasses.replace(message, claim_id=None, claim_expires=0.0)
     return message
+
+
+def row(m: Message) -> MessageRow:
+    """`m` as a row: its body as the JSON text every driver stores."""
+    return MessageRow(
+        m.id,
+        m.marker,
+        json.dumps(m.body),
+        m.ttl,
+        m.created,
+        m.expires,
+        m.client_id,
+        m.delay_expires,
+        m.claim_id,
+        m.claim_expires,
+    )
 
 
 def fingerprint(
