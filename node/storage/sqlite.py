@@ -42,6 +42,7 @@ from node.models import (
     new_id,
 )
 from node.storage.sqlite_schema import (
+    BY_ID,
     FREE,
     LIVE,
     MESSAGE_COLUMNS,
@@ -452,10 +453,10 @@ class SqliteMessages:
             await self._s.read(check_readable, project, queue)
             return []
         sql = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} "
-            f"AND id IN ({placeholders(len(ids))}) ORDER BY marker"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({placeholders(len(ids))})"
+            f" AND {BY_ID} AND expires > ? ORDER BY marker"
         )
-        args = (project, queue, self._s.clock(), *ids)
+        args = (*ids, project, queue, self._s.clock())
         return await self._s.read(_messages, project, queue, sql, args)
 
     async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
@@ -494,11 +495,8 @@ class SqliteMessages:
         if not ids:
             await self._s.read(check_writable, project, queue)
             return
-        sql = (
-            "DELETE FROM messages WHERE project = ? AND queue = ? "
-            f"AND id IN ({placeholders(len(ids))})"
-        )
-        args: list[Any] = [project, queue, *ids]
+        sql = f"DELETE FROM messages WHERE id IN ({placeholders(len(ids))}) AND {BY_ID}"
+        args: list[Any] = [*ids, project, queue]
         if claim_ids is not None:
             sql += f" AND claim_id IN ({placeholders(len(claim_ids))})"
             args.extend(claim_ids)

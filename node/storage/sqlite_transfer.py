@@ -18,6 +18,7 @@ from node.errors import ChangesLost, QueueDoesNotExist, TransferConflict
 from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
 from node.storage import transfer
 from node.storage.sqlite_schema import (
+    BY_ID,
     FENCE,
     LIVE,
     MESSAGE_COLUMNS,
@@ -107,9 +108,9 @@ def _delete(
     gone: list[tuple[Any, ...]] = []
     for chunk in _chunks(ids):
         gone += conn.execute(
-            f"DELETE FROM {table} WHERE project = ? AND queue = ?"
-            f" AND id IN ({placeholders(len(chunk))}) RETURNING {returning}",
-            (project, queue, *chunk),
+            f"DELETE FROM {table} WHERE id IN ({placeholders(len(chunk))}) AND {BY_ID}"
+            f" RETURNING {returning}",
+            (*chunk, project, queue),
         ).fetchall()
     return gone
 
