@@ -3,8 +3,9 @@
 Real processes on 127.0.0.1: an etcd (tests/services.py), two SQLite partitions each served by a
 `marconi node` process and registered with their storage URI, the proxy, and one migration
 worker. Measures
-1. messages moved per second: one queue of N messages moved p1 -> p2, messages divided by the
-   time from the start of COPYING to SWITCHED (the record's `timings`);
+1. messages moved per second: one queue of N messages (100,000 by default) moved p1 -> p2 by a
+   worker with default settings while a steady client uses it, messages divided by the time
+   from the start of COPYING to SWITCHED (the record's `timings`), and that move's freeze;
 2. freeze time: `progress.freeze_ms` over several moves of small queues, back and forth, each
    under a light client load;
 3. the latency a steady client (posting to and claiming from the moving queue through the proxy)
