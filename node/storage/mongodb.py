@@ -23,8 +23,8 @@ and be retried, as above.
 
 Fences (a queue frozen for a migration, or moved away) live in `fences`, with a copy on the
 queue's document that `post` checks in its reservation; see `node.storage.mongodb_transfer` for
-what is atomic and what is not. Writes of a queue whose changes are tracked take a stamp
-alongside their first step (`node.storage.mongodb_changes`).
+what is atomic and what is not. Writes of a queue whose changes are tracked take a stamp just
+before the update that carries it (`node.storage.mongodb_changes`).
 
 Bodies and metadata are stored as JSON text: they round-trip exactly as in the SQLite driver,
 whatever their keys (`$x`, `a.b`) or numbers (beyond 64 bits).
@@ -540,14 +540,11 @@ class MongoMessages:
             return
         now = self._s.clock()
         mid = ObjectId(message_id)
-        doc, stamp = await alongside(
+        doc = await alongside(
             self._s.fences.check_write(project, queue),
-            asyncio.gather(
-                self._s.message_docs.find_one(
-                    {**live_query(project, queue, now), "_id": mid},
-                    {"claim_id": 1, "claim_expires": 1, "marker": 1},
-                ),
-                self._s.tracking.stamp(project, queue),
+            self._s.message_docs.find_one(
+                {**live_query(project, queue, now), "_id": mid},
+                {"claim_id": 1, "claim_expires": 1, "marker": 1},
             ),
         )
         if doc is None:
@@ -564,6 +561,7 @@ class MongoMessages:
                 if await self._s.holds.claimed(mid, now):
                     raise MessageIsClaimed()
                 return  # a pop or another delete is removing it
+        stamp = await self._s.tracking.stamp(project, queue)  # just before: see `Tracking`
         await asyncio.gather(
             self._s.message_docs.delete_one({"_id": mid}),
             self._s.tracking.bury(project, queue, stamp, [(mid, doc["marker"])], now),
@@ -577,13 +575,12 @@ class MongoMessages:
         if not oids:
             await self._s.fences.check_write(project, queue)
             return
-        stamp = await alongside(
-            self._s.fences.check_write(project, queue), self._s.tracking.stamp(project, queue)
-        )
+        await self._s.fences.check_write(project, queue)
         query: Doc = {"project": project, "queue": queue, "_id": {"$in": oids}}
         if claim_ids is not None:
             query["claim_id"] = {"$in": object_ids(claim_ids)}
-        if stamp:  # tracked: what goes leaves tombstones, so read it first
+        if stamp := await self._s.tracking.stamp(project, queue):
+            # Tracked: what goes leaves tombstones, so read it first.
             gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
             await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
         await self._s.message_docs.delete_many(query)
@@ -592,17 +589,14 @@ class MongoMessages:
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
         now = self._s.clock()
         token = ObjectId()
-        taken, stamp = await asyncio.gather(
-            self._s.holds.take_unless_fenced(
-                project,
-                queue,
-                holder=token,
-                claim=False,
-                until=now + REMOVAL_LEASE,
-                limit=limit,
-                now=now,
-            ),
-            self._s.tracking.stamp(project, queue),
+        taken = await self._s.holds.take_unless_fenced(
+            project,
+            queue,
+            holder=token,
+            claim=False,
+            until=now + REMOVAL_LEASE,
+            limit=limit,
+            now=now,
         )
         if not taken:
             return []
@@ -611,6 +605,7 @@ class MongoMessages:
             self._s.message_docs.find({"_id": {"$in": ids}}).sort("marker", ASCENDING)
         )
         gone = [(ObjectId(m.id), m.marker) for m in popped]
+        stamp = await self._s.tracking.stamp(project, queue)
         await self._s.tracking.bury(project, queue, stamp, gone, now)
         await self._s.message_docs.delete_many({"_id": {"$in": ids}})
         await self._s.holds.docs.delete_many({"holder": token})
@@ -639,17 +634,14 @@ class MongoClaims:
         now = self._s.clock()
         claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
         cid = ObjectId(claim.id)
-        taken, stamp = await asyncio.gather(
-            self._s.holds.take_unless_fenced(
-                project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
-            ),
-            self._s.tracking.stamp(project, queue),
+        taken = await self._s.holds.take_unless_fenced(
+            project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
         )
         if not taken:
             return claim, []
         ids = [doc["_id"] for doc in taken]
         short_lived = any(doc["expires"] < claim.expires + grace for doc in taken)
-        await self._mark({"_id": {"$in": ids}}, claim, stamp, extend=short_lived)
+        await self._mark(project, queue, {"_id": {"$in": ids}}, claim, extend=short_lived)
         await self._s.claim_docs.insert_one(
             {
                 "_id": cid,
@@ -690,9 +682,7 @@ class MongoClaims:
         if not is_id(claim_id):
             await self._s.fences.check_write(project, queue)
             raise ClaimDoesNotExist(project, queue, claim_id)
-        stamp = await alongside(
-            self._s.fences.check_write(project, queue), self._s.tracking.stamp(project, queue)
-        )
+        await self._s.fences.check_write(project, queue)
         now = self._s.clock()
         cid = ObjectId(claim_id)
         doc = await self._s.claim_docs.find_one_and_update(
@@ -703,7 +693,7 @@ class MongoClaims:
             raise ClaimDoesNotExist(project, queue, claim_id)
         claim = Claim(claim_id, ttl, grace, doc["created"], now + ttl)
         await self._s.holds.docs.update_many({"holder": cid}, {"$set": {"expires": claim.expires}})
-        await self._mark({"claim_id": cid, "expires": {"$gt": now}}, claim, stamp)
+        await self._mark(project, queue, {"claim_id": cid, "expires": {"$gt": now}}, claim)
 
     @backend()
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
@@ -724,19 +714,23 @@ class MongoClaims:
             await self._s.holds.docs.delete_many({"holder": cid})
         await self._s.claim_docs.delete_one({"_id": cid, **scope})
 
-    async def _mark(self, held: Doc, claim: Claim, stamp: int, *, extend: bool = True) -> None:
-        """Record `claim` on the `held` messages, stamped; each lives at least until it ends
-        plus grace. `extend=False` says no held message expires before that, sparing the second
-        update."""
+    async def _mark(
+        self, project: str, queue: str, held: Doc, claim: Claim, *, extend: bool = True
+    ) -> None:
+        """Record `claim` on the `held` messages; each lives at least until it ends plus grace.
+        `extend=False` says no held message expires before that, sparing the second update.
+        Each update is stamped with a stamp taken just before it (see `Tracking`)."""
         cid = ObjectId(claim.id)
         lives_until = claim.expires + claim.grace
+        stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
             held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}}
         )
         if not extend:
             return
         # A second update stands in for `$max`, which not every server applies atomically.
+        stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
             {"$and": [held, {"expires": {"$lt": lives_until}}]},
-            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace}},
+            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, "stamp": stamp}},
         )

@@ -3,16 +3,20 @@
 A tracked queue has a document in `sequences` (its change sequence `stamp`, `forgotten`, and
 `tracked`), apart from the queue's own document so that its increments never race the counter's
 or the fence's updates there (FerretDB 1.x writes a whole document back). A write of a tracked
-queue takes a stamp with one conditional `$inc`, run alongside its first step, so it costs no
-round trip of its own; a write of an untracked queue gets 0 and leaves no trace. Deleted messages
-leave tombstones in `removed`. Most queues are never tracked: a node that found a queue untracked
-believes it for `QUIET` seconds without asking again, and `track` waits that long before it
-returns, so that every write starting after it asks.
+queue takes a stamp with one conditional `$inc`; a write of an untracked queue gets 0 and leaves
+no trace. Deleted messages leave tombstones in `removed`. Most queues are never tracked: a node
+that found a queue untracked believes it for `QUIET` seconds without asking again (so untracked
+queues pay no round trip), and `track` waits that long before it returns, so that every write
+starting after it asks.
 
-A write takes its stamp and then lands, so one in flight may land with a stamp at or below a
-position read meanwhile (the worker reads changes after a position at least a settle interval
-old). FerretDB may hand a stamp out twice, or step the sequence back, when increments race:
-`position` is lowered by `MARGIN` to cover the writes racing at once.
+A write takes its stamp just before the update (or the tombstone's insert) that carries it, and
+then lands, so one in flight may land with a stamp at or below a position read meanwhile, within
+one round trip (the worker reads changes after a position at least a settle interval old). Only a
+post takes its stamp alongside its first step, the reservation of its markers: its insert follows
+at once. A stamp taken any earlier (alongside a claim's first steps, say) could land several round
+trips later on a busy server, past a position already taken as complete. FerretDB may hand a
+stamp out twice, or step the sequence back, when increments race: `position` is lowered by
+`MARGIN` to cover the writes racing at once.
 """
 
 from __future__ import annotations
