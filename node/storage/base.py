@@ -142,10 +142,11 @@ class TransferStore(Protocol):
     """What a migration needs from a partition to move one queue with nothing lost or duplicated.
 
     The migration worker fences the queue on the source, copies it (`export_*` on the source,
-    `import_*` on the target, `delete_messages` for what the source deleted meanwhile), compares
-    `digest`s, switches the placement, and purges the source with `drop`. None of these methods is
-    refused by a fence: they are how the worker moves a fenced queue. All of them are idempotent,
-    so a worker that died mid-step resumes by doing the step again.
+    `import_*` on the target, `delete_messages` for what the source deleted meanwhile, following
+    `changes`), compares `fingerprints`, switches the placement, and purges the source with
+    `drop`. None of these methods is refused by a fence: they are how the worker moves a fenced
+    queue. All of them are idempotent, so a worker that died mid-step resumes by doing the step
+    again.
 
     Atomicity of the fence, per driver:
 
@@ -161,7 +162,7 @@ class TransferStore(Protocol):
       freeze can still land after it (a claim, a release, a delete, a metadata change), within the
       time one request takes; so can a creation racing the tombstone of a missing queue (the new
       queue is then fenced and empty). The worker therefore waits a settle interval (a request's
-      time) after `freeze` before its final catch-up, and compares `digest`s after it. FerretDB
+      time) after `freeze` before its final catch-up, and compares fingerprints after it. FerretDB
       1.x applies even one-document updates as a read and a write, so there a post racing the
       freeze can land past the counter read right after it: the settle interval covers that too.
       A write that starts after `freeze` returned is refused on both. See
