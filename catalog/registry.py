@@ -44,23 +44,15 @@ class Registry:
 
     async def create(self, project: str, queue: str, target: str) -> Migration:
         """Record a new migration of `project/queue` to `target`, or refuse it (`Refused`)."""
-        placement = await self.catalog.placement(project, queue)
-        if placement is None:
-            raise NotFound(f"queue {queue} of project {project or '_'} is not placed")
-        partitions = {p.name: p for p in await self.catalog.partitions()}
-        if target not in partitions:
-            raise NotFound(f"partition {target} does not exist")
-        if not partitions[target].storage or not partitions[placement.partition].storage:
-            raise Refused("both partitions need a storage URI (marconi partitions set --storage)")
-        if placement.partition == target:
-            raise Refused(f"queue {queue} is already on {target}")
+        source, refusals = await self.refusals(project, queue, target)
+        if refusals:
+            raise Refused(refusals[0])
         now = self.clock()
-        self._check_limits(await self.list(), project, queue, placement.partition, target, now)
         migration = Migration(
             id=str(ObjectId()),
             project=project,
             queue=queue,
-            source=placement.partition,
+            source=source,
             target=target,
             created=now,
             updated=now,
@@ -70,7 +62,27 @@ class Registry:
             raise Conflict(f"migration {migration.id} exists")
         return migration
 
-    def _check_limits(
+    async def refusals(self, project: str, queue: str, target: str) -> tuple[str, list[str]]:
+        """The partition `project/queue` would move from, and every reason a migration of it to
+        `target` would be refused now (none: it would be created). Writes nothing. Raises
+        `NotFound` for a queue not placed or a partition that does not exist."""
+        placement = await self.catalog.placement(project, queue)
+        if placement is None:
+            raise NotFound(f"queue {queue} of project {project or '_'} is not placed")
+        source = placement.partition
+        partitions = {p.name: p for p in await self.catalog.partitions()}
+        if target not in partitions:
+            raise NotFound(f"partition {target} does not exist")
+        refusals = []
+        if not partitions[target].storage or not partitions[source].storage:
+            refusals.append("both partitions need a storage URI (marconi partitions set --storage)")
+        if source == target:
+            refusals.append(f"queue {queue} is already on {target}")
+        existing = await self.list()
+        refusals += self._limits(existing, project, queue, source, target, self.clock())
+        return source, refusals
+
+    def _limits(
         self,
         existing: list[Migration],
         project: str,
@@ -78,10 +90,11 @@ class Registry:
         source: str,
         target: str,
         now: float,
-    ) -> None:
+    ) -> list[str]:
+        refusals = []
         active = [m for m in existing if not m.phase.terminal]
         if any((m.project, m.queue) == (project, queue) for m in active):
-            raise Refused(f"queue {queue} is already moving")
+            refusals.append(f"queue {queue} is already moving")
         recent = [
             m
             for m in existing
@@ -90,14 +103,15 @@ class Registry:
             and now - m.updated < self.limits.cooldown
         ]
         if recent:
-            raise Refused(f"queue {queue} moved less than {self.limits.cooldown:.0f}s ago")
+            refusals.append(f"queue {queue} moved less than {self.limits.cooldown:.0f}s ago")
         # Partition limits count moves until their switch: the copy and the freeze are the heavy
         # part; a switched migration only purges its source, slowly, after a grace period.
         moving = [m for m in active if m.phase.cancellable]
         if sum(m.source == source for m in moving) >= self.limits.outgoing_per_partition:
-            raise Refused(f"partition {source} already has an outgoing migration")
+            refusals.append(f"partition {source} already has an outgoing migration")
         if sum(m.target == target for m in moving) >= self.limits.incoming_per_partition:
-            raise Refused(f"partition {target} already has an incoming migration")
+            refusals.append(f"partition {target} already has an incoming migration")
+        return refusals
 
     async def partition_in_use(self, name: str) -> bool:
         """Whether an unfinished migration still reads from or writes to partition `name`."""

@@ -60,6 +60,16 @@ def seconds(raw: str) -> float:
     return value
 
 
+def seconds_or_zero(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def fraction(raw: str) -> float:
     """A tolerance: a number from 0 to 1 (0.1 is 10%)."""
     try:

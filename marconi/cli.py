@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marconi import admin, migrations, moves
-from marconi.arguments import positive, seconds
+from marconi.arguments import positive, seconds, seconds_or_zero
 from marconi.output import error
 
 if TYPE_CHECKING:
@@ -67,6 +67,9 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
         "catalog_prefix": "key_prefix",
         "host": "host",
         "port": "port",
+        "migrations_out": "migrations_out",
+        "migrations_in": "migrations_in",
+        "migration_cooldown": "migration_cooldown",
         "log_level": "log_level",
         "keystone_url": "keystone_url",
         "keystone_username": "keystone_username",
@@ -216,8 +219,9 @@ def _add_servers(commands: admin.Subcommands) -> None:
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
         "MARCONI_PROXY_PORT, MARCONI_AUTH, MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
         "MARCONI_KEYSTONE_PASSWORD, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
-        "MARCONI_CONCURRENCY_LIMIT, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning variables "
-        "in the README; flags win over them.",
+        "MARCONI_CONCURRENCY_LIMIT, MARCONI_MIGRATIONS_OUT, MARCONI_MIGRATIONS_IN, "
+        "MARCONI_MIGRATION_COOLDOWN, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning "
+        "variables in the README; flags win over them.",
     )
     proxy.add_argument(
         "--catalog",
@@ -254,6 +258,24 @@ def _add_servers(commands: admin.Subcommands) -> None:
         type=int,
         metavar="N",
         help="requests each project may have in flight through this proxy (default: 0, no limit)",
+    )
+    proxy.add_argument(
+        "--migrations-out",
+        type=positive,
+        metavar="N",
+        help="migrations admitted out of each partition at once, until their switch (default: 1)",
+    )
+    proxy.add_argument(
+        "--migrations-in",
+        type=positive,
+        metavar="N",
+        help="migrations admitted into each partition at once, until their switch (default: 1)",
+    )
+    proxy.add_argument(
+        "--migration-cooldown",
+        type=seconds_or_zero,
+        metavar="SECONDS",
+        help="refuse to move a queue again within this long of its last move (default: 300)",
     )
     _logging_flags(proxy)
     proxy.set_defaults(func=_proxy)

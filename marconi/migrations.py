@@ -163,6 +163,13 @@ def _outcome(m: dict[str, Any], args: argparse.Namespace, took: float) -> int:
 
 
 def migrate_move(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        if args.wait:
+            error("migrate move: --dry-run starts nothing to --wait for")
+            return 2
+        from marconi import dryrun  # reads etcd and storage itself: the worker's dependencies
+
+        return dryrun.move(args)
     m = client.create_migration(args.project, args.queue, args.to)
     if args.wait:
         if not args.json:
@@ -256,6 +263,24 @@ def add_commands(commands: Subcommands) -> None:
     move.add_argument("queue", metavar="QUEUE")
     move.add_argument("--to", required=True, type=partition_name, metavar="PARTITION")
     wait_flags(move, "the migration")
+    move.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="start nothing: print the plan, the messages and bytes it would copy, and the "
+        "limits that would refuse it now (exit 1 if they would), read from the catalog and the "
+        "source's storage as a migration worker reads them",
+    )
+    move.add_argument(
+        "--catalog",
+        metavar="URL",
+        help="with --dry-run: etcd (default: $MARCONI_CATALOG_URL, else http://127.0.0.1:2379)",
+    )
+    move.add_argument(
+        "--catalog-prefix",
+        metavar="PREFIX",
+        help="with --dry-run: the catalog's key prefix (default: $MARCONI_CATALOG_PREFIX, else "
+        "/marconi/)",
+    )
 
     status = leaf(
         migrate,

@@ -2,17 +2,27 @@
 
 Every import is an upsert by id that writes only what differs, so each of these runs again with
 no effect once the target holds what the source holds. Markers are never reused, which is what
-makes the catch-up's comparison by marker range sound while the source keeps changing: a message
-posted after a source page was read has a marker above that page.
+makes comparing marker ranges sound while the source keeps changing: a message posted after a
+source page was read has a marker above that page.
+
+The catch-up follows the source's changes (`TransferStore.changes`) after a cursor: a position
+such that the target lacks nothing written before it. A position is only taken as the cursor
+once a settle interval has passed between reading it and starting to read the changes after
+it, so that a MongoDB write still landing with a stamp below it is seen anyway. A copy that
+starts from the first marker notes its cursor before its first batch; a worker that resumes
+anywhere else, or finds changes lost, levels the whole queue once instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from migrate.errors import Unmovable
+from node.errors import ChangesLost, TransferConflict
 from node.models import Message, QueueExport
 from node.storage.base import TransferStore
 
@@ -32,12 +42,19 @@ class Copier:
         source: TransferStore,
         target: TransferStore,
         batch: int,
+        *,
+        settle: float = 0.05,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.project = project
         self.queue = queue
         self.source = source
         self.target = target
         self.batch = batch
+        self.settle = settle
+        self.sleep = sleep
+        self.cursor: int | None = None  # None: the next catch-up levels the whole queue
+        self._noted: deque[tuple[float, int]] = deque()  # (monotonic time, source position)
 
     async def copy_queue(self) -> int:
         """The queue's record at the target as at the source; 1 if anything changed."""
@@ -50,30 +67,61 @@ class Copier:
         await self.target.import_queue(self.project, self.queue, export)
         return 1
 
+    async def track(self, enabled: bool, *, target: bool = True) -> None:
+        """Track (or stop tracking) the queue's changes on the source, and on the target too
+        unless `target` is False (the bulk copy: the target's changes count from the verify's
+        baseline on)."""
+        for store in (self.source, self.target) if target else (self.source,):
+            if await store.export_queue(self.project, self.queue) is not None:
+                await store.track(self.project, self.queue, enabled)
+
     async def copy_batch(self, after_marker: int, limit: int) -> Batch:
-        page = await self.source.export_messages(
+        if after_marker == 0 and self.cursor is None:
+            # A copy from the start: the changes after this position are what it may miss.
+            self.cursor = await self._note()
+            await self.sleep(self.settle)
+        # Rows, not messages: the bodies go across as the JSON text they are stored as.
+        page = await self.source.export_rows(
             self.project, self.queue, after_marker=after_marker, limit=limit
         )
         if not page:
             return Batch(0, 0, after_marker)
-        copied = await self.target.import_messages(self.project, self.queue, page)
+        copied = await self.target.import_rows(self.project, self.queue, page)
         return Batch(len(page), copied, page[-1].marker)
 
     async def catch_up(self) -> int:
         """Level the target with the source; the lag: records that had to change."""
         lag = await self.copy_queue()
-        after = 0
+        started = time.monotonic()
+        await self._note()
+        if self.cursor is not None:
+            try:
+                lag += await self._follow(self.cursor)
+            except ChangesLost:
+                self.cursor = None
+        if self.cursor is None:
+            await self.sleep(self.settle)  # the position just noted becomes a safe cursor
+            started = time.monotonic()
+            lag += await self.level(0, None)
+        self._advance(started)
+        return lag + await self._level_claims()
+
+    async def level(self, after: int, upto: int | None) -> int:
+        """Level the messages with a marker above `after`, up to `upto` (None: no bound):
+        upsert what differs, delete what the source no longer has; the records changed."""
+        lag = 0
         while True:
             page = await self.source.export_messages(
                 self.project, self.queue, after_marker=after, limit=self.batch
             )
-            upper = page[-1].marker if len(page) == self.batch else None
-            lag += await self._level(page, await self._target_range(after, upper))
-            if upper is None:
-                break
-            after = upper
+            inside = [m for m in page if upto is None or m.marker <= upto]
+            done = len(page) < self.batch or len(inside) < len(page)
+            bound = upto if done else inside[-1].marker
+            lag += await self._level(inside, await self._target_range(after, bound))
+            if done:
+                return lag
+            after = inside[-1].marker
             await _yield()
-        return lag + await self._level_claims()
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
         """Copy the source's messages above `verified_marker` (posts that reserved their markers
@@ -85,6 +133,46 @@ class Copier:
             adopted += batch.copied
             after = batch.marker
         return adopted
+
+    # --- following the source's changes ----------------------------------------------------------
+
+    async def _note(self) -> int:
+        position = await self.source.sequence(self.project, self.queue)
+        self._noted.append((time.monotonic(), position))
+        return position
+
+    def _advance(self, started: float) -> None:
+        """A catch-up that started at `started` read every change after the cursor: the newest
+        position noted a settle interval before that is the cursor now."""
+        while self._noted and self._noted[0][0] + self.settle <= started:
+            self.cursor = self._noted.popleft()[1]
+
+    async def _follow(self, since: int) -> int:
+        """Apply the source's changes after `since` to the target; the records changed."""
+        lag = 0
+        while True:
+            page = await self.source.changes(
+                self.project, self.queue, since=since, limit=self.batch
+            )
+            # Deletes first: FerretDB may hand a deleted message's marker out again.
+            if page.removed:
+                gone = [r.id for r in page.removed]
+                lag += await self.target.delete_messages(self.project, self.queue, gone)
+            if page.messages:
+                try:
+                    lag += await self.target.import_messages(
+                        self.project, self.queue, page.messages
+                    )
+                except TransferConflict:
+                    # The marker's first holder is deleted in a later page: level the span.
+                    markers = [m.marker for m in page.messages]
+                    lag += await self.level(min(markers) - 1, max(markers))
+            if not page.more:
+                return lag
+            since = page.upto
+            await _yield()
+
+    # --- comparing ranges ------------------------------------------------------------------------
 
     async def _target_range(self, after: int, upper: int | None) -> list[Message]:
         """The target's messages with a marker above `after`, up to `upper` (None: no bound)."""

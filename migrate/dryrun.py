@@ -5,8 +5,9 @@ out is the plan: each step in order, with what it would do."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import structlog
 from bson import ObjectId
 
 from catalog.catalog import Catalog
@@ -29,6 +30,14 @@ class PlannedStep:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: list[PlannedStep] = field(default_factory=list)
+    counted: bool = False  # the source was read: the counts below are its
+    messages: int = 0  # live messages the copy would move
+    body_bytes: int = 0  # their bodies' size, as stored (JSON)
+
+
 class DryRunSteps:
     """`Steps` that only read. `source` None plans from the catalog alone (no counts)."""
 
@@ -41,6 +50,7 @@ class DryRunSteps:
         self.settings = settings
         self.planned: list[PlannedStep] = []
         self._messages = 0
+        self._bytes = 0
 
     def _plan(self, verb: str, detail: str) -> None:
         self.planned.append(PlannedStep(verb, detail))
@@ -58,21 +68,31 @@ class DryRunSteps:
         if self.source is None:
             page = []
         else:
-            page = await self.source.export_messages(
+            page = await self.source.export_rows(
                 self.move.project, self.move.queue, after_marker=after_marker, limit=limit
             )
         self._messages += len(page)
+        self._bytes += sum(len(m.body) for m in page)
         if len(page) < limit:  # the last batch: one line for the whole copy
             seconds = self._messages / self.settings.copy_rate
             self._plan(
                 "copy_batch",
-                f"copy {self._messages} messages to {self.move.target} in batches of {limit}"
+                f"copy {self._messages} messages ({self._bytes:,} bytes of bodies) to"
+                f" {self.move.target} in batches of {limit}"
                 f" at up to {self.settings.copy_rate:g}/s (about {seconds:.1f}s)",
             )
         return Batch(len(page), len(page), page[-1].marker if page else after_marker)
 
     async def catch_up(self) -> int:
         self._plan("catch_up", "copy what changed meanwhile, delete what the source deleted")
+        return 0
+
+    async def verify_baseline(self) -> int:
+        self._plan(
+            "verify_baseline",
+            "compare every range of markers on both partitions (counts, checksums) while the"
+            " queue is live; the freeze then compares only the ranges changed after this",
+        )
         return 0
 
     async def freeze_source(self) -> None:
@@ -84,7 +104,11 @@ class DryRunSteps:
         )
 
     async def verify(self) -> QueueDigest:
-        self._plan("verify", "compare digests (counts, ids, checksums) of source and target")
+        self._plan(
+            "verify",
+            "compare the ranges changed since the baseline, the claims and the queue's record;"
+            " the whole queue's digests (counts, ids, checksums) must be equal",
+        )
         return QueueDigest(0, 0, "", ())
 
     async def switch_placement(self) -> Placement:
@@ -103,6 +127,10 @@ class DryRunSteps:
 
     async def unfreeze_source(self) -> None:
         return None  # only on the way back, which a plan does not take
+
+    async def stop_tracking(self) -> None:
+        if not any(s.verb == "stop_tracking" for s in self.planned):
+            self._plan("stop_tracking", "stop tracking the queue's changes on both partitions")
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
         return 0
@@ -142,7 +170,7 @@ async def dry_run(
     migration: Migration,
     settings: WorkerSettings,
     storages: Storages | None = None,
-) -> list[PlannedStep]:
+) -> Plan:
     """What running `migration` would do, step by step; nothing is written anywhere.
 
     With `storages`, the source is read for counts; without, the plan is the catalog's alone."""
@@ -153,5 +181,6 @@ async def dry_run(
     async def no_wait(seconds: float) -> None:
         return None
 
-    await Machine(MemoryJournal(start), steps, settings, sleep=no_wait).run()
-    return steps.planned
+    silent = structlog.wrap_logger(structlog.ReturnLogger())  # a plan, not a migration: no logs
+    await Machine(MemoryJournal(start), steps, settings, sleep=no_wait, logger=silent).run()
+    return Plan(steps.planned, source is not None, steps._messages, steps._bytes)

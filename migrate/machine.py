@@ -3,6 +3,11 @@
     INIT ─▶ COPYING ─▶ CATCHING_UP ⇄ FROZEN ─▶ SWITCHED ─▶ CLEANUP ─▶ DONE
       └──────────┴───────────┴─────────┴──▶ CANCELLED, FAILED      (before the switch only)
 
+CATCHING_UP follows the source's changes round after round; once a round had little to do, the
+whole queue is compared range by range while it is still live (`verify_baseline`), and again
+each round for what changed since, until that too is little: only then does the freeze start,
+and its verify compares only what changed after the last of those.
+
 A machine resumes from whatever record it is given: a worker that died is replaced by one that
 runs the same phase again (its steps are idempotent). A freeze it finds already under way was
 started by a worker that is gone, so it has outlived its limit: it is aborted. A failure is saved
@@ -26,10 +31,12 @@ from migrate.errors import CancelArrived, Diverged, FenceLeaked, Unmovable
 from migrate.journal import Journal
 from migrate.settings import WorkerSettings
 from migrate.steps import POINT_OF_NO_RETURN, Steps
+from migrate.verify import FREEZE_RANGES
 from node.errors import TransferConflict
 
 log = get_logger("migrate")
 Hook = Callable[[Migration], Awaitable[None]]
+PROGRESS_EVERY = 0.5  # seconds between saves of the bulk copy's progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class Machine:
         guard: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        logger: Any = log,
     ) -> None:
         self.journal = journal
         self.steps = steps
@@ -62,6 +70,7 @@ class Machine:
         self.guard = guard  # raises `OwnershipLost` once this worker may no longer act
         self.clock = clock
         self.sleep = sleep
+        self.log = logger
         self._froze_at: float | None = None  # monotonic time of this run's own freeze
         self._refreeze_at = 0.0  # monotonic time before which no new freeze starts
 
@@ -99,18 +108,26 @@ class Machine:
     async def _copying(self) -> None:
         await self.steps.copy_queue()
         pace = Pace(self.settings.copy_rate, sleep=self.sleep)
+        progress = self.migration.progress
+        saved = time.monotonic()
         while not self.migration.cancel_requested:
             self.guard()
-            p = self.migration.progress
-            batch = await self.steps.copy_batch(p.copy_marker, self.settings.batch)
+            batch = await self.steps.copy_batch(progress.copy_marker, self.settings.batch)
             if batch.read:
                 metrics.MESSAGES_COPIED.inc(batch.copied)
-                progress = _progress(p, copied=p.copied + batch.copied, copy_marker=batch.marker)
-                await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+                progress = _progress(
+                    progress, copied=progress.copied + batch.copied, copy_marker=batch.marker
+                )
+                # Saved now and then, not after every batch: a worker that resumes copies the
+                # batches since again (imports are idempotent), and etcd is spared a write each.
+                if time.monotonic() - saved >= PROGRESS_EVERY:
+                    await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+                    saved = time.monotonic()
                 await pace.wait(batch.read)
             if batch.read < self.settings.batch:
-                await self._advance(Phase.CATCHING_UP)
+                await self._advance(Phase.CATCHING_UP, progress=progress)
                 return
+        await self.journal.save(dataclasses.replace(self.migration, progress=progress))
 
     async def _catching_up(self) -> None:
         await self.steps.unfreeze_source()  # an aborted freeze, whose worker died before this
@@ -119,9 +136,11 @@ class Machine:
             lag = await self.steps.catch_up()
             progress = _progress(self.migration.progress, lag=lag)
             if lag <= self.settings.freeze_lag and time.monotonic() >= self._refreeze_at:
-                await self._advance(Phase.FROZEN, progress=progress)
-                self._froze_at = time.monotonic()
-                return
+                read = await self.steps.verify_baseline()
+                if read <= FREEZE_RANGES:
+                    await self._advance(Phase.FROZEN, progress=progress)
+                    self._froze_at = time.monotonic()
+                    return
             await self.journal.save(dataclasses.replace(self.migration, progress=progress))
             await self.sleep(self.settings.catch_up_pause)
 
@@ -164,6 +183,7 @@ class Machine:
             metrics.FREEZE_SECONDS.labels("switched").observe(held)
             progress = _progress(progress, freeze_ms=round(held * 1000, 1))
             self._froze_at = None
+        await self.steps.stop_tracking()
         await self._advance(Phase.CLEANUP, progress=progress)
 
     async def _cleanup(self) -> None:
@@ -183,7 +203,9 @@ class Machine:
                 await self._advance(Phase.DONE)
                 return
             if adopted:
-                log.warning("stragglers_adopted", migration=self.migration.id, messages=adopted)
+                self.log.warning(
+                    "stragglers_adopted", migration=self.migration.id, messages=adopted
+                )
             progress = _progress(progress, adopted=adopted)
             await self.journal.save(dataclasses.replace(self.migration, progress=progress))
         pace = Pace(self.settings.purge_rate, sleep=self.sleep)
@@ -206,7 +228,7 @@ class Machine:
         m = self.migration
         attempts = m.progress.freeze_attempts + 1
         progress = _progress(m.progress, freeze_attempts=attempts, freeze_ms=round(held * 1000, 1))
-        log.warning("freeze_aborted", migration=m.id, attempts=attempts, reason=why)
+        self.log.warning("freeze_aborted", migration=m.id, attempts=attempts, reason=why)
         if attempts >= self.settings.freeze_attempts:
             error = f"the freeze was aborted {attempts} times (last: {why})"
             await self.journal.save(dataclasses.replace(m, progress=progress, error=error))
@@ -218,13 +240,14 @@ class Machine:
         await self._advance(Phase.CANCELLED)
 
     async def _fail_cleanly(self) -> None:
-        log.error("migration_failed", migration=self.migration.id, error=self.migration.error)
+        self.log.error("migration_failed", migration=self.migration.id, error=self.migration.error)
         await self._leave_source_authoritative()
         await self._advance(Phase.FAILED)
 
     async def _leave_source_authoritative(self) -> None:
         """The source open and owning the queue as before, the target's copy removed."""
         await self.steps.unfreeze_source()
+        await self.steps.stop_tracking()
         pace = Pace(self.settings.purge_rate, sleep=self.sleep)
         while gone := await self.steps.remove_partial_copy(self.settings.batch):
             await pace.wait(gone)
@@ -237,7 +260,9 @@ class Machine:
         now = self.clock()
         await self.journal.save(before.to(phase, now, **changes))
         metrics.PHASE_SECONDS.labels(before.phase.value).observe(max(0.0, now - before.updated))
-        log.info("migration_phase", migration=before.id, phase=phase.value, was=before.phase.value)
+        self.log.info(
+            "migration_phase", migration=before.id, phase=phase.value, was=before.phase.value
+        )
 
 
 def _progress(p: Progress, **changes: Any) -> Progress:

@@ -3,7 +3,8 @@ worker that died half-way through one resumes by running it again.
 
 `Steps` is the seam. `LiveSteps` acts on the catalog (the placement, by compare-and-swap) and on
 the two partitions' `TransferStore`s; `migrate.dryrun.DryRunSteps` is its twin, which only reads
-and records what each step would do. The data-moving steps live in `migrate.copy`.
+and records what each step would do. The data-moving steps live in `migrate.copy`, the
+comparing ones in `migrate.verify`.
 
 What is atomic where: the placement changes only by compare-and-swap on its key, so the switch
 happens once however often it is retried. The source's fence is atomic with every write on SQLite;
@@ -15,6 +16,7 @@ running it again after a partial run converges to the same state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -27,6 +29,8 @@ from catalog.migrations import Migration, Phase
 from catalog.records import Placement, PlacementState, Versioned
 from migrate.copy import Batch, Copier
 from migrate.errors import Diverged, FenceLeaked, Unmovable
+from migrate.verify import Verifier
+from node.errors import QueueDoesNotExist
 from node.models import Fence, QueueDigest
 from node.storage.base import TransferStore
 
@@ -59,8 +63,9 @@ class Steps(Protocol):
         """Lift a fence an earlier move of this queue away from the target left there."""
 
     async def copy_queue(self) -> None:
-        """The queue at the target as at the source (metadata, created, marker counter raised).
-        Raises `Unmovable` when the source has no such queue."""
+        """The queue at the target as at the source (metadata, created, marker counter raised),
+        its changes on the source tracked from now on. Raises `Unmovable` when the source has no
+        such queue."""
 
     async def copy_batch(self, after_marker: int, limit: int) -> Batch:
         """Copy up to `limit` source messages above `after_marker` (upserts, by id)."""
@@ -69,12 +74,18 @@ class Steps(Protocol):
         """Bring the target level with the source (queue record, messages, claims); return the
         lag: how many records had to change."""
 
+    async def verify_baseline(self) -> int:
+        """While the source is live: compare the marker ranges either partition changed since
+        the last baseline (all of them the first time) and level those that differ, so that the
+        freeze's verify compares only what changes after this. Returns the ranges read."""
+
     async def freeze_source(self) -> None:
         """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now."""
 
     async def verify(self) -> QueueDigest:
-        """Compare the frozen source with the target; raises `Diverged` when they differ, and
-        `FenceLeaked` when posts went on landing on the source after the final catch-up."""
+        """Compare the frozen source with the target, the whole queue (counts, ids, checksums),
+        reading only the ranges changed since the baseline; raises `Diverged` when they differ,
+        and `FenceLeaked` when posts went on landing on the source after the final catch-up."""
 
     async def switch_placement(self) -> Placement:
         """THE POINT OF NO RETURN: the placement names the target at epoch + 1, ACTIVE."""
@@ -84,6 +95,10 @@ class Steps(Protocol):
 
     async def unfreeze_source(self) -> None:
         """Abort a freeze: the source's fence lifted, then the placement ACTIVE again."""
+
+    async def stop_tracking(self) -> None:
+        """Stop tracking the queue's changes (on the source after a cancel, on the target once
+        switched)."""
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
         """Copy to the target what landed on the source after verify (MongoDB's late posts)."""
@@ -105,14 +120,17 @@ class LiveSteps:
         target: TransferStore,
         *,
         batch: int = 500,
+        settle: float = 0.05,
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.move = move
         self.catalog = catalog
         self.source = source
         self.target = target
-        self.copier = Copier(move.project, move.queue, source, target, batch)
-        self._pinned = pinned
+        self.copier = Copier(move.project, move.queue, source, target, batch, settle=settle)
+        self.verifier = Verifier(
+            self.copier, pinned=pinned, source_name=move.source, target_name=move.target
+        )
         self._key = catalog.keys.placement(move.project, move.queue)
 
     async def prepare_target(self) -> None:
@@ -123,12 +141,17 @@ class LiveSteps:
 
     async def copy_queue(self) -> None:
         await self.copier.copy_queue()
+        await self.copier.track(True, target=False)
 
     async def copy_batch(self, after_marker: int, limit: int) -> Batch:
         return await self.copier.copy_batch(after_marker, limit)
 
     async def catch_up(self) -> int:
         return await self.copier.catch_up()
+
+    async def verify_baseline(self) -> int:
+        assert self.copier.cursor is not None, "a catch-up sets the cursor"
+        return await self.verifier.refresh(self.copier.cursor)
 
     async def freeze_source(self) -> None:
         m = self.move
@@ -161,14 +184,7 @@ class LiveSteps:
                 f"the source's marker counter rose to {src_queue.counter} while frozen"
                 f" (the copy has {dst_queue.counter})"
             )
-        with self._pinned():  # both digests at one instant: nothing expires in between
-            expected = await self.source.digest(m.project, m.queue)
-            found = await self.target.digest(m.project, m.queue)
-        if expected != found:
-            raise Diverged(
-                f"verify: {m.target} differs from {m.source}: {_compare(expected, found)}"
-            )
-        return expected
+        return await self.verifier.verify()
 
     async def switch_placement(self) -> Placement:
         """THE POINT OF NO RETURN: one compare-and-swap moves the queue to the target."""
@@ -202,6 +218,10 @@ class LiveSteps:
             return dataclasses.replace(p, state=PlacementState.ACTIVE, migration=None)
 
         await self._update_placement(active, missing_ok=True)
+
+    async def stop_tracking(self) -> None:
+        with contextlib.suppress(QueueDoesNotExist):  # dropped meanwhile: nothing is tracked
+            await self.copier.track(False)
 
     async def adopt_stragglers(self, verified_marker: int) -> int:
         await self._guard_not_on(self.move.source, "adopt stragglers from")
@@ -249,17 +269,3 @@ class LiveSteps:
                 continue
             return updated
         raise Conflict(self._key)
-
-
-def _compare(expected: QueueDigest, found: QueueDigest) -> str:
-    """What differs between two digests, in words for the migration's `error`."""
-    parts = []
-    if expected.count != found.count:
-        parts.append(f"{found.count} messages instead of {expected.count}")
-    if expected.max_marker != found.max_marker:
-        parts.append(f"highest marker {found.max_marker} instead of {expected.max_marker}")
-    if expected.claim_ids != found.claim_ids:
-        parts.append(f"{len(found.claim_ids)} claims instead of {len(expected.claim_ids)}")
-    if not parts:
-        parts.append("same counts, different contents (checksum)")
-    return ", ".join(parts)

@@ -187,6 +187,7 @@ class Worker:
             source.transfer,
             target.transfer,
             batch=self.settings.batch,
+            settle=self.settings.settle,
             pinned=self.storages.clock.pinned,
         )
         machine = Machine(

@@ -75,6 +75,11 @@ class TransferConflict(StorageError):
     the source, and overwriting would lose one of them."""
 
 
+class ChangesLost(StorageError):
+    """The changes asked for can no longer be told (their tombstones were collected, the queue
+    was purged or created again since): the caller compares the whole queue instead."""
+
+
 class StorageUnavailable(StorageError):
     """The backend failed (connection lost, disk error, timeout); the caller may retry."""
 

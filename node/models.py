@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 
@@ -43,6 +43,23 @@ class Message:
 
     def is_claimed(self, now: float) -> bool:
         return self.claim_id is not None and self.claim_expires > now
+
+
+class MessageRow(NamedTuple):
+    """A message as stored, its body still the JSON text: what a bulk copy moves between
+    partitions, a hundred thousand at a time, without decoding and encoding every body (a tuple:
+    made and read at the speed of the database's own rows)."""
+
+    id: str
+    marker: int
+    body: str  # JSON text, as every driver stores it (`json.dumps`)
+    ttl: int
+    created: float
+    expires: float
+    client_id: str
+    delay_expires: float
+    claim_id: str | None
+    claim_expires: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,5 +122,26 @@ class QueueDigest:
 
     count: int
     max_marker: int
-    sha256: str  # over (id, marker, body, expires, claim_id, claim_expires) in marker order
+    # The sum, modulo 2**64, of every live message's fingerprint (its id, marker, body, expiry
+    # and live claim; `node.storage.transfer.fingerprint`), in hex: it does not depend on the
+    # order it was added up in, so the digests of marker ranges add up to the queue's.
+    checksum: str
     claim_ids: tuple[str, ...]  # live claims, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A message deleted from a queue whose changes are tracked (a tombstone)."""
+
+    id: str
+    marker: int
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """One page of a queue's changes after a position (`TransferStore.changes`)."""
+
+    messages: tuple[Message, ...]  # written after the position, as they are now
+    removed: tuple[Removed, ...]  # deleted after the position
+    upto: int  # the position the next page (or the next catch-up) continues from
+    more: bool  # another page follows at once

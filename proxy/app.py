@@ -77,7 +77,8 @@ def create_app(
     )
     listing = QueueListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
-    migrations = MigrationAdmin(catalog, Registry(catalog), LoadReader(catalog, forwarder))
+    registry = Registry(catalog, settings.migration_limits)
+    migrations = MigrationAdmin(catalog, registry, LoadReader(catalog, forwarder))
     auth = authentication(settings)
 
     # Before routing, in order: who the request comes from (the project and roles), then the

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from catalog.registry import Limits
 from marconi.logs import json_from_env
 
 
@@ -71,6 +72,12 @@ class ProxySettings:
     # Seconds a validation is trusted at most: a token revoked in Keystone is refused within
     # this long (keystonemiddleware's token_cache_time has the same default).
     token_cache_ttl: float = 300.0
+    # Migrations the admin API admits (`catalog.registry.Limits`): at most this many moving out
+    # of and into each partition until their switch, and no move of a queue within
+    # `migration_cooldown` seconds of its last.
+    migrations_out: int = 1
+    migrations_in: int = 1
+    migration_cooldown: float = 300.0
     log_level: str = "info"
     log_json: bool | None = None
 
@@ -123,6 +130,20 @@ class ProxySettings:
             keystone_timeout=float(env.get("MARCONI_KEYSTONE_TIMEOUT", d.keystone_timeout)),
             token_cache_size=int(env.get("MARCONI_TOKEN_CACHE_SIZE", d.token_cache_size)),
             token_cache_ttl=float(env.get("MARCONI_TOKEN_CACHE_TTL", d.token_cache_ttl)),
+            migrations_out=int(env.get("MARCONI_MIGRATIONS_OUT", d.migrations_out)),
+            migrations_in=int(env.get("MARCONI_MIGRATIONS_IN", d.migrations_in)),
+            migration_cooldown=float(env.get("MARCONI_MIGRATION_COOLDOWN", d.migration_cooldown)),
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
             log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
         )
+
+    def __post_init__(self) -> None:
+        """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""
+        if min(self.migrations_out, self.migrations_in) < 1:
+            raise ValueError("migrations_out and migrations_in must be at least 1")
+        if self.migration_cooldown < 0:
+            raise ValueError("migration_cooldown must not be negative")
+
+    @property
+    def migration_limits(self) -> Limits:
+        return Limits(self.migrations_out, self.migrations_in, self.migration_cooldown)

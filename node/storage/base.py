@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from node.models import (
+    Changes,
     Claim,
     Message,
+    MessageRow,
     NewMessage,
     QueueDigest,
     QueueExport,
@@ -31,6 +33,7 @@ Messages = list[Message]
 Queues = list[QueueInfo]
 Ids = list[str]
 Claims = list[Claim]
+Fingerprints = list[tuple[int, int]]  # (marker, fingerprint)
 
 
 class QueueStore(Protocol):
@@ -139,10 +142,11 @@ class TransferStore(Protocol):
     """What a migration needs from a partition to move one queue with nothing lost or duplicated.
 
     The migration worker fences the queue on the source, copies it (`export_*` on the source,
-    `import_*` on the target, `delete_messages` for what the source deleted meanwhile), compares
-    `digest`s, switches the placement, and purges the source with `drop`. None of these methods is
-    refused by a fence: they are how the worker moves a fenced queue. All of them are idempotent,
-    so a worker that died mid-step resumes by doing the step again.
+    `import_*` on the target, `delete_messages` for what the source deleted meanwhile, following
+    `changes`), compares `fingerprints`, switches the placement, and purges the source with
+    `drop`. None of these methods is refused by a fence: they are how the worker moves a fenced
+    queue. All of them are idempotent, so a worker that died mid-step resumes by doing the step
+    again.
 
     Atomicity of the fence, per driver:
 
@@ -158,11 +162,28 @@ class TransferStore(Protocol):
       freeze can still land after it (a claim, a release, a delete, a metadata change), within the
       time one request takes; so can a creation racing the tombstone of a missing queue (the new
       queue is then fenced and empty). The worker therefore waits a settle interval (a request's
-      time) after `freeze` before its final catch-up, and compares `digest`s after it. FerretDB
+      time) after `freeze` before its final catch-up, and compares fingerprints after it. FerretDB
       1.x applies even one-document updates as a read and a write, so there a post racing the
       freeze can land past the counter read right after it: the settle interval covers that too.
       A write that starts after `freeze` returned is refused on both. See
       `node.storage.mongodb_transfer`.
+
+    Change tracking, so that a catch-up and a verify need not read the whole queue again. While
+    a queue is tracked (`track`), every write of one of its messages (a post, a claim made,
+    renewed or released, an import) stamps the message with the next value of the queue's
+    change sequence, and every delete of one (by a client, a pop, a catch-up) leaves a tombstone
+    so stamped, kept `transfer.TOMBSTONE_RETENTION` seconds. `changes(since=p)` then reports what
+    was written and deleted after `sequence` returned p. Expiry is no change: it happens alike on
+    both partitions, by the clock. Claims themselves are not tracked (they are few: a catch-up
+    compares them all). Atomicity, per driver:
+
+    - SQLite: the stamp is taken in the transaction of the write, so `changes` misses nothing.
+    - MongoDB: a write takes its stamp, then lands, like a post's markers; one still landing
+      may carry a stamp at or below a position read meanwhile, within one request's time (the
+      worker reads changes after a position at least a settle interval old). On FerretDB 1.x the
+      sequence's increments are not atomic, so a stamp may be handed out twice or the sequence
+      step back; `sequence` reports a position lowered by a margin that covers the writes racing
+      at once.
     """
 
     async def freeze(self, project: str, queue: str, reason: str) -> None:
@@ -193,6 +214,11 @@ class TransferStore(Protocol):
         a claim that has expired is reported as none (`claim_id` None, `claim_expires` 0).
         """
 
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        """`export_messages`, with each body as its stored JSON text: for bulk copies."""
+
     async def export_claims(self, project: str, queue: str) -> Claims:
         """The queue's live claims, oldest first."""
 
@@ -210,6 +236,9 @@ class TransferStore(Protocol):
         `TransferConflict` when a message's id belongs to another queue or its marker to another
         message of this queue."""
 
+    async def import_rows(self, project: str, queue: str, rows: Sequence[MessageRow]) -> int:
+        """`import_messages`, from rows as `export_rows` gives them (bodies not decoded)."""
+
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
         """Upsert `claims` by id, as exported; return how many were inserted or changed.
         Raises `TransferConflict` when a claim's id belongs to another queue."""
@@ -226,6 +255,32 @@ class TransferStore(Protocol):
         """A fingerprint of the queue's live messages and claims, equal on two partitions exactly
         when they hold the same messages (id, marker, body, expiry, claim) and claims. Read in
         batches: it is a snapshot only of a queue that does not change (a frozen one)."""
+
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> Fingerprints:
+        """`(marker, fingerprint)` of up to `limit` live messages with a marker above
+        `after_marker`, in marker order (`transfer.fingerprint`: equal on two partitions exactly
+        when the message is, so a range of markers is compared without reading its bodies out).
+        """
+
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        """Start (or stop) tracking the queue's changes: once it returns, every write that
+        starts is tracked (MongoDB: it waits until no node believes the queue untracked any
+        more). Raises `QueueDoesNotExist`. Tracking outlives a fence; the queue's record going
+        (`drop`, a delete) ends it."""
+
+    async def sequence(self, project: str, queue: str) -> int:
+        """The queue's change sequence: a position to ask `changes` after; 0 for a missing
+        queue. Ask it after `track` (on MongoDB, a settle interval after) for it to count."""
+
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        """What changed after position `since`, in the order of the stamps: the messages written
+        (as they are now, expired or not, their claims as `export_messages` reports them) and the
+        messages deleted, about `limit` of each (one write's stamp is never split between pages).
+        Raises `ChangesLost` when that can no longer be told: the queue is not tracked,
+        tombstones after `since` were collected, or the queue was purged or created again since.
+        """
 
     async def drop(self, project: str, queue: str, *, limit: int) -> int:
         """Delete up to `limit` of the queue's messages and claims, expired or not; once none are

@@ -23,7 +23,8 @@ and be retried, as above.
 
 Fences (a queue frozen for a migration, or moved away) live in `fences`, with a copy on the
 queue's document that `post` checks in its reservation; see `node.storage.mongodb_transfer` for
-what is atomic and what is not.
+what is atomic and what is not. Writes of a queue whose changes are tracked take a stamp just
+before the update that carries it (`node.storage.mongodb_changes`).
 
 Bodies and metadata are stored as JSON text: they round-trip exactly as in the SQLite driver,
 whatever their keys (`$x`, `a.b`) or numbers (beyond 64 bits).
@@ -31,6 +32,7 @@ whatever their keys (`$x`, `a.b`) or numbers (beyond 64 bits).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +65,7 @@ from node.models import (
     new_id,
 )
 from node.storage.base import Ids, Messages, Queues
+from node.storage.mongodb_changes import Tracking
 from node.storage.mongodb_documents import (
     Doc,
     backend,
@@ -74,6 +77,7 @@ from node.storage.mongodb_documents import (
     to_messages,
 )
 from node.storage.mongodb_transfer import Fences, MongoTransfer, alongside
+from node.storage.transfer import TOMBSTONE_RETENTION
 
 Clock = Callable[[], float]
 
@@ -108,6 +112,7 @@ class MongoStorage:
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
         self.holds = Holds(self, db["holds"])
         self.fences = Fences(db["fences"], self.queue_docs)
+        self.tracking = Tracking(db, self.message_docs)
         self.queues = MongoQueues(self)
         self.messages = MongoMessages(self)
         self.claims = MongoClaims(self)
@@ -143,6 +148,7 @@ class MongoStorage:
         )
         await self.holds.docs.create_index("message", unique=True)
         await self.holds.docs.create_index("holder")
+        await self.tracking.create_indexes()
 
     async def ping(self) -> bool:
         try:
@@ -159,6 +165,7 @@ class MongoStorage:
         gone = (await self.message_docs.delete_many(expired)).deleted_count
         gone += (await self.claim_docs.delete_many(expired)).deleted_count
         await self.holds.docs.delete_many(expired)  # bookkeeping, not counted as records
+        await self.tracking.collect(now - TOMBSTONE_RETENTION)  # bookkeeping too
         return gone
 
     async def close(self) -> None:
@@ -331,6 +338,7 @@ class MongoQueues:
         # Contents first: a delete cut short leaves the queue, and retrying it finishes the job.
         await self._purge(project, queue)
         await self._s.queue_docs.delete_one(queue_key(project, queue))
+        await self._s.tracking.end(project, queue)
 
     @backend()
     async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
@@ -377,6 +385,8 @@ class MongoQueues:
     @backend()
     async def purge(self, project: str, queue: str) -> None:
         await self._s.fences.check_write(project, queue)
+        # No tombstone for each message: changes from before the purge are forgotten.
+        await self._s.tracking.forget(project, queue)
         await self._purge(project, queue)
 
     async def _purge(self, project: str, queue: str) -> None:
@@ -401,7 +411,8 @@ class MongoMessages:
             await self._reserve(project, queue, 0)  # still raises for a missing queue
             return []
         for _ in range(POST_ATTEMPTS):
-            first = await self._reserve(project, queue, len(messages)) - len(messages) + 1
+            top, stamp = await self._reserve(project, queue, len(messages))
+            first = top - len(messages) + 1
             docs = [
                 {
                     "_id": oids[i],
@@ -416,6 +427,7 @@ class MongoMessages:
                     "client_id": client_id,
                     "claim_id": None,
                     "claim_expires": 0.0,
+                    "stamp": stamp,
                 }
                 for i, m in enumerate(messages)
             ]
@@ -429,18 +441,22 @@ class MongoMessages:
             await self._skip_used_markers(project, queue)
         raise StorageUnavailable(f"no free markers in queue {queue} after {POST_ATTEMPTS} tries")
 
-    async def _reserve(self, project: str, queue: str, n: int) -> int:
-        """Advance the queue's marker counter by `n`; return its new value.
+    async def _reserve(self, project: str, queue: str, n: int) -> tuple[int, int]:
+        """Advance the queue's marker counter by `n`; return its new value, and the post's stamp.
 
         The fence is checked twice at once: as a condition of this very update (the queue
         document's copy: on MongoDB a post is refused or reserves its markers, atomically), and
         in the fence's own record, which no racing update can undo (FerretDB can undo the copy).
-        Raises `QueueFrozen`, `QueueDoesNotExist`.
+        The stamp is taken at the same time. Raises `QueueFrozen`, `QueueDoesNotExist`.
         """
-        return await alongside(
+        top, stamp = await alongside(
             self._s.fences.check_write(project, queue),
-            self._reserve_unless_copied(project, queue, n),
+            asyncio.gather(
+                self._reserve_unless_copied(project, queue, n),
+                self._s.tracking.stamp(project, queue),
+            ),
         )
+        return top, stamp
 
     async def _reserve_unless_copied(self, project: str, queue: str, n: int) -> int:
         for _ in range(POST_ATTEMPTS):
@@ -528,7 +544,7 @@ class MongoMessages:
             self._s.fences.check_write(project, queue),
             self._s.message_docs.find_one(
                 {**live_query(project, queue, now), "_id": mid},
-                {"claim_id": 1, "claim_expires": 1},
+                {"claim_id": 1, "claim_expires": 1, "marker": 1},
             ),
         )
         if doc is None:
@@ -545,19 +561,28 @@ class MongoMessages:
                 if await self._s.holds.claimed(mid, now):
                     raise MessageIsClaimed()
                 return  # a pop or another delete is removing it
-        await self._s.message_docs.delete_one({"_id": mid})
+        stamp = await self._s.tracking.stamp(project, queue)  # just before: see `Tracking`
+        await asyncio.gather(
+            self._s.message_docs.delete_one({"_id": mid}),
+            self._s.tracking.bury(project, queue, stamp, [(mid, doc["marker"])], now),
+        )
 
     @backend()
     async def bulk_delete(
         self, project: str, queue: str, ids: Sequence[str], claim_ids: Sequence[str] | None
     ) -> None:
-        await self._s.fences.check_write(project, queue)
         oids = object_ids(ids)
         if not oids:
+            await self._s.fences.check_write(project, queue)
             return
+        await self._s.fences.check_write(project, queue)
         query: Doc = {"project": project, "queue": queue, "_id": {"$in": oids}}
         if claim_ids is not None:
             query["claim_id"] = {"$in": object_ids(claim_ids)}
+        if stamp := await self._s.tracking.stamp(project, queue):
+            # Tracked: what goes leaves tombstones, so read it first.
+            gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
+            await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
         await self._s.message_docs.delete_many(query)
 
     @backend()
@@ -579,6 +604,9 @@ class MongoMessages:
         popped = await to_messages(
             self._s.message_docs.find({"_id": {"$in": ids}}).sort("marker", ASCENDING)
         )
+        gone = [(ObjectId(m.id), m.marker) for m in popped]
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.tracking.bury(project, queue, stamp, gone, now)
         await self._s.message_docs.delete_many({"_id": {"$in": ids}})
         await self._s.holds.docs.delete_many({"holder": token})
         return popped
@@ -613,7 +641,7 @@ class MongoClaims:
             return claim, []
         ids = [doc["_id"] for doc in taken]
         short_lived = any(doc["expires"] < claim.expires + grace for doc in taken)
-        await self._mark({"_id": {"$in": ids}}, claim, extend=short_lived)
+        await self._mark(project, queue, {"_id": {"$in": ids}}, claim, extend=short_lived)
         await self._s.claim_docs.insert_one(
             {
                 "_id": cid,
@@ -651,9 +679,10 @@ class MongoClaims:
     async def update(
         self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
     ) -> None:
-        await self._s.fences.check_write(project, queue)
         if not is_id(claim_id):
+            await self._s.fences.check_write(project, queue)
             raise ClaimDoesNotExist(project, queue, claim_id)
+        await self._s.fences.check_write(project, queue)
         now = self._s.clock()
         cid = ObjectId(claim_id)
         doc = await self._s.claim_docs.find_one_and_update(
@@ -664,37 +693,44 @@ class MongoClaims:
             raise ClaimDoesNotExist(project, queue, claim_id)
         claim = Claim(claim_id, ttl, grace, doc["created"], now + ttl)
         await self._s.holds.docs.update_many({"holder": cid}, {"$set": {"expires": claim.expires}})
-        await self._mark({"claim_id": cid, "expires": {"$gt": now}}, claim)
+        await self._mark(project, queue, {"claim_id": cid, "expires": {"$gt": now}}, claim)
 
     @backend()
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
-        await self._s.fences.check_write(project, queue)
         if not is_id(claim_id):
+            await self._s.fences.check_write(project, queue)
             return
+        stamp = await alongside(
+            self._s.fences.check_write(project, queue), self._s.tracking.stamp(project, queue)
+        )
         cid = ObjectId(claim_id)
         scope = {"project": project, "queue": queue}
         # Messages first, holds after: until then a message that looks free cannot be taken.
         released = await self._s.message_docs.update_many(
-            {**scope, "claim_id": cid}, {"$set": {"claim_id": None, "claim_expires": 0.0}}
+            {**scope, "claim_id": cid},
+            {"$set": {"claim_id": None, "claim_expires": 0.0, "stamp": stamp}},
         )
         if released.matched_count:  # the claim belongs to this queue
             await self._s.holds.docs.delete_many({"holder": cid})
         await self._s.claim_docs.delete_one({"_id": cid, **scope})
 
-    async def _mark(self, held: Doc, claim: Claim, *, extend: bool = True) -> None:
+    async def _mark(
+        self, project: str, queue: str, held: Doc, claim: Claim, *, extend: bool = True
+    ) -> None:
         """Record `claim` on the `held` messages; each lives at least until it ends plus grace.
-
         `extend=False` says no held message expires before that, sparing the second update.
-        """
+        Each update is stamped with a stamp taken just before it (see `Tracking`)."""
         cid = ObjectId(claim.id)
         lives_until = claim.expires + claim.grace
+        stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
-            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires}}
+            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}}
         )
         if not extend:
             return
         # A second update stands in for `$max`, which not every server applies atomically.
+        stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
             {"$and": [held, {"expires": {"$lt": lives_until}}]},
-            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace}},
+            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, "stamp": stamp}},
         )

@@ -19,6 +19,9 @@ and sets it again until it stays, and `export_queue` reports the highest marker 
 is above the counter; the migration worker's settle interval after the freeze covers the posts
 that were in flight.
 
+Change tracking lives in `node.storage.mongodb_changes`; imports and catch-up deletes on a
+tracked queue are stamped and leave tombstones like any write.
+
 Imports compare what they bring with what is stored and write only the difference. A duplicate
 `_id` on insert is an earlier import landing late (a timed-out write may still commit): it is
 overwritten. Any other duplicate is a marker held by another message: `TransferConflict`.
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from bson import ObjectId
@@ -37,7 +40,16 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.errors import QueueDoesNotExist, QueueFrozen, StorageUnavailable, TransferConflict
-from node.models import Claim, Fence, Message, QueueDigest, QueueExport, is_id
+from node.models import (
+    Changes,
+    Claim,
+    Fence,
+    Message,
+    MessageRow,
+    QueueDigest,
+    QueueExport,
+    is_id,
+)
 from node.storage import transfer
 from node.storage.mongodb_documents import (
     Doc,
@@ -138,13 +150,13 @@ class Fences:
         raise StorageUnavailable(f"the fence of queue {queue} did not hold")
 
 
-def _message_doc(project: str, queue: str, m: Message) -> Doc:
+def _message_doc(project: str, queue: str, m: MessageRow) -> Doc:
     return {
         "_id": ObjectId(m.id),
         "project": project,
         "queue": queue,
         "marker": m.marker,
-        "body": json.dumps(m.body),
+        "body": m.body,
         "ttl": m.ttl,
         "created": m.created,
         "expires": m.expires,
@@ -153,6 +165,23 @@ def _message_doc(project: str, queue: str, m: Message) -> Doc:
         "claim_id": None if m.claim_id is None else ObjectId(m.claim_id),
         "claim_expires": m.claim_expires,
     }
+
+
+def _row(doc: Doc, now: float) -> MessageRow:
+    """A stored message as a row; a claim that has expired is no claim (`transfer.exported`)."""
+    claimed = doc.get("claim_id") is not None and doc["claim_expires"] > now
+    return MessageRow(
+        str(doc["_id"]),
+        doc["marker"],
+        doc["body"],
+        doc["ttl"],
+        doc["created"],
+        doc["expires"],
+        doc["client_id"],
+        doc["delay_expires"],
+        str(doc["claim_id"]) if claimed else None,
+        doc["claim_expires"] if claimed else 0.0,
+    )
 
 
 def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
@@ -167,8 +196,15 @@ def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
     }
 
 
-async def _upsert(coll: AsyncCollection[Doc], project: str, queue: str, docs: list[Doc]) -> int:
-    """Insert the documents that are new and replace those that differ; return how many."""
+async def _upsert(
+    coll: AsyncCollection[Doc],
+    project: str,
+    queue: str,
+    docs: list[Doc],
+    stamp: Callable[[], Awaitable[int]] | None = None,
+) -> int:
+    """Insert the documents that are new and replace those that differ; return how many. With
+    `stamp`, what is written is stamped with what it gives (called only if anything is)."""
     if not docs:
         return 0
     ids = [doc["_id"] for doc in docs]
@@ -183,6 +219,10 @@ async def _upsert(coll: AsyncCollection[Doc], project: str, queue: str, docs: li
     ]
     new = [doc for doc in docs if doc["_id"] not in stored]
     written = len(changed) + len(new)
+    if stamp is not None and written:
+        value = await stamp()
+        changed = [{**doc, "stamp": value} for doc in changed]
+        new = [{**doc, "stamp": value} for doc in new]
     try:
         if new:
             try:
@@ -232,6 +272,47 @@ class MongoTransfer:
         return await self._s.fences.reason(project, queue)
 
     @backend()
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        if await self._s.queue_docs.find_one(queue_key(project, queue), {"_id": 1}) is None:
+            raise QueueDoesNotExist(project, queue)
+        await self._s.tracking.track(project, queue, enabled)
+
+    @backend()
+    async def sequence(self, project: str, queue: str) -> int:
+        return await self._s.tracking.position(project, queue)
+
+    @backend()
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        transfer.check_limit(limit)
+        return await self._s.tracking.changes(project, queue, since, limit, self._s.clock())
+
+    @backend()
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[tuple[int, int]]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        now = self._s.clock()
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        fields = {"marker": 1, "body": 1, "expires": 1, "claim_id": 1, "claim_expires": 1}
+        cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
+        return [
+            (
+                int(d["marker"]),
+                transfer.fingerprint(
+                    str(d["_id"]),
+                    int(d["marker"]),
+                    d["body"],
+                    d["expires"],
+                    None if d.get("claim_id") is None else str(d["claim_id"]),
+                    d["claim_expires"],
+                    now,
+                ),
+            )
+            async for d in cursor
+        ]
+
+    @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
         doc, top, reason = await asyncio.gather(
             self._s.queue_docs.find_one(queue_key(project, queue)),
@@ -260,6 +341,17 @@ class MongoTransfer:
         query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
         cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
         return [transfer.exported(m, now) for m in await to_messages(cursor)]
+
+    @backend()
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        now = self._s.clock()
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return [_row(doc, now) async for doc in cursor]
 
     @backend()
     async def export_claims(self, project: str, queue: str) -> list[Claim]:
@@ -296,10 +388,18 @@ class MongoTransfer:
 
     @backend()
     async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        return await self.import_rows(project, queue, [transfer.row(m) for m in messages])
+
+    @backend()
+    async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
         await self._raise_counter(project, queue, max((m.marker for m in messages), default=0))
         docs = [_message_doc(project, queue, m) for m in messages]
-        return await _upsert(self._s.message_docs, project, queue, docs)
+
+        def stamp() -> Awaitable[int]:
+            return self._s.tracking.stamp(project, queue)
+
+        return await _upsert(self._s.message_docs, project, queue, docs, stamp)
 
     @backend()
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
@@ -309,7 +409,14 @@ class MongoTransfer:
 
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return await _delete(self._s.message_docs, project, queue, ids)
+        oids = [ObjectId(i) for i in ids if is_id(i)]
+        query = {**_scope(project, queue), "_id": {"$in": oids}}
+        gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
+        if not gone:
+            return 0
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
+        return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
@@ -332,4 +439,6 @@ class MongoTransfer:
                     found += len(ids)
         if found:  # counted as found: gone, whether this call or a concurrent one removed them
             return found
-        return (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
+        gone = (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
+        await self._s.tracking.end(project, queue)
+        return gone

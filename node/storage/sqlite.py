@@ -42,16 +42,20 @@ from node.models import (
     new_id,
 )
 from node.storage.sqlite_schema import (
+    BY_ID,
     FREE,
     LIVE,
     MESSAGE_COLUMNS,
-    SCHEMA,
+    bury,
     check_readable,
     check_writable,
+    create_schema,
+    next_stamp,
     placeholders,
     to_message,
 )
 from node.storage.sqlite_transfer import SqliteTransfer
+from node.storage.transfer import TOMBSTONE_RETENTION
 
 # Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
 Messages = list[Message]
@@ -80,14 +84,10 @@ class SqliteStorage:
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> SqliteStorage:
-        parts = urlsplit(uri)
-        path = parts.path if parts.netloc == "" else parts.netloc + parts.path
-        if path.startswith("//"):
-            path = path[1:]
-        if path not in ("", "/:memory:", ":memory:"):
+        """Open the file `sqlite:///path` names, creating it (and its folder) if missing."""
+        path = sqlite_path(uri)
+        if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        else:
-            path = ":memory:"
         storage = cls(path, clock)
         await storage.run(storage._connect)
         if path != ":memory:":
@@ -100,7 +100,7 @@ class SqliteStorage:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.executescript(SCHEMA)
+        create_schema(conn)
         self._conn = conn
 
     async def _checkpoint_forever(self) -> None:
@@ -184,7 +184,8 @@ class SqliteStorage:
         return True
 
     async def collect_garbage(self, batch: int = 1000) -> int:
-        """Delete expired records in small batches, yielding the loop between them."""
+        """Delete expired records in small batches, yielding the loop between them; then the
+        tombstones past their retention (not counted: bookkeeping, not records)."""
 
         def collect(conn: sqlite3.Connection, table: str, now: float) -> int:
             gone: int = conn.execute(
@@ -194,12 +195,30 @@ class SqliteStorage:
             ).rowcount
             return gone
 
+        def forget(conn: sqlite3.Connection, before: float) -> int:
+            gone = conn.execute(
+                "DELETE FROM removed WHERE (project, queue, stamp, id) IN (SELECT project, queue,"
+                " stamp, id FROM removed WHERE at <= ? LIMIT ?) RETURNING project, queue, stamp",
+                (before, batch),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE queues SET forgotten = MAX(forgotten, ?) WHERE project = ? AND name = ?",
+                [(stamp, project, queue) for project, queue, stamp in gone],
+            )
+            return len(gone)
+
         total = 0
         now = self.clock()
         for table in ("messages", "claims"):
             while (gone := await self.write(collect, table, now)) > 0:
                 total += gone
                 await asyncio.sleep(0)
+        forgotten = 0
+        while (gone := await self.write(forget, now - TOMBSTONE_RETENTION)) > 0:
+            forgotten += gone
+            await asyncio.sleep(0)
+        if forgotten:
+            log.debug("sqlite_tombstones_collected", tombstones=forgotten)
         return total
 
     async def close(self) -> None:
@@ -212,6 +231,15 @@ class SqliteStorage:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
+
+
+def sqlite_path(uri: str) -> str:
+    """The file a `sqlite:` URI names (":memory:" for none)."""
+    parts = urlsplit(uri)
+    path = parts.path if parts.netloc == "" else parts.netloc + parts.path
+    if path.startswith("//"):
+        path = path[1:]
+    return ":memory:" if path in ("", "/:memory:", ":memory:") else path
 
 
 class SqliteQueues:
@@ -321,6 +349,12 @@ class SqliteQueues:
     async def purge(self, project: str, queue: str) -> None:
         def purge(conn: sqlite3.Connection) -> None:
             check_writable(conn, project, queue)
+            # No tombstone for each message: changes from before the purge are forgotten.
+            conn.execute(
+                "UPDATE queues SET stamp = stamp + 1, forgotten = stamp + 1"
+                " WHERE project = ? AND name = ?",
+                (project, queue),
+            )
             conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", (project, queue))
             conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", (project, queue))
 
@@ -338,21 +372,23 @@ class SqliteMessages:
         bodies = [json.dumps(m.body) for m in messages]
 
         def post(conn: sqlite3.Connection, now: float) -> None:
-            # The fence is one more condition on the counter's update: no extra statement.
+            # The fence is one more condition on the counter's update, and the change sequence
+            # one more column of it: no extra statement.
             row = conn.execute(
-                "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ?"
+                "UPDATE queues SET counter = counter + ?, stamp = stamp + tracked"
+                " WHERE project = ? AND name = ?"
                 " AND NOT EXISTS (SELECT 1 FROM fences"
                 " WHERE fences.project = queues.project AND fences.queue = queues.name)"
-                " RETURNING counter",
+                " RETURNING counter, stamp * tracked",
                 (len(messages), project, queue),
             ).fetchone()
             if row is None:
                 check_writable(conn, project, queue)
                 raise QueueDoesNotExist(project, queue)
-            first = row[0] - len(messages) + 1
+            first, stamp = row[0] - len(messages) + 1, row[1]
             conn.executemany(
                 "INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,"
-                " delay_expires, client_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " delay_expires, client_id, stamp) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         ids[i],
@@ -365,6 +401,7 @@ class SqliteMessages:
                         now + m.ttl,
                         now + m.delay if m.delay else 0,
                         client_id,
+                        stamp,
                     )
                     for i, m in enumerate(messages)
                 ],
@@ -416,10 +453,10 @@ class SqliteMessages:
             await self._s.read(check_readable, project, queue)
             return []
         sql = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} "
-            f"AND id IN ({placeholders(len(ids))}) ORDER BY marker"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({placeholders(len(ids))})"
+            f" AND {BY_ID} AND expires > ? ORDER BY marker"
         )
-        args = (project, queue, self._s.clock(), *ids)
+        args = (*ids, project, queue, self._s.clock())
         return await self._s.read(_messages, project, queue, sql, args)
 
     async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
@@ -433,7 +470,7 @@ class SqliteMessages:
         def delete(conn: sqlite3.Connection, now: float) -> None:
             check_writable(conn, project, queue)
             row = conn.execute(
-                f"SELECT claim_id, claim_expires FROM messages WHERE {LIVE} AND id = ?",
+                f"SELECT claim_id, claim_expires, marker FROM messages WHERE {LIVE} AND id = ?",
                 (project, queue, now, message_id),
             ).fetchone()
             if row is None:
@@ -447,6 +484,7 @@ class SqliteMessages:
                 if held_by != claim_id:
                     raise MessageIsClaimed()
             conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            bury(conn, project, queue, [(message_id, row[2])], now)
 
         await self._s.write(delete, self._s.clock())
 
@@ -457,20 +495,18 @@ class SqliteMessages:
         if not ids:
             await self._s.read(check_writable, project, queue)
             return
-        sql = (
-            "DELETE FROM messages WHERE project = ? AND queue = ? "
-            f"AND id IN ({placeholders(len(ids))})"
-        )
-        args: list[Any] = [project, queue, *ids]
+        sql = f"DELETE FROM messages WHERE id IN ({placeholders(len(ids))}) AND {BY_ID}"
+        args: list[Any] = [*ids, project, queue]
         if claim_ids is not None:
             sql += f" AND claim_id IN ({placeholders(len(claim_ids))})"
             args.extend(claim_ids)
+        sql += " RETURNING id, marker"
 
-        def delete(conn: sqlite3.Connection) -> None:
+        def delete(conn: sqlite3.Connection, now: float) -> None:
             check_writable(conn, project, queue)
-            conn.execute(sql, args)
+            bury(conn, project, queue, conn.execute(sql, args).fetchall(), now)
 
-        await self._s.write(delete)
+        await self._s.write(delete, self._s.clock())
 
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
         def pop(conn: sqlite3.Connection, now: float) -> Messages:
@@ -486,6 +522,7 @@ class SqliteMessages:
                     f"DELETE FROM messages WHERE id IN ({placeholders(len(popped))})",
                     [m.id for m in popped],
                 )
+                bury(conn, project, queue, [(m.id, m.marker) for m in popped], now)
             return popped
 
         return await self._s.write(pop, self._s.clock())
@@ -512,7 +549,7 @@ class SqliteClaims:
             ]
             if not ids:
                 return []
-            _hold(conn, claim, ids=ids)
+            _hold(conn, claim, next_stamp(conn, project, queue), ids=ids)
             conn.execute(
                 "INSERT INTO claims (id, project, queue, ttl, grace, created, expires)"
                 " VALUES (?,?,?,?,?,?,?)",
@@ -566,7 +603,7 @@ class SqliteClaims:
             if row is None:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             claim = Claim(id=claim_id, ttl=ttl, grace=grace, created=row[0], expires=now + ttl)
-            _hold(conn, claim, now=now)
+            _hold(conn, claim, next_stamp(conn, project, queue), now=now)
 
         await self._s.write(update)
 
@@ -578,9 +615,9 @@ class SqliteClaims:
         def delete(conn: sqlite3.Connection) -> None:
             check_writable(conn, project, queue)
             conn.execute(
-                "UPDATE messages SET claim_id = NULL, claim_expires = 0"
+                "UPDATE messages SET claim_id = NULL, claim_expires = 0, stamp = ?"
                 " WHERE claim_id = ? AND project = ? AND queue = ?",
-                (claim_id, project, queue),
+                (next_stamp(conn, project, queue), claim_id, project, queue),
             )
             conn.execute(
                 "DELETE FROM claims WHERE id = ? AND project = ? AND queue = ?",
@@ -599,16 +636,28 @@ def _messages(
 
 
 def _hold(
-    conn: sqlite3.Connection, claim: Claim, *, ids: list[str] | None = None, now: float = 0.0
+    conn: sqlite3.Connection,
+    claim: Claim,
+    stamp: int,
+    *,
+    ids: list[str] | None = None,
+    now: float = 0.0,
 ) -> None:
     """Mark messages as held by `claim`; each lives at least until the claim ends plus grace."""
     lives_until = claim.expires + claim.grace
     sql = (
-        "UPDATE messages SET claim_id = ?, claim_expires = ?,"
+        "UPDATE messages SET claim_id = ?, claim_expires = ?, stamp = ?,"
         " ttl = CASE WHEN expires < ? THEN ? ELSE ttl END,"
         " expires = MAX(expires, ?) WHERE "
     )
-    args: list[Any] = [claim.id, claim.expires, lives_until, claim.ttl + claim.grace, lives_until]
+    args: list[Any] = [
+        claim.id,
+        claim.expires,
+        stamp,
+        lives_until,
+        claim.ttl + claim.grace,
+        lives_until,
+    ]
     if ids is not None:
         sql += f"id IN ({placeholders(len(ids))})"
         args.extend(ids)

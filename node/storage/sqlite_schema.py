@@ -1,14 +1,23 @@
 """The SQLite driver's schema and the row helpers its modules share.
 
 The schema only ever grows by statements that are no-ops on a file that has them already
-(`CREATE ... IF NOT EXISTS`; a new column would be added by `ALTER TABLE ... ADD COLUMN` guarded by
-`PRAGMA table_info`), so opening a file written by an older node upgrades it in place.
+(`CREATE ... IF NOT EXISTS`, and `ALTER TABLE ... ADD COLUMN` for each column in `ADDED` that
+`PRAGMA table_info` does not list), so opening a file written by an older node upgrades it in
+place.
+
+Change tracking (see `node.storage.base.TransferStore`): `queues.stamp` is the queue's change
+sequence, raised by every write of a tracked queue (`queues.tracked`) in its own transaction;
+`messages.stamp` is the sequence at the message's last write (0: written while untracked, and left
+out of the index); `removed` holds the tombstones of a tracked queue's deleted messages.
+`queues.forgotten` is the position at or below which changes can no longer be told (tombstones
+collected, or the queue purged).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from node.errors import QueueFrozen
@@ -21,6 +30,9 @@ CREATE TABLE IF NOT EXISTS queues (
     metadata TEXT NOT NULL DEFAULT '{}',
     counter INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
+    stamp INTEGER NOT NULL DEFAULT 0,
+    forgotten INTEGER NOT NULL DEFAULT 0,
+    tracked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -35,7 +47,8 @@ CREATE TABLE IF NOT EXISTS messages (
     delay_expires REAL NOT NULL DEFAULT 0,
     client_id TEXT NOT NULL,
     claim_id TEXT,
-    claim_expires REAL NOT NULL DEFAULT 0
+    claim_expires REAL NOT NULL DEFAULT 0,
+    stamp INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_marker ON messages (project, queue, marker);
 CREATE INDEX IF NOT EXISTS messages_by_claim ON messages (claim_id) WHERE claim_id IS NOT NULL;
@@ -57,6 +70,28 @@ CREATE TABLE IF NOT EXISTS fences (
     reason TEXT NOT NULL,
     PRIMARY KEY (project, queue)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS removed (
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    stamp INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    marker INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (project, queue, stamp, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS removed_by_age ON removed (at);
+"""
+# Columns later releases added, with their definitions; then what indexes them.
+ADDED = {
+    "queues": {
+        "stamp": "INTEGER NOT NULL DEFAULT 0",
+        "forgotten": "INTEGER NOT NULL DEFAULT 0",
+        "tracked": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "messages": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
+}
+INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_by_stamp ON messages (project, queue, stamp) WHERE stamp > 0;
 """
 
 MESSAGE_COLUMNS = (
@@ -65,6 +100,47 @@ MESSAGE_COLUMNS = (
 LIVE = "project = ? AND queue = ? AND expires > ?"
 FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"
 FENCE = "SELECT reason FROM fences WHERE project = ? AND queue = ?"
+# The queue's condition on a statement that names its rows by id: the unary `+` keeps SQLite's
+# planner from scanning the whole queue through the (project, queue, ...) indexes instead of
+# looking each id up, which it does from five ids on.
+BY_ID = "+project = ? AND +queue = ?"
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """The schema on a new file, or an older file's upgraded in place."""
+    conn.executescript(SCHEMA)
+    for table, columns in ADDED.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+    conn.executescript(INDEXES)
+
+
+def next_stamp(conn: sqlite3.Connection, project: str, queue: str) -> int:
+    """The stamp of one write of the queue: the next value of its change sequence if it is
+    tracked, else 0 (an untracked write leaves no trace)."""
+    row = conn.execute(
+        "UPDATE queues SET stamp = stamp + 1 WHERE project = ? AND name = ? AND tracked"
+        " RETURNING stamp",
+        (project, queue),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def bury(
+    conn: sqlite3.Connection, project: str, queue: str, gone: Sequence[tuple[str, int]], now: float
+) -> None:
+    """Tombstones for the messages `gone` (id, marker) of a tracked queue; none if untracked."""
+    if not gone:
+        return
+    stamp = next_stamp(conn, project, queue)
+    if stamp:
+        conn.executemany(
+            "INSERT OR REPLACE INTO removed (project, queue, stamp, id, marker, at)"
+            " VALUES (?,?,?,?,?,?)",
+            [(project, queue, stamp, mid, marker, now) for mid, marker in gone],
+        )
 
 
 def to_message(row: sqlite3.Row | tuple[Any, ...]) -> Message:

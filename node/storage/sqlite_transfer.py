@@ -1,9 +1,10 @@
-"""The SQLite driver's `TransferStore`: fences, and a queue copied out and in.
+"""The SQLite driver's `TransferStore`: fences, change tracking, and a queue copied out and in.
 
 A fence is a row of `fences`, read by every write inside the transaction that applies it, so
 `freeze` is atomic with every write: once it has returned, nothing lands. A row without a queue
-is a tombstone. Imports compare what they bring with what is stored and write only the
-difference, in one transaction per call.
+is a tombstone. Stamps and message tombstones are written in the transaction of their write too
+(`sqlite_schema`), and `changes` reads in one transaction: it misses nothing. Imports compare
+what they bring with what is stored and write only the difference, in one transaction per call.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from node.errors import QueueDoesNotExist, TransferConflict
-from node.models import Claim, Message, QueueDigest, QueueExport
+from node.errors import ChangesLost, QueueDoesNotExist, TransferConflict
+from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
 from node.storage import transfer
-from node.storage.sqlite_schema import FENCE, LIVE, MESSAGE_COLUMNS, placeholders, to_message
+from node.storage.sqlite_schema import (
+    BY_ID,
+    FENCE,
+    LIVE,
+    MESSAGE_COLUMNS,
+    bury,
+    next_stamp,
+    placeholders,
+    to_message,
+)
 
 if TYPE_CHECKING:
     from node.storage.sqlite import SqliteStorage
@@ -28,6 +38,12 @@ STORED_MESSAGE = (
     " claim_id, claim_expires"
 )
 STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
+# A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
+ROW = (
+    "id, marker, body, ttl, created, expires, client_id, delay_expires,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_id END,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END"
+)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -46,10 +62,15 @@ def _stored(
 
 
 def _upsert(
-    conn: sqlite3.Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+    conn: sqlite3.Connection,
+    table: str,
+    columns: str,
+    rows: Sequence[tuple[Any, ...]],
+    stamp: int | None = None,
 ) -> int:
     """Insert the rows that are new and overwrite those that differ; rows are in `columns`
-    order with id, project and queue first. Returns how many were written."""
+    order with id, project and queue first. With `stamp`, what is written is stamped with it.
+    Returns how many were written."""
     stored = _stored(conn, table, columns, [row[0] for row in rows])
     for row in rows:
         old = stored.get(row[0])
@@ -58,6 +79,11 @@ def _upsert(
     changed = [row for row in rows if row[0] in stored and stored[row[0]] != row]
     new = [row for row in rows if row[0] not in stored]
     names = [c.strip() for c in columns.split(",")]
+    if stamp is not None:
+        names.append("stamp")
+        columns += ", stamp"
+        changed = [(*row, stamp) for row in changed]
+        new = [(*row, stamp) for row in new]
     try:
         if changed:
             assignments = ", ".join(f"{name} = ?" for name in names[3:])
@@ -76,15 +102,49 @@ def _upsert(
 
 def _delete(
     conn: sqlite3.Connection, table: str, project: str, queue: str, ids: Sequence[str]
-) -> int:
-    gone = 0
+) -> list[tuple[Any, ...]]:
+    """Delete the rows of `table` among `ids`; return what went, as (id, marker) for messages."""
+    returning = "id, marker" if table == "messages" else "id"
+    gone: list[tuple[Any, ...]] = []
     for chunk in _chunks(ids):
         gone += conn.execute(
-            f"DELETE FROM {table} WHERE project = ? AND queue = ?"
-            f" AND id IN ({placeholders(len(chunk))})",
-            (project, queue, *chunk),
-        ).rowcount
+            f"DELETE FROM {table} WHERE id IN ({placeholders(len(chunk))}) AND {BY_ID}"
+            f" RETURNING {returning}",
+            (*chunk, project, queue),
+        ).fetchall()
     return gone
+
+
+def _changes(
+    conn: sqlite3.Connection, project: str, queue: str, since: int, limit: int, now: float
+) -> Changes:
+    """`SqliteTransfer.changes`, inside one read transaction: one snapshot of the file."""
+    row = conn.execute(
+        "SELECT stamp, forgotten, tracked FROM queues WHERE project = ? AND name = ?",
+        (project, queue),
+    ).fetchone()
+    if row is None or not row[2] or since > row[0] or since < row[1]:
+        raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
+    written = f"SELECT {MESSAGE_COLUMNS}, stamp FROM messages WHERE project = ? AND queue = ?"
+    buried = "SELECT id, marker, stamp FROM removed WHERE project = ? AND queue = ?"
+    above = " AND stamp > 0 AND stamp > ? ORDER BY stamp LIMIT ?"
+    messages = conn.execute(written + above, (project, queue, since, limit)).fetchall()
+    removed = conn.execute(buried + above, (project, queue, since, limit)).fetchall()
+    full = [rows[-1][-1] for rows in (messages, removed) if len(rows) == limit]
+    upto, more = row[0], bool(full)
+    if more:
+        # Up to the smaller last stamp of a full page, and all of that stamp's write.
+        upto = min(full)
+        messages = [m for m in messages if m[-1] < upto]
+        removed = [r for r in removed if r[-1] < upto]
+        messages += conn.execute(written + " AND stamp = ?", (project, queue, upto)).fetchall()
+        removed += conn.execute(buried + " AND stamp = ?", (project, queue, upto)).fetchall()
+    return Changes(
+        messages=tuple(transfer.exported(to_message(m), now) for m in messages),
+        removed=tuple(Removed(r[0], r[1]) for r in removed),
+        upto=upto,
+        more=more,
+    )
 
 
 class SqliteTransfer:
@@ -112,6 +172,52 @@ class SqliteTransfer:
     async def fence(self, project: str, queue: str) -> str | None:
         row = await self._s.read(lambda c: c.execute(FENCE, (project, queue)).fetchone())
         return None if row is None else str(row[0])
+
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        def track(conn: sqlite3.Connection) -> None:
+            if not conn.execute(
+                "UPDATE queues SET tracked = ? WHERE project = ? AND name = ?",
+                (int(enabled), project, queue),
+            ).rowcount:
+                raise QueueDoesNotExist(project, queue)
+
+        await self._s.write(track)
+
+    async def sequence(self, project: str, queue: str) -> int:
+        row = await self._s.read(
+            lambda c: c.execute(
+                "SELECT stamp FROM queues WHERE project = ? AND name = ?", (project, queue)
+            ).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        transfer.check_limit(limit)
+
+        def changes(conn: sqlite3.Connection, now: float) -> Changes:
+            conn.execute("BEGIN")
+            try:
+                return _changes(conn, project, queue, since, limit, now)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._s.read(changes, self._s.clock())
+
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[tuple[int, int]]:
+        now = self._s.clock()
+        rows = await self._s.read(
+            lambda c: c.execute(
+                "SELECT id, marker, body, expires, claim_id, claim_expires FROM messages"
+                f" WHERE {LIVE} AND marker > ? ORDER BY marker LIMIT ?",
+                (project, queue, now, after_marker, limit),
+            ).fetchall()
+        )
+        return [
+            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now))
+            for mid, marker, body, expires, claim, claimed in rows
+        ]
 
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
         def export(conn: sqlite3.Connection) -> QueueExport | None:
@@ -144,6 +250,18 @@ class SqliteTransfer:
         )
         return [transfer.exported(to_message(row), now) for row in rows]
 
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        now = self._s.clock()
+        rows = await self._s.read(
+            lambda c: c.execute(
+                f"SELECT {ROW} FROM messages WHERE {LIVE} AND marker > ? ORDER BY marker LIMIT ?",
+                (now, now, project, queue, now, after_marker, limit),
+            ).fetchall()
+        )
+        return [MessageRow._make(row) for row in rows]
+
     async def export_claims(self, project: str, queue: str) -> list[Claim]:
         rows = await self._s.read(
             lambda c: c.execute(
@@ -166,6 +284,9 @@ class SqliteTransfer:
         await self._s.write(upsert)
 
     async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        return await self.import_rows(project, queue, [transfer.row(m) for m in messages])
+
+    async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
         rows = [
             (
@@ -173,7 +294,7 @@ class SqliteTransfer:
                 project,
                 queue,
                 m.marker,
-                json.dumps(m.body),
+                m.body,
                 m.ttl,
                 m.created,
                 m.expires,
@@ -193,7 +314,7 @@ class SqliteTransfer:
             ).fetchone()
             if top is None:
                 raise QueueDoesNotExist(project, queue)
-            return _upsert(conn, "messages", STORED_MESSAGE, rows)
+            return _upsert(conn, "messages", STORED_MESSAGE, rows, next_stamp(conn, project, queue))
 
         return await self._s.write(upsert)
 
@@ -203,10 +324,15 @@ class SqliteTransfer:
         return await self._s.write(lambda conn: _upsert(conn, "claims", STORED_CLAIM, rows))
 
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return await self._s.write(_delete, "messages", project, queue, ids)
+        def delete(conn: sqlite3.Connection, now: float) -> int:
+            gone = _delete(conn, "messages", project, queue, ids)
+            bury(conn, project, queue, [(row[0], row[1]) for row in gone], now)
+            return len(gone)
+
+        return await self._s.write(delete, self._s.clock())
 
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return await self._s.write(_delete, "claims", project, queue, ids)
+        return len(await self._s.write(_delete, "claims", project, queue, ids))
 
     async def digest(self, project: str, queue: str) -> QueueDigest:
         return await transfer.digest(self, project, queue)

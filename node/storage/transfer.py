@@ -1,5 +1,6 @@
 """The driver-independent half of the transfer seam (`node.storage.base.TransferStore`): what a
-fence reason may be, how an exported message looks, and the digest a verify step compares."""
+fence reason may be, how an exported message looks, a message's fingerprint and the digest a
+verify step compares, and how long tombstones are kept."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import json
 import re
 from collections.abc import Sequence
 
-from node.models import Message, QueueDigest, is_id
+from node.models import Message, MessageRow, QueueDigest, is_id
 from node.storage.base import TransferStore
 
 # A fence reason travels as the value of an HTTP header (`X-Marconi-Fence`).
 REASON = re.compile(r"[a-z][a-z0-9-]{0,31}")
 DIGEST_BATCH = 1000
+# Tombstones of a tracked queue's deleted messages are kept this long (seconds) and then
+# collected; changes after a position older than that are reported lost (`ChangesLost`).
+TOMBSTONE_RETENTION = 3600.0
+CHECKSUM_MODULUS = 2**64
 
 
 def check_reason(reason: str) -> None:
@@ -41,26 +46,57 @@ def exported(message: Message, now: float) -> Message:
     return message
 
 
-def _line(m: Message) -> bytes:
-    # Only what can differ between two copies of a message: ttl changes only with `expires`,
-    # and created, delay and client id never change after the post.
-    fields = [m.id, int(m.marker), m.body, float(m.expires), m.claim_id, float(m.claim_expires)]
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+def row(m: Message) -> MessageRow:
+    """`m` as a row: its body as the JSON text every driver stores."""
+    return MessageRow(
+        m.id,
+        m.marker,
+        json.dumps(m.body),
+        m.ttl,
+        m.created,
+        m.expires,
+        m.client_id,
+        m.delay_expires,
+        m.claim_id,
+        m.claim_expires,
+    )
+
+
+def fingerprint(
+    message_id: str,
+    marker: int,
+    body: str,
+    expires: float,
+    claim_id: str | None,
+    claim_expires: float,
+    now: float,
+) -> int:
+    """A live message's fingerprint: a 64-bit hash of what can differ between two copies of it
+    (ttl changes only with `expires`; created, delay and client id never change after the post).
+    `body` is the stored JSON text, which every driver writes with `json.dumps`; a claim that
+    has expired by `now` counts as none, as in an export."""
+    live = claim_id is not None and claim_expires > now
+    claim = f"{claim_id}\x1f{float(claim_expires)!r}" if live else "\x1f0.0"
+    line = f"{message_id}\x1f{int(marker)}\x1f{float(expires)!r}\x1f{claim}\x1f{body}"
+    return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
+
+
+def checksum(total: int) -> str:
+    return f"{total % CHECKSUM_MODULUS:016x}"
 
 
 async def digest(store: TransferStore, project: str, queue: str) -> QueueDigest:
-    """`TransferStore.digest`, written once over the store's exports."""
-    sha = hashlib.sha256()
-    count = top = 0
+    """`TransferStore.digest`, written once over the store's fingerprints."""
+    count = top = total = 0
     while True:
-        page = await store.export_messages(project, queue, after_marker=top, limit=DIGEST_BATCH)
-        for m in page:
-            sha.update(_line(m))
+        page = await store.fingerprints(project, queue, after_marker=top, limit=DIGEST_BATCH)
+        for _, value in page:
+            total += value
         if page:
             count += len(page)
-            top = page[-1].marker
+            top = page[-1][0]
         if len(page) < DIGEST_BATCH:
             break
-        await asyncio.sleep(0)  # SQLite exports never suspend: let the loop run between pages
+        await asyncio.sleep(0)  # SQLite reads never suspend: let the loop run between pages
     claims = await store.export_claims(project, queue)
-    return QueueDigest(count, top, sha.hexdigest(), tuple(sorted(c.id for c in claims)))
+    return QueueDigest(count, top, checksum(total), tuple(sorted(c.id for c in claims)))

@@ -4,6 +4,7 @@ then whole queues copied between two partitions of every pairing of drivers."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from node.errors import QueueDoesNotExist, QueueFrozen, TransferConflict
 from node.models import Claim, Fence, Message, NewMessage, QueueExport, new_id
-from node.storage import open_storage
+from node.storage import open_storage, transfer
 from node.storage.base import Storage
 from tests.conftest import FakeClock, storage_uri
 
@@ -205,6 +206,26 @@ async def test_export_pages_live_messages_with_claims_and_delays(
     assert [m.id for m in await everything(storage)] == [ids[0], ids[1], ids[3], delayed]
 
 
+async def test_rows_are_the_messages_with_their_bodies_as_stored(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.messages.post(P, Q, msgs({"$x": {"a.b": 10**30}}, [1, 2.5, None], "ünï"), CLIENT)
+    await storage.claims.create(P, Q, ttl=100, grace=50, limit=1)
+    await storage.claims.create(P, Q, ttl=30, grace=30, limit=1)
+    clock.advance(45)  # the second claim has expired: no claim, as in an export
+    messages = await storage.transfer.export_messages(P, Q, after_marker=0, limit=10)
+    rows = await storage.transfer.export_rows(P, Q, after_marker=0, limit=10)
+    assert rows == [transfer.row(m) for m in messages]
+    assert [json.loads(r.body) for r in rows] == [m.body for m in messages]
+    assert (rows[0].claim_id is not None, rows[1].claim_id, rows[1].claim_expires) == (
+        True,
+        None,
+        0.0,
+    )
+    assert await storage.transfer.export_rows(P, Q, after_marker=1, limit=1) == rows[1:2]
+
+
 async def test_export_of_a_missing_queue(storage: Storage) -> None:
     assert await storage.transfer.export_queue(P, Q) is None
     assert await everything(storage) == []
@@ -302,12 +323,12 @@ async def test_digest_follows_bodies_claims_and_expiry(storage: Storage, clock: 
     await storage.messages.post(P, Q, msgs("short", ttl=60), CLIENT)
     first = await storage.transfer.digest(P, Q)
     assert (first.count, first.max_marker, first.claim_ids) == (3, 3, ())
-    assert len(first.sha256) == 64
+    assert len(first.checksum) == 16
 
     claim, _ = await storage.claims.create(P, Q, ttl=30, grace=30, limit=1)
     claimed = await storage.transfer.digest(P, Q)
     assert claimed.claim_ids == (claim.id,)
-    assert claimed.sha256 != first.sha256
+    assert claimed.checksum != first.checksum
     await storage.claims.delete(P, Q, claim.id)
     assert await storage.transfer.digest(P, Q) == first  # released: as before
 
@@ -483,6 +504,22 @@ async def test_a_copied_queue_is_the_same_queue(
     assert [m.id for m in taken] == [a.id, c.id, d.id, f.id]
     [posted] = await target.messages.post(P, Q, msgs("after the move"), CLIENT)
     assert (await target.messages.get(P, Q, posted)).marker == 8
+
+
+async def test_rows_copy_a_queue_as_messages_do(
+    pair: tuple[Storage, Storage], clock: FakeClock
+) -> None:
+    source, target = pair
+    await busy_queue(source, clock)
+    exported = await source.transfer.export_queue(P, Q)
+    assert exported is not None
+    await target.transfer.import_queue(P, Q, exported)
+    rows = await source.transfer.export_rows(P, Q, after_marker=0, limit=100)
+    assert await target.transfer.import_rows(P, Q, rows) == len(rows) == 5
+    assert await target.transfer.import_rows(P, Q, rows) == 0  # again: nothing to write
+    await target.transfer.import_claims(P, Q, await source.transfer.export_claims(P, Q))
+    assert await everything(target) == await everything(source)
+    assert await target.transfer.digest(P, Q) == await source.transfer.digest(P, Q)
 
 
 async def test_catch_up_brings_the_target_level_again(

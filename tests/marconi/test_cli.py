@@ -192,6 +192,27 @@ def test_proxy_auth_settings_that_cannot_work_exit_2(
     assert message in capsys.readouterr().err
 
 
+def test_proxy_migration_limits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catalog.registry import Limits
+    from marconi.cli import main
+
+    monkeypatch.setenv("MARCONI_MIGRATION_COOLDOWN", "60")
+    monkeypatch.setenv("MARCONI_MIGRATIONS_IN", "3")
+    args = build_parser().parse_args(["proxy", "--migrations-out", "2"])
+    assert proxy_settings(args).migration_limits == Limits(2, 3, 60.0)
+    args = build_parser().parse_args(["proxy", "--migration-cooldown", "0"])
+    assert proxy_settings(args).migration_limits == Limits(1, 3, 0.0)
+    for bad in (["--migrations-in", "0"], ["--migration-cooldown", "-1"]):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["proxy", *bad])
+        assert exited.value.code == 2
+    monkeypatch.setenv("MARCONI_MIGRATIONS_OUT", "0")
+    assert main(["proxy"]) == 2
+    assert "marconi: proxy: migrations_out" in capsys.readouterr().err
+
+
 def test_proxy_placement_key() -> None:
     from proxy.settings import PlacementKey
 

@@ -27,20 +27,25 @@ async def test_dry_run_plans_every_step_and_writes_nothing(
         storages = Storages(c.catalog, PinnedClock(clock))
         try:
             migration = await draft(c.catalog, PROJECT, QUEUE, target)
-            plan = await dry_run(c.catalog, migration, SETTINGS, storages)
+            found = await dry_run(c.catalog, migration, SETTINGS, storages)
         finally:
             await storages.close()
+        plan = found.steps
+        assert (found.counted, found.messages) == (True, 120)
+        assert found.body_bytes == sum(len(str(i)) for i in range(10)) * 12
 
         assert [s.verb for s in plan] == [
             "prepare_target",
             "copy_queue",
             "copy_batch",
             "catch_up",
+            "verify_baseline",
             "freeze_source",
             "catch_up",
             "verify",
             "switch_placement",
             "mark_moved",
+            "stop_tracking",
             "purge_source",
         ]
         details = {s.verb: s.detail for s in plan}

@@ -13,6 +13,8 @@ import pytest
 
 from catalog.migrations import Migration, Phase
 from migrate.machine import Hooks
+from migrate.settings import WorkerSettings
+from node.models import NewMessage
 from tests.conftest import FakeClock, storage_uri
 from tests.migrate.harness import (
     PROJECT,
@@ -125,6 +127,42 @@ async def test_move_under_load(etcd_server: Etcd, tmp_path: Path, clock: FakeClo
         assert (after.partition, after.epoch) == (target, before.epoch + 1)
         assert done.progress.freeze_ms < 500 and done.progress.copied > 0
         await check_after_move(c, load, source, target, seeds)
+
+
+@pytest.mark.slow
+async def test_a_large_queue_moves_within_the_default_freeze_limit_under_load(
+    etcd_server: Etcd, tmp_path: Path, clock: FakeClock
+) -> None:
+    """20,000 messages, while clients post, claim and delete through the proxy: the worker's
+    default freeze settings (limit 0.5 s, lag 50, settle, batch 500, lease 5 s) and no freeze
+    aborted; the copy rate limit and the purge grace are lifted to keep the test short."""
+    defaults = WorkerSettings()
+    freeze = ("freeze_limit", "freeze_lag", "freeze_attempts", "settle", "batch", "lease_ttl")
+    async with migration_cluster(etcd_server.url, sqlite_uris(tmp_path), clock) as c:
+        assert (await call(c.proxy, "PUT", Q))[0] == 201
+        source = (await c.placement()).partition
+        target = "p2" if source == "p1" else "p1"
+        load = Load(c.proxy)
+        for start in range(0, 20_000, 100):  # straight into the source: producer -1's
+            bodies = [NewMessage({"p": -1, "n": n}, 3600) for n in range(start, start + 100)]
+            ids = await c.storage(source).messages.post(PROJECT, QUEUE, bodies, "filler")
+            load.acked.update((i, (-1, start + k)) for k, i in enumerate(ids))
+        await c.worker(**{name: getattr(defaults, name) for name in freeze})
+        load.start()
+        await asyncio.sleep(0.3)
+        m = await c.move(target)
+        done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED, within=120)
+        await load.finish(drain=False)
+
+        assert done.phase is Phase.DONE, done.error
+        assert done.progress.freeze_attempts == 0
+        assert done.progress.freeze_ms < defaults.freeze_limit * 1000
+        assert done.progress.copied > 19_000  # the consumers took some meanwhile
+        assert load.errors == []
+        assert load.slowest < 1.5, f"a client waited {load.slowest:.2f}s"
+        assert len(load.acked) > 20_050 and len(load.consumed) > 50
+        check_accounting(load, await remaining(c.storage(target)))
+        assert await c.storage(source).transfer.export_queue(PROJECT, QUEUE) is None
 
 
 class Killer:

@@ -94,3 +94,24 @@ async def test_a_creation_racing_a_tombstone_is_fenced(
         await post(mongo, 1)
     exported = await mongo.transfer.export_queue(P, Q)
     assert exported is not None and exported.fence == "frozen"
+
+
+async def test_a_node_that_found_a_queue_untracked_asks_again_once_it_is_tracked(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A node takes a queue it found untracked to stay so for a moment (sparing a query per
+    write); `track`, from another process's handle, returns only once that moment is over, so
+    the node's next write is stamped."""
+    uri = storage_uri("mongodb", tmp_path, request)
+    node, worker = await MongoStorage.open(uri, clock), await MongoStorage.open(uri, clock)
+    try:
+        await node.queues.create(P, Q, None)
+        await post(node, "untracked")  # the node now believes it untracked
+        await worker.transfer.track(P, Q, True)
+        since = await worker.transfer.sequence(P, Q)
+        [tracked] = await post(node, "tracked")
+        changes = await worker.transfer.changes(P, Q, since=since, limit=10)
+        assert [m.id for m in changes.messages] == [tracked]
+    finally:
+        await node.close()
+        await worker.close()

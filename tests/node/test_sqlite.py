@@ -79,3 +79,26 @@ def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
             await storage.close()
 
     assert len(asyncio.run(stored_ids())) == 20
+
+
+async def test_statements_naming_messages_by_id_look_each_id_up(tmp_path: Path) -> None:
+    """From five ids on, SQLite's planner would rather scan the whole queue through its
+    (project, queue, marker) index: a bulk get or delete on a large queue, or a catch-up's
+    deletes, must look each id up instead."""
+    storage = await SqliteStorage.open(f"sqlite:///{tmp_path}/p.db")
+    try:
+        await storage.queues.create("p", "q", None)
+        ids = await storage.messages.post("p", "q", [NewMessage(n, 60) for n in range(20)], "c")
+        statements: list[str] = []
+        storage.conn.set_trace_callback(statements.append)
+        await storage.messages.bulk_get("p", "q", ids[:10])
+        await storage.messages.bulk_delete("p", "q", ids[:10], None)
+        await storage.transfer.delete_messages("p", "q", ids[10:])
+        storage.conn.set_trace_callback(None)
+        by_id = [s for s in statements if " id IN (" in s]
+        assert len(by_id) == 3
+        for sql in by_id:
+            plan = " ".join(row[3] for row in storage.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "(id=?)" in plan, (sql, plan)
+    finally:
+        await storage.close()

@@ -73,18 +73,32 @@ async def test_a_file_from_before_fences_is_upgraded_in_place(
     for _ in range(2):  # opening an upgraded file again changes nothing
         storage = await SqliteStorage.open(f"sqlite:///{path}", clock)
         try:
-            assert (await storage.messages.get(P, Q, "5f0c6b1e2a3b4c5d6e7f8091")).body == "old"
+            [old] = await storage.transfer.export_messages(P, Q, after_marker=0, limit=10)
+            assert old.body == "old"
             await storage.transfer.freeze(P, Q, Fence.FROZEN)
             with pytest.raises(QueueFrozen):
                 await storage.messages.post(P, Q, [NewMessage("new", 60)], "c")
             assert (await storage.transfer.digest(P, Q)).count == 1
             await storage.transfer.unfreeze(P, Q)
+            # Change tracking works on the old rows too.
+            await storage.transfer.track(P, Q, True)
+            since = await storage.transfer.sequence(P, Q)
+            await storage.messages.delete(P, Q, old.id, None)
+            [new] = await storage.messages.post(P, Q, [NewMessage("new", 60)], "c")
+            changes = await storage.transfer.changes(P, Q, since=since, limit=10)
+            assert [m.id for m in changes.messages] == [new]
+            assert [r.id for r in changes.removed] == [old.id]
+            await storage.messages.delete(P, Q, new, None)
+            await storage.messages.post(P, Q, [NewMessage("old", 300)], "c")
+            await storage.transfer.track(P, Q, False)
         finally:
             await storage.close()
     with sqlite3.connect(path) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(queues)")}
     conn.close()
-    assert {"fences", "claims_by_queue"} <= names
+    assert {"fences", "claims_by_queue", "removed", "messages_by_stamp"} <= names
+    assert {"stamp", "forgotten", "tracked"} <= columns
 
 
 async def test_a_freeze_is_ordered_with_the_writes_of_its_group_commit(tmp_path: Path) -> None:

@@ -151,6 +151,35 @@ async def test_moves_the_registry_refuses(c: Cluster) -> None:
     assert len(await Registry(c.catalog).list()) == 1
 
 
+async def test_the_limits_are_the_proxys_settings(
+    tmp_path: Path, clock: FakeClock, etcd_server: Etcd
+) -> None:
+    """Two moves out of and into a partition at once, and no cool-down, when so configured."""
+    async with cluster(
+        tmp_path,
+        clock,
+        etcd_url=etcd_server.url,
+        partitions=("p1", "p2"),
+        migrations_out=2,
+        migrations_in=2,
+        migration_cooldown=0.0,
+    ) as c:
+        for name in c.partitions:
+            await c.catalog.update_partition(name, storage=f"sqlite:///{tmp_path}/{name}.db")
+        await c.catalog.pin(PROJECT, "p1")
+        cache = c.state().router.cache
+        while PROJECT not in cache.pins:
+            await cache.changed.wait()
+        await queues(c, "a", "b", "c")
+        first, second = await move(c, "a", "p2"), await move(c, "b", "p2")
+        assert (first[0], second[0]) == (201, 201)
+        status, body = await move(c, "c", "p2")
+        assert status == 409 and "outgoing" in body["description"]
+        await finish(c.catalog, first[1]["id"])
+        back = await move(c, "a", "p1")  # at once: no cool-down
+        assert back[0] == 201, back
+
+
 async def test_no_move_onto_a_partition_that_takes_no_queues(c: Cluster) -> None:
     await queues(c, "a")
     for state in ("draining", "read-only"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from catalog.registry import Limits
 from proxy.settings import PlacementKey, ProxySettings
 from tests.conftest import FakeClock
 from tests.proxy.cluster import cluster
@@ -71,7 +72,9 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARCONI_PLACEMENT_KEY", "project")
     monkeypatch.setenv("MARCONI_FROZEN_MAX_WAIT", "0.5")
     monkeypatch.setenv("MARCONI_LOG_JSON", "true")
+    monkeypatch.setenv("MARCONI_MIGRATION_COOLDOWN", "30")
     s = ProxySettings.from_env()
     assert s.catalog_url.endswith("10.0.0.2:2379") and s.port == 9000
     assert s.placement_key is PlacementKey.PROJECT and s.frozen_max_wait == 0.5
     assert s.log_json is True
+    assert s.migration_limits == Limits(1, 1, 30.0)

@@ -1,0 +1,184 @@
+"""The MongoDB driver's change tracking (see `node.storage.base.TransferStore`).
+
+A tracked queue has a document in `sequences` (its change sequence `stamp`, `forgotten`, and
+`tracked`), apart from the queue's own document so that its increments never race the counter's
+or the fence's updates there (FerretDB 1.x writes a whole document back). A write of a tracked
+queue takes a stamp with one conditional `$inc`; a write of an untracked queue gets 0 and leaves
+no trace. Deleted messages leave tombstones in `removed`. Most queues are never tracked: a node
+that found a queue untracked believes it for `QUIET` seconds without asking again (so untracked
+queues pay no round trip), and `track` waits that long before it returns, so that every write
+starting after it asks.
+
+A write takes its stamp just before the update (or the tombstone's insert) that carries it, and
+then lands, so one in flight may land with a stamp at or below a position read meanwhile, within
+one round trip (the worker reads changes after a position at least a settle interval old). Only a
+post takes its stamp alongside its first step, the reservation of its markers: its insert follows
+at once. A stamp taken any earlier (alongside a claim's first steps, say) could land several round
+trips later on a busy server, past a position already taken as complete. FerretDB may hand a
+stamp out twice, or step the sequence back, when increments race: `position` is lowered by
+`MARGIN` to cover the writes racing at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from node.errors import ChangesLost
+from node.models import Changes, Removed
+from node.storage import transfer
+from node.storage.mongodb_documents import Doc, to_message
+
+MARGIN = 64
+QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
+QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
+
+
+def _scope(project: str, queue: str) -> Doc:
+    return {"project": project, "queue": queue}
+
+
+class Tracking:
+    def __init__(self, db: AsyncDatabase[Doc], message_docs: AsyncCollection[Doc]) -> None:
+        self.sequences: AsyncCollection[Doc] = db["sequences"]
+        self.removed: AsyncCollection[Doc] = db["removed"]
+        self._messages = message_docs
+        self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
+
+    async def create_indexes(self) -> None:
+        await self.sequences.create_index(
+            [("project", ASCENDING), ("queue", ASCENDING)], unique=True
+        )
+        await self.removed.create_index(
+            [("project", ASCENDING), ("queue", ASCENDING), ("stamp", ASCENDING)]
+        )
+        await self.removed.create_index("at")
+        await self._messages.create_index(
+            [("project", ASCENDING), ("queue", ASCENDING), ("stamp", ASCENDING)]
+        )
+
+    # --- what writes call ------------------------------------------------------------------------
+
+    async def stamp(self, project: str, queue: str) -> int:
+        """The next value of a tracked queue's change sequence; 0 if it is not tracked."""
+        key = (project, queue)
+        asked = time.monotonic()
+        if asked - self._untracked.get(key, -QUIET) < QUIET:
+            return 0
+        doc = await self.sequences.find_one_and_update(
+            {**_scope(project, queue), "tracked": True},
+            {"$inc": {"stamp": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return int(doc["stamp"])
+        if len(self._untracked) >= QUIET_QUEUES:
+            self._untracked = {k: t for k, t in self._untracked.items() if asked - t < QUIET}
+        self._untracked[key] = asked  # as of when it was asked: the answer may be that old
+        return 0
+
+    async def bury(
+        self, project: str, queue: str, stamp: int, gone: Sequence[tuple[ObjectId, int]], now: float
+    ) -> None:
+        """Tombstones for the messages `gone` (id, marker), when the write was stamped."""
+        if stamp and gone:
+            await self.removed.insert_many(
+                [
+                    {**_scope(project, queue), "stamp": stamp, "mid": mid, "marker": m, "at": now}
+                    for mid, m in gone
+                ]
+            )
+
+    async def forget(self, project: str, queue: str) -> None:
+        """The queue was purged: its changes so far can no longer be told."""
+        stamp = await self.stamp(project, queue)
+        if stamp:
+            await self.sequences.update_one(
+                {**_scope(project, queue), "forgotten": {"$lt": stamp}},
+                {"$set": {"forgotten": stamp}},
+            )
+
+    async def end(self, project: str, queue: str) -> None:
+        """The queue's record went: so does its tracking."""
+        await self.sequences.delete_one(_scope(project, queue))
+
+    async def collect(self, before: float) -> int:
+        """Collect the tombstones from before `before`; positions they covered are forgotten."""
+        tops: dict[tuple[str, str], int] = {}
+        ids = []
+        async for doc in self.removed.find({"at": {"$lte": before}}, {"stamp": 1, **_FIELDS}):
+            key = (doc["project"], doc["queue"])
+            tops[key] = max(tops.get(key, 0), int(doc["stamp"]))
+            ids.append(doc["_id"])
+        for (project, queue), stamp in tops.items():
+            await self.sequences.update_one(
+                {**_scope(project, queue), "forgotten": {"$lt": stamp}},
+                {"$set": {"forgotten": stamp}},
+            )
+        if ids:
+            await self.removed.delete_many({"_id": {"$in": ids}})
+        return len(ids)
+
+    # --- what the transfer calls -----------------------------------------------------------------
+
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        key = _scope(project, queue)
+        fresh = {"stamp": 0, "forgotten": 0}
+        try:
+            await self.sequences.update_one(
+                key, {"$set": {"tracked": enabled}, "$setOnInsert": fresh}, upsert=True
+            )
+        except DuplicateKeyError:  # a concurrent call inserted it first
+            await self.sequences.update_one(key, {"$set": {"tracked": enabled}})
+        self._untracked.pop((project, queue), None)
+        if enabled:  # until every node's belief that it is untracked has expired
+            await asyncio.sleep(QUIET)
+
+    async def position(self, project: str, queue: str) -> int:
+        doc = await self.sequences.find_one(_scope(project, queue))
+        return 0 if doc is None else _lowered(doc)
+
+    async def changes(
+        self, project: str, queue: str, since: int, limit: int, now: float
+    ) -> Changes:
+        doc = await self.sequences.find_one(_scope(project, queue))
+        if doc is None or not doc["tracked"] or not doc["forgotten"] <= since <= doc["stamp"]:
+            raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
+        after = {**_scope(project, queue), "stamp": {"$gt": since}}
+        messages = await self._page(self._messages, after, limit)
+        removed = await self._page(self.removed, after, limit)
+        full = [int(rows[-1]["stamp"]) for rows in (messages, removed) if len(rows) == limit]
+        upto, more = max(since, _lowered(doc)), bool(full)
+        if more:
+            # Up to the smaller last stamp of a full page, and all of that stamp's write.
+            upto = min(full)
+            exactly = {**_scope(project, queue), "stamp": upto}
+            messages = [m for m in messages if m["stamp"] < upto]
+            messages += [m async for m in self._messages.find(exactly)]
+            removed = [r for r in removed if r["stamp"] < upto]
+            removed += [r async for r in self.removed.find(exactly)]
+        return Changes(
+            messages=tuple(transfer.exported(to_message(m), now) for m in messages),
+            removed=tuple(Removed(str(r["mid"]), int(r["marker"])) for r in removed),
+            upto=upto,
+            more=more,
+        )
+
+    @staticmethod
+    async def _page(coll: AsyncCollection[Doc], query: Doc, limit: int) -> list[Doc]:
+        return [doc async for doc in coll.find(query).sort("stamp", ASCENDING).limit(limit)]
+
+
+_FIELDS: dict[str, Any] = {"project": 1, "queue": 1}
+
+
+def _lowered(doc: Doc) -> int:
+    return max(int(doc["stamp"]) - MARGIN, int(doc["forgotten"]), 0)
