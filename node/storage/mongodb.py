@@ -12,7 +12,9 @@ server is the unique index (an insert that collides fails), and it arbitrates tw
   queries read. So a message is held by at most one live claim, however many claimers race.
 - Markers. `(project, queue, marker)` is unique. `post` reserves markers with `$inc` on the queue's
   counter; if the server hands a marker out twice, the insert collides, is taken back, the counter
-  moves past every marker in use and the post is retried.
+  moves past every marker in use and the post is retried. A reservation at or below the highest
+  marker stored (the counter went back: FerretDB lost an update of it) is retried the same way
+  before anything is inserted, so a producer's next post never lands before its last.
 
 Known limitation: reserving markers and inserting the messages are two steps. Two concurrent posts
 to one queue may therefore become visible out of marker order for an instant (marker 7 is listed
@@ -411,8 +413,15 @@ class MongoMessages:
             await self._reserve(project, queue, 0)  # still raises for a missing queue
             return []
         for _ in range(POST_ATTEMPTS):
-            top, stamp = await self._reserve(project, queue, len(messages))
+            (top, stamp), highest = await asyncio.gather(
+                self._reserve(project, queue, len(messages)), self._highest_marker(project, queue)
+            )
             first = top - len(messages) + 1
+            if first <= highest:
+                # The counter went back (an update lost on FerretDB): these markers would place
+                # this post before a message already acknowledged, against its producer's order.
+                await self._skip_used_markers(project, queue)
+                continue
             docs = [
                 {
                     "_id": oids[i],
@@ -472,14 +481,19 @@ class MongoMessages:
                 raise QueueDoesNotExist(project, queue)
         raise StorageUnavailable(f"queue {queue} was frozen and unfrozen {POST_ATTEMPTS} times")
 
-    async def _skip_used_markers(self, project: str, queue: str) -> None:
+    async def _highest_marker(self, project: str, queue: str) -> int:
+        """The highest marker stored in the queue (0 when empty)."""
         top = await self._s.message_docs.find_one(
             {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", DESCENDING)]
         )
-        if top is not None:
+        return 0 if top is None else int(top["marker"])
+
+    async def _skip_used_markers(self, project: str, queue: str) -> None:
+        highest = await self._highest_marker(project, queue)
+        if highest:
             await self._s.queue_docs.update_one(
-                {**queue_key(project, queue), "counter": {"$lt": top["marker"]}},
-                {"$set": {"counter": top["marker"]}},
+                {**queue_key(project, queue), "counter": {"$lt": highest}},
+                {"$set": {"counter": highest}},
             )
 
     @backend()

@@ -118,6 +118,32 @@ async def test_concurrent_posts_get_distinct_markers(mongo: MongoStorage) -> Non
     assert len(set(markers)) == len(markers) == 90
 
 
+async def test_a_counter_gone_back_never_puts_a_post_before_an_earlier_one(
+    mongo: MongoStorage,
+) -> None:
+    """FerretDB may lose an update of the counter (a racing write of the queue document): the
+    next post must still come after every message stored, or its producer's order breaks."""
+    await mongo.queues.create(P, Q, None)
+    ids = [(await mongo.messages.post(P, Q, msgs(f"a{n}"), CLIENT))[0] for n in range(3)]
+    for consumed in ids[:2]:  # markers 1 and 2 are free again; 3 is still stored
+        await mongo.messages.delete(P, Q, consumed, None)
+    # The counter goes back to 0, as a lost update would leave it.
+    await mongo.queue_docs.update_one({"project": P, "name": Q}, {"$set": {"counter": 0}})
+    (later,) = await mongo.messages.post(P, Q, msgs("b"), CLIENT)
+    listed = await mongo.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=10,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id=CLIENT,
+    )
+    assert [m.body for m in listed] == ["a2", "b"]
+    assert listed[-1].id == later and listed[-1].marker > listed[0].marker
+
+
 @pytest.mark.mongodb
 async def test_pops_and_claims_never_share(mongo: MongoStorage) -> None:
     await mongo.queues.create(P, Q, None)
