@@ -406,7 +406,8 @@ def report(
     first = bulk[0][1].doc
     bulk_ok = first["phase"] == "DONE" and first["progress"]["freeze_attempts"] == 0
     bulk_freeze = f"{first['progress']['freeze_ms']:,.1f} ms" if bulk_ok else first["phase"]
-    prog = "python -m bench.migration" if sys.argv[0].endswith("migration.py") else "python -m bench"
+    alone = sys.argv[0].endswith("migration.py")
+    prog = "python -m bench.migration" if alone else "python -m bench"
     command = f"{prog} {shlex.join(sys.argv[1:])}"
     settings = ", ".join(f"`{k}={v}`" for k, v in WORKER_ENV.items())
     lines = [
