@@ -129,7 +129,7 @@ async def test_unreachable_partition_answers_503(tmp_path: Path, clock: FakeCloc
         assert status == 503 and set(body) == {"title", "description"}
 
 
-async def test_large_answers_stream_through_intact(tmp_path: Path, clock: FakeClock) -> None:
+async def test_large_answers_come_through_intact(tmp_path: Path, clock: FakeClock) -> None:
     async with cluster(tmp_path, clock) as c:
         bodies = [chr(ord("a") + i) * 200_000 for i in range(3)]
         for b in bodies:
