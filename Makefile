@@ -31,7 +31,7 @@ export HELM_BIN := $(abspath $(HELM))
 
 # Keystone's OpenStack dependencies must not meet ours, so it gets its own environment, every
 # package pinned in tests/keystone-requirements.txt and the environment named by that file's
-# hash: built once per pin (about 80 s), then found again by every clone on this machine.
+# hash: built once per pin (about a minute), then found again by every clone on this machine.
 KEYSTONE_REQUIREMENTS := tests/keystone-requirements.txt
 KEYSTONE_PIN := $(shell sha256sum $(KEYSTONE_REQUIREMENTS) | cut -c1-12)
 KEYSTONE := $(CACHE)/keystone-$(KEYSTONE_PIN)

@@ -16,7 +16,7 @@ project.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from aiohttp import web
@@ -30,7 +30,6 @@ from proxy.probes import PROBES
 from proxy.settings import AuthMode, ProxySettings
 from proxy.tokens import Identity, Refused, TokenCache, token_key
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = frozenset({"/", "/metrics", *PROBES})
 PROJECT = "X-Project-ID"
 ROLES = "X-Roles"

@@ -11,7 +11,7 @@ in order, after the request id and metrics and inside the error handling, on bot
 lean path calls them itself, aiohttp's through `hooks_middleware`, so each is written once.
 
 Cost: with any hook, every lean request runs in a task (the usual path answers in callbacks
-only without hooks), about 25 us more CPU per request on a slow VM, plus the hooks' own work.
+only without hooks), which costs some CPU per request, plus the hooks' own work.
 A hook that answers from memory most of the time (a token cache) keeps that cost small.
 """
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
@@ -80,16 +79,6 @@ class ProjectLimits:
                 IN_FLIGHT.dec()
 
         return release
-
-    @contextmanager
-    def admit(self, project: str) -> Iterator[None]:
-        """`acquire` for the length of a block."""
-        release = self.acquire(project)
-        try:
-            yield
-        finally:
-            if release is not None:
-                release()
 
     def _take(self, project: str) -> _Project:
         now = self._clock()

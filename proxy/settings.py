@@ -92,6 +92,10 @@ class ProxySettings:
                 )
         if self.token_cache_size < 1 or self.token_cache_ttl < 0:
             raise ValueError("the token cache needs a size of at least 1 and a TTL of 0 or more")
+        if min(self.migrations_out, self.migrations_in) < 1:
+            raise ValueError("migrations_out and migrations_in must be at least 1")
+        if self.migration_cooldown < 0:
+            raise ValueError("migration_cooldown must not be negative")
 
     @classmethod
     def from_env(cls) -> ProxySettings:
@@ -136,13 +140,6 @@ class ProxySettings:
             log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
             log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
         )
-
-    def __post_init__(self) -> None:
-        """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""
-        if min(self.migrations_out, self.migrations_in) < 1:
-            raise ValueError("migrations_out and migrations_in must be at least 1")
-        if self.migration_cooldown < 0:
-            raise ValueError("migration_cooldown must not be negative")
 
     @property
     def migration_limits(self) -> Limits:
