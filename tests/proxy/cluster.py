@@ -37,6 +37,8 @@ class ProxyTestServer(TestServer):
     """A proxy served as `marconi proxy` serves it: the lean path in front of the app."""
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        # In-flight requests get what `marconi proxy` gives them at shutdown, not aiohttp's 60 s.
+        kwargs.setdefault("shutdown_timeout", ProxySettings().drain_timeout)
         return ProxyRunner(self.app, **kwargs)
 
 
