@@ -10,7 +10,6 @@ watch from the last revision it applied; if that revision was compacted away, it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from enum import StrEnum
@@ -80,12 +79,17 @@ class PlacementCache:
         async with asyncio.timeout(load_within):
             await self._loaded.wait()
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = 5.0) -> None:
+        """Stop the watch; a watch that does not end within `within` seconds is left behind
+        (a client library that swallows cancellation must not hold up a shutdown)."""
         self.state = WatchState.STOPPED
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=within)
+            if not done:
+                log.warning("watch_stop_timed_out", seconds=within)
+            elif not self._task.cancelled():
+                self._task.exception()  # retrieved: the loop ended on its own
 
     async def _run(self) -> None:
         need_load = True

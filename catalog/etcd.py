@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -194,6 +195,11 @@ class EtcdStore:
             with contextlib.suppress(Exception):
                 await watch.cancel()
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.close()
+    async def close(self, within: float = 5.0) -> None:
+        """Close the client; one whose channel does not close within `within` seconds is left
+        behind rather than holding up a shutdown."""
+        closing = asyncio.ensure_future(self._client.close())
+        done, _ = await asyncio.wait({closing}, timeout=within)
+        if done:
+            with contextlib.suppress(Exception):
+                closing.result()
