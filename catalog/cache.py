@@ -20,7 +20,7 @@ from catalog.errors import CatalogUnavailable, Compacted
 from catalog.keys import Keys
 from catalog.records import Event, Partition, Pin, Placement, Versioned
 from catalog.store import CatalogStore
-from marconi.logs import get_logger
+from ground.logs import get_logger
 
 log = get_logger("catalog.cache")
 

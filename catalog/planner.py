@@ -20,7 +20,7 @@ from typing import Any
 
 from catalog.migrations import Migration, Phase
 from catalog.records import Partition, PartitionState, Placement
-from catalog.registry import Limits
+from catalog.registry import MigrationLimits
 
 EPSILON = 1e-12
 QueueId = tuple[str, str]  # (project, queue)
@@ -271,7 +271,9 @@ def _placement_key(p: Placement) -> QueueId:
     return (p.project, p.queue)
 
 
-def admit(moves: Sequence[Move], active: Sequence[Migration], limits: Limits) -> list[Move]:
+def admit(
+    moves: Sequence[Move], active: Sequence[Migration], limits: MigrationLimits
+) -> list[Move]:
     """The moves that fit, in order, beside the migrations in flight: at most
     `limits.outgoing_per_partition` leaving and `incoming_per_partition` arriving per partition.
     As in the registry, which checks again when it creates them (this only avoids asking in
@@ -291,7 +293,9 @@ def admit(moves: Sequence[Move], active: Sequence[Migration], limits: Limits) ->
     return chosen
 
 
-def unavailable(migrations: Sequence[Migration], limits: Limits, now: float) -> set[QueueId]:
+def unavailable(
+    migrations: Sequence[Migration], limits: MigrationLimits, now: float
+) -> set[QueueId]:
     """Queues no plan may move: those moving now, and those that moved within the cool-down."""
     return {
         (m.project, m.queue)

@@ -15,7 +15,7 @@ from catalog.records import Versioned
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class MigrationLimits:
     outgoing_per_partition: int = 1
     incoming_per_partition: int = 1
     cooldown: float = 300.0  # seconds before the same queue may move again
@@ -33,13 +33,13 @@ class Registry:
     def __init__(
         self,
         catalog: Catalog,
-        limits: Limits | None = None,
+        limits: MigrationLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
         self.store = catalog.store
         self.keys = catalog.keys
-        self.limits = limits or Limits()
+        self.limits = limits or MigrationLimits()
         self.clock = clock
 
     async def create(self, project: str, queue: str, target: str) -> Migration:

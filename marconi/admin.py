@@ -20,7 +20,7 @@ from marconi.arguments import STATES, node_url, partition_name, seconds, weight
 from marconi.output import emit, emit_json, error, fields, table
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Handler = Callable[[AdminClient, argparse.Namespace], int]
+Command = Callable[[AdminClient, argparse.Namespace], int]
 
 HEALTHY_CATALOG = "live"
 
@@ -48,7 +48,7 @@ def common_flags() -> argparse.ArgumentParser:
     return common
 
 
-def run_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
+def run_command(handler: Command) -> Callable[[argparse.Namespace], int]:
     """Build the client from the flags, run one command, turn its failure into an exit code."""
 
     def command(args: argparse.Namespace) -> int:
@@ -61,7 +61,7 @@ def run_command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-def leaf(group: Subcommands, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+def leaf(group: Subcommands, name: str, handler: Command, help: str) -> argparse.ArgumentParser:
     """An admin command: its parser, with the common flags, running `handler`."""
     parser = group.add_parser(name, parents=[common_flags()], help=help, description=help)
     parser.set_defaults(func=run_command(handler))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,13 +22,6 @@ if TYPE_CHECKING:
     from proxy.settings import ProxySettings
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
-# The migration worker, `migrate.server.run(WorkerSettings)`, imported only by `marconi worker`.
-WORKER_MODULE = "migrate.server"
-
-
-def worker_built() -> bool:
-    """Whether this tree has the migration worker yet (`marconi dev` starts it only then)."""
-    return importlib.util.find_spec(WORKER_MODULE) is not None
 
 
 def _stop_on_signals(*signums: signal.Signals) -> None:
@@ -121,12 +113,6 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    if not worker_built():
-        error(
-            "worker: this build has no migration worker yet (migrate/server.py is missing); "
-            "migrations stay in INIT until one runs"
-        )
-        return 1
     from migrate.server import run
 
     try:

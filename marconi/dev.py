@@ -25,7 +25,6 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import Partition
 from marconi.admin_client import DEFAULT_URL
-from marconi.cli import worker_built
 from marconi.output import emit, error
 from marconi.supervisor import Child, ChildExited, Supervisor, next_free_port, port_in_use
 from proxy.settings import ProxySettings
@@ -151,11 +150,8 @@ async def register(etcd_url: str, prefix: str, nodes: list[Node]) -> None:
         await store.close()
 
 
-def start_worker(supervisor: Supervisor, etcd_url: str, prefix: str) -> Child | None:
-    """The migration worker, once the catalog knows the partitions (and if this tree has one)."""
-    if not worker_built():
-        emit("  migration worker     not started: this build has none yet (migrate/server.py)")
-        return None
+def start_worker(supervisor: Supervisor, etcd_url: str, prefix: str) -> Child:
+    """The migration worker, once the catalog knows the partitions."""
     argv = marconi("worker", "--catalog", etcd_url, "--catalog-prefix", prefix)
     # One proxy, on this machine: a stale route to a moved queue's old copy is gone within
     # moments, so the old copy need not be kept the production grace period.

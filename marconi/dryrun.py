@@ -27,7 +27,7 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.migrations import Migration
 from catalog.records import PartitionState
-from catalog.registry import Limits, Registry
+from catalog.registry import MigrationLimits, Registry
 from marconi.output import emit, emit_json, error, fields, table
 from migrate.dryrun import Plan, dry_run
 from migrate.settings import WorkerSettings
@@ -79,7 +79,7 @@ async def preview(
     project: str,
     queue: str,
     target: str,
-    limits: Limits,
+    limits: MigrationLimits,
     settings: WorkerSettings,
 ) -> dict[str, Any]:
     """The dry run's findings, as the JSON document `--json` prints."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalog.migrations import Migration, Phase, Progress
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from migrate import metrics
 from migrate.errors import CancelArrived, Diverged, FenceLeaked, Unmovable
 from migrate.journal import Journal

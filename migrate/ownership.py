@@ -18,7 +18,7 @@ from collections.abc import Callable
 from catalog.errors import CatalogError, CatalogUnavailable, Conflict, LeaseExpired
 from catalog.keys import Keys
 from catalog.store import CatalogStore
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from migrate.errors import OwnershipLost
 
 log = get_logger("migrate.ownership")

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
-from marconi.logs import configure, get_logger
-from marconi.metrics import metrics_handler
+from ground.logs import configure, get_logger
+from ground.metrics import metrics_handler
 from migrate.settings import WorkerSettings
 from migrate.worker import Worker
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from marconi.logs import json_from_env
+from ground import env
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,36 +40,17 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
-        """`MARCONI_*` variables; anything unset keeps its default."""
-        env = os.environ
-        d = cls()
-
-        def number(name: str, default: float) -> float:
-            return float(env.get(f"MARCONI_WORKER_{name}", default))
-
-        def whole(name: str, default: int) -> int:
-            return int(env.get(f"MARCONI_WORKER_{name}", default))
-
-        return cls(
-            catalog_url=env.get("MARCONI_CATALOG_URL", d.catalog_url),
-            key_prefix=env.get("MARCONI_CATALOG_PREFIX", d.key_prefix),
-            lease_ttl=whole("LEASE_TTL", d.lease_ttl),
-            max_running=whole("MAX_RUNNING", d.max_running),
-            batch=whole("BATCH", d.batch),
-            copy_rate=number("COPY_RATE", d.copy_rate),
-            freeze_lag=whole("FREEZE_LAG", d.freeze_lag),
-            freeze_limit=number("FREEZE_LIMIT", d.freeze_limit),
-            freeze_attempts=whole("FREEZE_ATTEMPTS", d.freeze_attempts),
-            settle=number("SETTLE", d.settle),
-            catch_up_pause=number("CATCH_UP_PAUSE", d.catch_up_pause),
-            purge_grace=number("PURGE_GRACE", d.purge_grace),
-            purge_rate=number("PURGE_RATE", d.purge_rate),
-            retry_pause=number("RETRY_PAUSE", d.retry_pause),
-            metrics_host=env.get("MARCONI_WORKER_METRICS_HOST", d.metrics_host),
-            metrics_port=whole("METRICS_PORT", d.metrics_port),
-            log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
-            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
-        )
+        """`MARCONI_WORKER_<SETTING>` for the worker's own settings, the catalog's and the log's
+        shared `MARCONI_*` variables; anything unset keeps its default."""
+        shared = ("catalog_url", "key_prefix", "log_level", "log_json")
+        names = {
+            **env.prefixed(cls, "MARCONI_WORKER_", skip=shared),
+            "catalog_url": "MARCONI_CATALOG_URL",
+            "key_prefix": "MARCONI_CATALOG_PREFIX",
+            "log_level": "MARCONI_LOG_LEVEL",
+            "log_json": "MARCONI_LOG_JSON",
+        }
+        return env.read(cls, names)
 
     def __post_init__(self) -> None:
         """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""

@@ -22,7 +22,7 @@ from catalog.errors import CatalogError, CatalogUnavailable, Compacted, NotFound
 from catalog.keys import Keys
 from catalog.registry import Registry
 from catalog.store import CatalogStore
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from migrate import metrics
 from migrate.errors import MigrationError, OwnershipLost
 from migrate.journal import RegistryJournal

@@ -1,16 +1,13 @@
 """The node's closed error hierarchy.
 
-Storage drivers translate backend exceptions (sqlite3, pymongo) into these at their edge; the API
-layer raises the `ApiError` family for bad input. `node.api.errors` maps every type to an HTTP
-status and Zaqar's `{"title", "description"}` body in one table.
+Storage drivers translate backend exceptions (sqlite3, pymongo) into these at their edge; bad input
+raises the wire contract's `ApiError` family (`wire.errors`). `node.api.errors` maps every type to
+an HTTP status and Zaqar's `{"title", "description"}` body in one table.
 """
 
 
 class NodeError(Exception):
     """Root of every error the node raises on purpose."""
-
-
-# --- storage -------------------------------------------------------------------------------------
 
 
 class StorageError(NodeError):
@@ -82,55 +79,3 @@ class ChangesLost(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend failed (connection lost, disk error, timeout); the caller may retry."""
-
-
-# --- API input -----------------------------------------------------------------------------------
-
-
-class ApiError(NodeError):
-    """A request the API refuses; carries its Zaqar title and description."""
-
-    status = 400
-    title = "Invalid API request"
-
-    def __init__(self, description: str, *, title: str | None = None) -> None:
-        super().__init__(description)
-        self.description = description
-        if title is not None:
-            self.title = title
-
-
-class ValidationFailed(ApiError):
-    """Input broke one of the API's limits (Zaqar's `HTTPBadRequestAPI`)."""
-
-
-class BadRequestBody(ApiError):
-    """The body is missing, unparsable or of the wrong shape (Zaqar's `HTTPBadRequestBody`)."""
-
-    title = "Invalid request body"
-
-
-class BadHeader(ApiError):
-    """A required header is missing or malformed; the title says which."""
-
-
-class NotAcceptable(ApiError):
-    status = 406
-    title = "Media type not acceptable"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    title = "Unsupported media type"
-
-
-class ResourceNotFound(ApiError):
-    """A route or API version that does not exist."""
-
-    status = 404
-    title = "Not found"
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    title = "Method not allowed"

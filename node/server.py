@@ -8,7 +8,7 @@ import contextlib
 import uvloop
 from aiohttp import web
 
-from marconi.logs import configure, get_logger
+from ground.logs import configure, get_logger
 from node.api.app import create_app
 from node.api.deps import Deps
 from node.settings import NodeSettings

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from marconi.logs import json_from_env
-from node.limits import Limits
+from ground import env
+from wire.limits import ApiLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,19 +17,18 @@ class NodeSettings:
     gc_interval: float = 30.0
     log_level: str = "info"
     log_json: bool | None = None
-    limits: Limits = field(default_factory=Limits)
+    limits: ApiLimits = field(default_factory=ApiLimits)
 
     @classmethod
     def from_env(cls) -> NodeSettings:
-        env = os.environ
-        defaults = cls()
-        return cls(
-            storage=env.get("MARCONI_STORAGE", defaults.storage),
-            partition=env.get("MARCONI_PARTITION", defaults.partition),
-            host=env.get("MARCONI_HOST", defaults.host),
-            port=int(env.get("MARCONI_PORT", defaults.port)),
-            gc_interval=float(env.get("MARCONI_GC_INTERVAL", defaults.gc_interval)),
-            log_level=env.get("MARCONI_LOG_LEVEL", defaults.log_level),
-            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
-            limits=Limits.from_env(),
-        )
+        """`MARCONI_*` variables (and `MARCONI_LIMIT_<NAME>` for each API limit)."""
+        names = {
+            "storage": "MARCONI_STORAGE",
+            "partition": "MARCONI_PARTITION",
+            "host": "MARCONI_HOST",
+            "port": "MARCONI_PORT",
+            "gc_interval": "MARCONI_GC_INTERVAL",
+            "log_level": "MARCONI_LOG_LEVEL",
+            "log_json": "MARCONI_LOG_JSON",
+        }
+        return env.read(cls, names, limits=ApiLimits.from_env())

@@ -17,10 +17,10 @@ from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
 from catalog.records import Partition, PartitionState
 from catalog.registry import Registry
-from node.api.handler import no_content, ok
 from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
 from proxy.routing import Router
+from wire.answers import no_content, ok
 
 NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 STATES = ", ".join(s.value for s in PartitionState)

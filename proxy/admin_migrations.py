@@ -22,13 +22,13 @@ from catalog.migrations import Migration
 from catalog.planner import Move, admit, plan_drain, plan_rebalance, summarize, unavailable
 from catalog.records import Partition, PartitionState
 from catalog.registry import Registry
-from marconi.logs import get_logger
-from node.api.handler import ok
-from node.api.request import param_bool
-from node.api.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME
+from ground.logs import get_logger
 from proxy.admin import NAME, path_partition, read_body
 from proxy.errors import BadRequest
 from proxy.load import LoadReader
+from wire.answers import ok
+from wire.request import param_bool
+from wire.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME
 
 log = get_logger("proxy.admin")
 

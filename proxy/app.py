@@ -17,10 +17,9 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.registry import Registry
 from catalog.store import CatalogStore
-from marconi.logs import get_logger
-from marconi.metrics import Recorder, metrics_handler, request_metrics
-from node.api.app import MAX_BODY
-from node.api.requestid import request_id_middleware
+from ground.logs import get_logger
+from ground.metrics import Recorder, metrics_handler, request_metrics
+from ground.requestid import request_id_middleware
 from proxy.admin import Admin, admin_role
 from proxy.admin_migrations import MigrationAdmin
 from proxy.auth import authentication
@@ -31,7 +30,7 @@ from proxy.front import LEAN
 from proxy.handler import Proxy
 from proxy.hooks import Hook, hooks_middleware
 from proxy.limits import ProjectLimits, limits_hook
-from proxy.listing import QueueListing
+from proxy.listing import CatalogListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
 from proxy.pipeline import LeanPath
@@ -40,6 +39,7 @@ from proxy.probes import Probes
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
 from proxy.upstream import Upstreams
+from wire.limits import MAX_BODY
 
 log = get_logger("proxy")
 PROXY = web.AppKey("proxy", Proxy)
@@ -75,7 +75,7 @@ def create_app(
         forwarder,
         FrozenBuffer(cache, settings.frozen_buffer, settings.frozen_max_wait),
     )
-    listing = QueueListing(router, forwarder)
+    listing = CatalogListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
     registry = Registry(catalog, settings.migration_limits)
     migrations = MigrationAdmin(catalog, registry, LoadReader(catalog, forwarder))

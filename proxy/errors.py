@@ -1,22 +1,20 @@
 """The proxy's closed error hierarchy, and the one middleware that turns errors into HTTP.
 
-Proxy and catalog errors are mapped here; the node's own errors (and aiohttp's routing answers)
-keep the node's table and wording (`node.api.errors`), so a client sees one API.
+Proxy and catalog errors are mapped here; input errors and aiohttp's routing answers keep the wire
+contract's wording (`wire.errors`), as the node answers them, so a client sees one API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
 from catalog import errors as catalog
-from marconi.logs import get_logger
-from node.api.errors import UNAVAILABLE_TITLE, aiohttp_answer, error_response, to_response
-from node.api.requestid import request_id
+from ground.logs import get_logger
+from ground.requestid import request_id
+from ground.types import Handler
+from wire.errors import UNAVAILABLE_TITLE, ApiError, aiohttp_answer, error_response, unexpected
 
 log = get_logger("proxy")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ProxyError(Exception):
@@ -134,7 +132,10 @@ def error_answer(exc: Exception, request_id: str) -> web.Response:
         return error_response(exc.status, exc.title, exc.description, exc.headers())
     if isinstance(exc, catalog.CatalogError):
         return _catalog_response(exc)
-    return to_response(exc, request_id)  # the node's errors; others logged, a generic body
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.title, exc.description)
+    log.exception("unexpected_error", request_id=request_id)
+    return unexpected(request_id)
 
 
 @web.middleware

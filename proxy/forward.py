@@ -15,8 +15,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import Counter
 
 from catalog.records import Partition
-from marconi.metrics import Tally
-from node.api.requestid import REQUEST_ID, request_id
+from ground.metrics import Tally
+from ground.requestid import REQUEST_ID, request_id
 from proxy.errors import PartitionUnavailable
 from proxy.http1 import HOP_BY_HOP, header_lines, parse_lines, response_headers
 from proxy.nodes import NodePool, NodePools

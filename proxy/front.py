@@ -18,7 +18,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.http1 import RequestHead, Unusual, parse_request
 from proxy.pipeline import LeanPath
 from proxy.routing import QueueRoute

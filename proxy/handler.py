@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from catalog.records import Partition, Placement
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.errors import PartitionUnavailable, QueueFrozen
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder, Outgoing, answer_response

@@ -23,13 +23,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from node.api.requestid import REQUEST_ID, request_id
+from ground.requestid import REQUEST_ID, request_id
+from ground.types import Handler
 from proxy.forward import Outgoing, copy_headers
 from proxy.http1 import HOP_BY_HOP
 
 Release = Callable[[], None]
 Hook = Callable[[Outgoing], Awaitable[Release | None]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def run_hooks(hooks: Sequence[Hook], out: Outgoing) -> list[Release]:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from multidict import CIMultiDict
 
-from node.api.app import MAX_BODY
+from wire.limits import MAX_BODY
 
 MAX_HEAD = 32 * 1024  # request line and headers; aiohttp allows 8190 bytes per line
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH")}

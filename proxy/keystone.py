@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter
 
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.errors import IdentityUnavailable
 from proxy.tokens import Clock, Identity, Refused
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.errors import OverLimit
 from proxy.forward import Outgoing
 from proxy.hooks import Hook, Release

@@ -16,21 +16,23 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from node.api.handler import no_content, ok
-from node.api.hooks import PROJECT, with_hooks
-from node.api.queues import queue_listing
-from node.limits import Limits
 from proxy.forward import Forwarder, Outgoing
 from proxy.routing import LAZY_CREATION, Router
+from wire.answers import no_content, ok
+from wire.checks import PROJECT, with_checks
+from wire.limits import ApiLimits
+from wire.listing import queue_listing
 
 
-class QueueListing:
-    def __init__(self, router: Router, forwarder: Forwarder, limits: Limits | None = None) -> None:
+class CatalogListing:
+    def __init__(
+        self, router: Router, forwarder: Forwarder, limits: ApiLimits | None = None
+    ) -> None:
         self.router = router
         self.forwarder = forwarder
-        self.limits = limits or Limits()
+        self.limits = limits or ApiLimits()
         self._hooked = {
-            version: with_hooks(self.get, ids_required=version in LAZY_CREATION)
+            version: with_checks(self.get, ids_required=version in LAZY_CREATION)
             for version in ("v1", "v1.1", "v2")
         }
 

@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from catalog.catalog import Catalog
 from catalog.planner import QueueLoad
 from catalog.records import Partition, Placement
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.errors import ProxyError
 from proxy.forward import Forwarder, Outgoing
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter, Gauge
 
 from catalog.records import Partition
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from proxy.upstream import Lost, NotSent, Upstreams
 
 log = get_logger("proxy.nodes")

@@ -20,8 +20,8 @@ import structlog
 from aiohttp import web
 
 from catalog.records import Partition, Placement
-from marconi.metrics import Recorder
-from node.api.requestid import REQUEST_ID
+from ground.metrics import Recorder
+from ground.requestid import REQUEST_ID
 from proxy.errors import PartitionUnavailable, error_answer
 from proxy.forward import FORWARDED, NODE_RETRIES, STATUS_CLASSES, Outgoing
 from proxy.handler import Proxy

@@ -21,11 +21,11 @@ from prometheus_client import Counter
 from catalog.cache import LOOKUPS, PlacementCache
 from catalog.catalog import Catalog
 from catalog.records import Partition, Placement
-from node.api import validation
-from node.api.hooks import accepts_json
-from node.errors import ApiError
 from proxy.errors import PartitionUnavailable
 from proxy.policy import PlacementPolicy
+from wire import validation
+from wire.checks import accepts_json
+from wire.errors import ApiError
 
 VERSIONS = ("v1", "v1.1", "v2")
 VERSION = r"/{version:v1|v1\.1|v2}"

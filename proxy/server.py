@@ -8,7 +8,7 @@ import contextlib
 import uvloop
 from aiohttp import web
 
-from marconi.logs import configure, get_logger
+from ground.logs import configure, get_logger
 from proxy.app import create_app
 from proxy.front import ProxyRunner
 from proxy.settings import ProxySettings

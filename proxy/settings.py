@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from catalog.registry import Limits
-from marconi.logs import json_from_env
+from catalog.registry import MigrationLimits
+from ground import env
 
 
 class AuthMode(StrEnum):
@@ -72,7 +71,7 @@ class ProxySettings:
     # Seconds a validation is trusted at most: a token revoked in Keystone is refused within
     # this long (keystonemiddleware's token_cache_time has the same default).
     token_cache_ttl: float = 300.0
-    # Migrations the admin API admits (`catalog.registry.Limits`): at most this many moving out
+    # Migrations the admin API admits (`MigrationLimits`): at most this many moving out
     # of and into each partition until their switch, and no move of a queue within
     # `migration_cooldown` seconds of its last.
     migrations_out: int = 1
@@ -100,47 +99,48 @@ class ProxySettings:
     @classmethod
     def from_env(cls) -> ProxySettings:
         """`MARCONI_*` variables; anything unset keeps its default."""
-        env = os.environ
-        d = cls()
-        return cls(
-            catalog_url=env.get("MARCONI_CATALOG_URL", d.catalog_url),
-            key_prefix=env.get("MARCONI_CATALOG_PREFIX", d.key_prefix),
-            host=env.get("MARCONI_PROXY_HOST", d.host),
-            port=int(env.get("MARCONI_PROXY_PORT", d.port)),
-            placement_key=PlacementKey(env.get("MARCONI_PLACEMENT_KEY", d.placement_key)),
-            frozen_buffer=int(env.get("MARCONI_FROZEN_BUFFER", d.frozen_buffer)),
-            frozen_max_wait=float(env.get("MARCONI_FROZEN_MAX_WAIT", d.frozen_max_wait)),
-            connect_timeout=float(env.get("MARCONI_UPSTREAM_CONNECT_TIMEOUT", d.connect_timeout)),
-            upstream_timeout=float(env.get("MARCONI_UPSTREAM_TIMEOUT", d.upstream_timeout)),
-            health_interval=float(env.get("MARCONI_HEALTH_INTERVAL", d.health_interval)),
-            health_timeout=float(env.get("MARCONI_HEALTH_TIMEOUT", d.health_timeout)),
-            drain_timeout=float(env.get("MARCONI_DRAIN_TIMEOUT", d.drain_timeout)),
-            cache_capacity=int(env.get("MARCONI_CACHE_CAPACITY", d.cache_capacity)),
-            limits=LimitSettings(
-                rate=float(env.get("MARCONI_RATE_LIMIT", d.limits.rate)),
-                burst=int(env.get("MARCONI_RATE_BURST", d.limits.burst)),
-                concurrency=int(env.get("MARCONI_CONCURRENCY_LIMIT", d.limits.concurrency)),
-                projects=int(env.get("MARCONI_LIMIT_PROJECTS", d.limits.projects)),
-            ),
-            auth=AuthMode(env.get("MARCONI_AUTH", d.auth)),
-            keystone_url=env.get("MARCONI_KEYSTONE_URL", d.keystone_url),
-            keystone_username=env.get("MARCONI_KEYSTONE_USERNAME", d.keystone_username),
-            keystone_password=env.get("MARCONI_KEYSTONE_PASSWORD", d.keystone_password),
-            keystone_user_domain=env.get("MARCONI_KEYSTONE_USER_DOMAIN", d.keystone_user_domain),
-            keystone_project=env.get("MARCONI_KEYSTONE_PROJECT", d.keystone_project),
-            keystone_project_domain=env.get(
-                "MARCONI_KEYSTONE_PROJECT_DOMAIN", d.keystone_project_domain
-            ),
-            keystone_timeout=float(env.get("MARCONI_KEYSTONE_TIMEOUT", d.keystone_timeout)),
-            token_cache_size=int(env.get("MARCONI_TOKEN_CACHE_SIZE", d.token_cache_size)),
-            token_cache_ttl=float(env.get("MARCONI_TOKEN_CACHE_TTL", d.token_cache_ttl)),
-            migrations_out=int(env.get("MARCONI_MIGRATIONS_OUT", d.migrations_out)),
-            migrations_in=int(env.get("MARCONI_MIGRATIONS_IN", d.migrations_in)),
-            migration_cooldown=float(env.get("MARCONI_MIGRATION_COOLDOWN", d.migration_cooldown)),
-            log_level=env.get("MARCONI_LOG_LEVEL", d.log_level),
-            log_json=json_from_env(env.get("MARCONI_LOG_JSON")),
-        )
+        limits = env.read(LimitSettings, _LIMIT_VARIABLES)
+        return env.read(cls, _VARIABLES, limits=limits)
 
     @property
-    def migration_limits(self) -> Limits:
-        return Limits(self.migrations_out, self.migrations_in, self.migration_cooldown)
+    def migration_limits(self) -> MigrationLimits:
+        return MigrationLimits(self.migrations_out, self.migrations_in, self.migration_cooldown)
+
+
+# Each setting's environment variable.
+_VARIABLES = {
+    "catalog_url": "MARCONI_CATALOG_URL",
+    "key_prefix": "MARCONI_CATALOG_PREFIX",
+    "host": "MARCONI_PROXY_HOST",
+    "port": "MARCONI_PROXY_PORT",
+    "placement_key": "MARCONI_PLACEMENT_KEY",
+    "frozen_buffer": "MARCONI_FROZEN_BUFFER",
+    "frozen_max_wait": "MARCONI_FROZEN_MAX_WAIT",
+    "connect_timeout": "MARCONI_UPSTREAM_CONNECT_TIMEOUT",
+    "upstream_timeout": "MARCONI_UPSTREAM_TIMEOUT",
+    "health_interval": "MARCONI_HEALTH_INTERVAL",
+    "health_timeout": "MARCONI_HEALTH_TIMEOUT",
+    "drain_timeout": "MARCONI_DRAIN_TIMEOUT",
+    "cache_capacity": "MARCONI_CACHE_CAPACITY",
+    "auth": "MARCONI_AUTH",
+    "keystone_url": "MARCONI_KEYSTONE_URL",
+    "keystone_username": "MARCONI_KEYSTONE_USERNAME",
+    "keystone_password": "MARCONI_KEYSTONE_PASSWORD",
+    "keystone_user_domain": "MARCONI_KEYSTONE_USER_DOMAIN",
+    "keystone_project": "MARCONI_KEYSTONE_PROJECT",
+    "keystone_project_domain": "MARCONI_KEYSTONE_PROJECT_DOMAIN",
+    "keystone_timeout": "MARCONI_KEYSTONE_TIMEOUT",
+    "token_cache_size": "MARCONI_TOKEN_CACHE_SIZE",
+    "token_cache_ttl": "MARCONI_TOKEN_CACHE_TTL",
+    "migrations_out": "MARCONI_MIGRATIONS_OUT",
+    "migrations_in": "MARCONI_MIGRATIONS_IN",
+    "migration_cooldown": "MARCONI_MIGRATION_COOLDOWN",
+    "log_level": "MARCONI_LOG_LEVEL",
+    "log_json": "MARCONI_LOG_JSON",
+}
+_LIMIT_VARIABLES = {
+    "rate": "MARCONI_RATE_LIMIT",
+    "burst": "MARCONI_RATE_BURST",
+    "concurrency": "MARCONI_CONCURRENCY_LIMIT",
+    "projects": "MARCONI_LIMIT_PROJECTS",
+}

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from marconi.logs import get_logger
-from marconi.metrics import metrics_handler, request_metrics
+from ground.logs import get_logger
+from ground.metrics import metrics_handler, request_metrics
+from ground.requestid import request_id_middleware
 from node.api import v2
 from node.api.deps import Deps
 from node.api.errors import error_middleware
-from node.api.formatting import dumps
 from node.api.homedoc import VERSIONS
-from node.api.hooks import with_hooks
-from node.api.requestid import request_id_middleware
+from wire.answers import dumps
+from wire.checks import with_checks
+from wire.limits import MAX_BODY
 
 log = get_logger("node")
 DEPS = web.AppKey("deps", Deps)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Message posts are limited to 256 KiB by validation; leave room so that limit answers in
-# Zaqar's words rather than aiohttp's 413.
-MAX_BODY = 4 * 1024 * 1024
 
 
 async def versions(request: web.Request) -> web.Response:
@@ -36,7 +33,7 @@ def mount(
     """Add one API version's route table under `prefix`, each handler behind the version's hooks."""
     for route in routes:
         assert isinstance(route, web.RouteDef)
-        hooked = with_hooks(route.handler, ids_required=ids_required)
+        hooked = with_checks(route.handler, ids_required=ids_required)
         web.RouteDef(route.method, prefix + route.path, hooked, route.kwargs).register(app.router)
 
 
@@ -46,7 +43,7 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
 
     app = web.Application(
         middlewares=[request_id_middleware, request_metrics("node"), error_middleware],
-        client_max_size=MAX_BODY,
+        client_max_size=MAX_BODY,  # far above the API's limits, which answer in Zaqar's words
     )
     app[DEPS] = deps
     app.router.add_get("/", versions, allow_head=False)

@@ -6,22 +6,17 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api import validation
-from node.api.handler import (
-    DEFAULT_MESSAGES_PER_CLAIM,
-    Handler,
-    no_content,
-    ok,
-    scope,
-)
-from node.api.request import (
+from node.api.endpoint import DEFAULT_MESSAGES_PER_CLAIM, Endpoint, scope
+from wire import validation
+from wire.answers import no_content, ok
+from wire.request import (
     json_body,
     optional_json_body,
     param_int,
 )
 
 
-class ClaimCollection(Handler):
+class ClaimCollection(Endpoint):
     async def post(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         limit = param_int(request, "limit")
@@ -58,7 +53,7 @@ class ClaimCollection(Handler):
         )
 
 
-class ClaimItem(Handler):
+class ClaimItem(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         claim_id = request.match_info["claim_id"]

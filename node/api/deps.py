@@ -6,13 +6,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.limits import Limits
 from node.storage.base import Storage
+from wire.limits import ApiLimits
 
 
 @dataclass(frozen=True, slots=True)
 class Deps:
     storage: Storage
-    limits: Limits = field(default_factory=Limits)
+    limits: ApiLimits = field(default_factory=ApiLimits)
     clock: Callable[[], float] = time.time
     partition: str = "default"

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
-from marconi.logs import get_logger
+from ground.logs import get_logger
+from ground.requestid import request_id
+from ground.types import Handler
 from node import errors
-from node.api.requestid import request_id
+from wire.errors import (
+    RETRY_AFTER,
+    UNAVAILABLE_TITLE,
+    ApiError,
+    aiohttp_answer,
+    error_response,
+    unexpected,
+)
 
 log = get_logger("node.api")
-
-UNAVAILABLE_TITLE = "Service temporarily unavailable"
-RETRY_AFTER = "30"
 
 # Error type -> (status, title). Looked up along the exception's MRO, so the most specific wins.
 TABLE: dict[type[Exception], tuple[int, str]] = {
@@ -29,21 +32,6 @@ TABLE: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def error_body(title: str, description: str) -> bytes:
-    return json.dumps({"title": title, "description": description}).encode()
-
-
-def error_response(
-    status: int, title: str, description: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=error_body(title, description),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 def _lookup(exc: Exception) -> tuple[int, str] | None:
     for cls in type(exc).__mro__:
         if cls in TABLE:
@@ -52,7 +40,7 @@ def _lookup(exc: Exception) -> tuple[int, str] | None:
 
 
 def to_response(exc: Exception, request_id: str) -> web.Response:
-    if isinstance(exc, errors.ApiError):
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.title, exc.description)
     if isinstance(exc, errors.QueueFrozen):
         # Fencing: a distinct, machine-readable reason the proxy acts on.
@@ -76,31 +64,7 @@ def to_response(exc: Exception, request_id: str) -> web.Response:
             )
         return error_response(status, title, str(exc))
     log.exception("unexpected_error", request_id=request_id)
-    return error_response(
-        503,
-        UNAVAILABLE_TITLE,
-        f"The request could not be completed (request id {request_id}). "
-        "Please try again in a few seconds.",
-        {"Retry-After": RETRY_AFTER},
-    )
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def aiohttp_answer(exc: web.HTTPException) -> web.Response | None:
-    """aiohttp's own answers (404 unknown path, 405 wrong method, 413 body over the limit) in
-    Zaqar's shape; None for the rest, which go out as aiohttp made them."""
-    if exc.status == 405:
-        allow = exc.headers.get("Allow", "")
-        return error_response(
-            405, "Method not allowed", f"Allowed methods: {allow}.", {"Allow": allow}
-        )
-    if exc.status == 404:
-        return error_response(404, "Not found", "The requested resource does not exist.")
-    if exc.status == 413:
-        return error_response(400, "Invalid API request", "The request body is too large.")
-    return None
+    return unexpected(request_id)
 
 
 @web.middleware
@@ -112,7 +76,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if answer is None:
             raise
         return answer
-    except errors.NodeError as exc:
+    except (errors.NodeError, ApiError) as exc:
         return to_response(exc, request_id(request))
     except ConnectionResetError:
         raise  # the client went away mid-request: nobody to answer

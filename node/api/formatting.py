@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 from node.models import Message, MessageSummary, QueueStats
-
-
-def dumps(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def message_href(base: str, message_id: str, claim_id: str | None = None) -> str:
@@ -41,15 +35,6 @@ def message_v1_1(m: Message, base: str, now: float, claim_id: str | None = None)
 
 def held_by(m: Message, now: float) -> str | None:
     return m.claim_id if m.is_claimed(now) else None
-
-
-def query_string(params: dict[str, Any]) -> str:
-    """Falcon's `to_query_str`: booleans as `true`/`false`, empty when nothing to say."""
-    if not params:
-        return ""
-    return "?" + urlencode(
-        {k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in params.items()}
-    )
 
 
 def iso8601(timestamp: float) -> str:

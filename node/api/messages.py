@@ -7,31 +7,24 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from node.api import formatting as fmt
-from node.api import validation
-from node.api.handler import (
-    DEFAULT_MESSAGES_PER_PAGE,
-    Handler,
-    no_content,
-    ok,
-    scope,
-)
-from node.api.hooks import CLIENT_ID
-from node.api.request import (
+from node.api.endpoint import DEFAULT_MESSAGES_PER_PAGE, Endpoint, scope
+from node.errors import MessageDoesNotExist, QueueDoesNotExist
+from node.models import Message, NewMessage
+from wire import answers, validation
+from wire.answers import no_content, ok
+from wire.checks import CLIENT_ID
+from wire.errors import ValidationFailed
+from wire.limits import ApiLimits
+from wire.request import (
     json_body,
     param_bool,
     param_int,
     param_list,
     param_str,
 )
-from node.errors import (
-    MessageDoesNotExist,
-    QueueDoesNotExist,
-    ValidationFailed,
-)
-from node.models import Message
 
 
-class MessageCollection(Handler):
+class MessageCollection(Endpoint):
     with_delay: ClassVar[bool] = True
     listing_flags: ClassVar[tuple[str, ...]] = ("echo", "include_claimed", "include_delayed")
 
@@ -42,7 +35,7 @@ class MessageCollection(Handler):
         validation.message_length(
             request.content_length, self.limits, metadata.get("_max_messages_post_size")
         )
-        messages = validation.messages_to_post(
+        messages = messages_to_post(
             self.message_documents(await json_body(request)),
             self.limits,
             default_ttl=metadata.get("_default_message_ttl") or self.limits.default_message_ttl,
@@ -134,7 +127,7 @@ class MessageCollection(Handler):
         links = []
         if found:
             params["marker"] = str(found[-1].marker)
-            links.append({"rel": "next", "href": request.path + fmt.query_string(params)})
+            links.append({"rel": "next", "href": request.path + answers.query_string(params)})
         now = self.deps.clock()
         queue = request.match_info["queue_name"]
         return ok(
@@ -167,7 +160,7 @@ class MessageCollection(Handler):
         )
 
 
-class MessageItem(Handler):
+class MessageItem(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         m = await self.storage.messages.get(project, queue, request.match_info["message_id"])
@@ -180,3 +173,27 @@ class MessageItem(Handler):
             project, queue, request.match_info["message_id"], param_str(request, "claim_id")
         )
         return no_content()
+
+
+def messages_to_post(
+    documents: Any, limits: ApiLimits, default_ttl: int, default_delay: int, with_delay: bool
+) -> list[NewMessage]:
+    """Sanitize then validate a list of posted messages (Zaqar's `sanitize` + `message_posting`)."""
+    validation.document_type(documents, list)
+    posted: list[NewMessage] = []
+    for doc in documents:
+        validation.document_type(doc, dict)
+        ttl = validation.field(doc, "ttl", int, default_ttl)
+        body = validation.field(doc, "body", None, None)
+        delay = validation.field(doc, "delay", int, default_delay) if with_delay else 0
+        posted.append(NewMessage(body=body, ttl=ttl, delay=delay))
+    if not posted:
+        raise ValidationFailed("No messages to enqueu.")
+    for message in posted:
+        validation.message_ttl(message.ttl, limits)
+        if not 0 <= message.delay <= limits.max_message_delay:
+            raise ValidationFailed(
+                f"The Delay TTL for a message may not exceed {limits.max_message_delay} "
+                "seconds, and must be at least 0 seconds long."
+            )
+    return posted

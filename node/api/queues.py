@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from node.api import formatting as fmt
-from node.api import validation
-from node.api.handler import (
-    DEFAULT_QUEUES_PER_PAGE,
-    Handler,
-    no_content,
-    ok,
-    scope,
-)
-from node.api.hooks import PROJECT
-from node.api.request import (
+from node.api.endpoint import Endpoint, scope
+from node.errors import QueueDoesNotExist
+from wire import validation
+from wire.answers import no_content, ok
+from wire.checks import PROJECT
+from wire.errors import ApiError, UnsupportedMediaType
+from wire.listing import queue_listing
+from wire.request import (
     json_body,
     optional_json_body,
-    param_bool,
-    param_int,
-    param_str,
 )
-from node.errors import (
-    ApiError,
-    QueueDoesNotExist,
-    UnsupportedMediaType,
-)
-from node.limits import Limits
 
 JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
 
@@ -38,38 +26,7 @@ JSON_PATCH = "application/openstack-messaging-v2.0-json-patch"
 RESERVED_DEFAULTS = ("_max_messages_post_size", "_default_message_ttl", "_default_message_delay")
 
 
-@dataclass(frozen=True, slots=True)
-class QueueListing:
-    """A queue listing's parameters, validated; `params` are those the request gave, which the
-    `next` link repeats."""
-
-    params: dict[str, Any]
-    marker: str | None
-    limit: int | None
-    detailed: bool | None
-
-    @property
-    def page_size(self) -> int:
-        return self.limit or DEFAULT_QUEUES_PER_PAGE
-
-    def links(self, path: str, names: list[str]) -> list[dict[str, str]]:
-        """The `next` link after a page ending at `names[-1]`; none after an empty page."""
-        if not names:
-            return []
-        params = {**self.params, "marker": names[-1]}
-        return [{"rel": "next", "href": path + fmt.query_string(params)}]
-
-
-def queue_listing(request: web.Request, limits: Limits) -> QueueListing:
-    marker = param_str(request, "marker")
-    limit = param_int(request, "limit")
-    detailed = param_bool(request, "detailed")
-    given = (("marker", marker), ("limit", limit), ("detailed", detailed))
-    validation.queue_listing(limit, limits)
-    return QueueListing({k: v for k, v in given if v is not None}, marker, limit, detailed)
-
-
-class QueueCollection(Handler):
+class QueueCollection(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         listing = queue_listing(request, self.limits)
         queues = await self.storage.queues.list(
@@ -90,7 +47,7 @@ class QueueCollection(Handler):
         return ok({"queues": queues, "links": links})
 
 
-class QueueItem(Handler):
+class QueueItem(Endpoint):
     def reserved(self) -> dict[str, Any]:
         return {
             "_max_messages_post_size": self.limits.max_messages_post_size,
@@ -153,12 +110,12 @@ class QueueItem(Handler):
 
 
 def _conflict(description: str) -> ApiError:
-    error = ApiError(description, title="Resource conflict")
+    error = ApiError(description, title="Endpoint conflict")
     error.status = 409
     return error
 
 
-class QueueStats(Handler):
+class QueueStats(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         try:
@@ -172,7 +129,7 @@ class QueueStats(Handler):
         return ok({"messages": {"claimed": 0, "free": 0, "total": 0}})
 
 
-class QueuePurge(Handler):
+class QueuePurge(Endpoint):
     async def post(self, request: web.Request) -> web.Response:
         document = await optional_json_body(request)
         if document is None:

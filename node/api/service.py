@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.api.handler import (
-    Handler,
-    no_content,
-    ok,
-)
+from node.api.endpoint import Endpoint
+from wire.answers import no_content, ok
 
 
-class Ping(Handler):
+class Ping(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         if await self.storage.ping():
             return no_content()
@@ -20,7 +17,7 @@ class Ping(Handler):
     head = get
 
 
-class Health(Handler):
+class Health(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         reachable = await self.storage.ping()
         return ok(

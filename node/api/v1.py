@@ -12,16 +12,18 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from node.api import endpoint, v1_1, v2
 from node.api import formatting as fmt
-from node.api import handler, v1_1, v2, validation
 from node.api.deps import Deps
-from node.api.formatting import dumps
-from node.api.handler import no_content, ok, scope
+from node.api.endpoint import scope
 from node.api.homedoc import Resource, home_document
-from node.api.hooks import client_id
-from node.api.request import json_body, param_list
-from node.errors import ApiError, QueueDoesNotExist
+from node.errors import QueueDoesNotExist
 from node.models import Message
+from wire import validation
+from wire.answers import dumps, no_content, ok
+from wire.checks import client_id
+from wire.errors import ApiError
+from wire.request import json_body, param_list
 
 PREFIX = "/v1"
 
@@ -50,7 +52,7 @@ class QueueItem(v1_1.QueueItem):
         )
 
 
-class QueueMetadata(handler.Handler):
+class QueueMetadata(endpoint.Endpoint):
     prefix = PREFIX
 
     async def get(self, request: web.Request) -> web.Response:

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from node.api import claims, messages, queues, service, v2
 from node.api.deps import Deps
-from node.api.formatting import dumps
 from node.api.homedoc import Resource, home_document
+from wire.answers import dumps
 
 PREFIX = "/v1.1"
 

@@ -9,12 +9,12 @@ from aiohttp import web
 
 from node.api.claims import ClaimCollection, ClaimItem
 from node.api.deps import Deps
-from node.api.formatting import dumps
-from node.api.handler import V2_PREFIX, Handler
+from node.api.endpoint import V2_PREFIX, Endpoint
 from node.api.homedoc import Resource, home_document
 from node.api.messages import MessageCollection, MessageItem
 from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats
 from node.api.service import Health, Ping
+from wire.answers import dumps
 
 PREFIX = V2_PREFIX
 
@@ -81,7 +81,7 @@ HOME_RESOURCES: list[Resource] = [
 ]
 
 
-class Home(Handler):
+class Home(Endpoint):
     document: ClassVar[bytes] = dumps(home_document(PREFIX, HOME_RESOURCES))
 
     async def get(self, request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from marconi.logs import get_logger
+from ground.logs import get_logger
 from node.errors import (
     ClaimDoesNotExist,
     InvalidClaim,

@@ -21,7 +21,7 @@ from catalog.planner import (
     unavailable,
 )
 from catalog.records import Partition, PartitionState, Placement
-from catalog.registry import Limits
+from catalog.registry import MigrationLimits
 
 DRAINING = PartitionState.DRAINING
 READ_ONLY = PartitionState.READ_ONLY
@@ -266,9 +266,11 @@ def test_admit_respects_the_partition_limits_beside_migrations_in_flight() -> No
         migration("proj", "x", "p9", "p6", Phase.COPYING),
         migration("proj", "y", "p4", "p9", Phase.DONE),  # over: does not count
     ]
-    chosen = admit(moves, active, Limits())
+    chosen = admit(moves, active, MigrationLimits())
     assert [m.queue for m in chosen] == ["a", "d"]
-    roomy = admit(moves, active, Limits(outgoing_per_partition=2, incoming_per_partition=2))
+    roomy = admit(
+        moves, active, MigrationLimits(outgoing_per_partition=2, incoming_per_partition=2)
+    )
     assert [m.queue for m in roomy] == ["a", "b", "c", "d", "e"]
 
 
@@ -281,7 +283,7 @@ def test_unavailable_queues_are_moving_or_cooling_down() -> None:
         migration("proj", "failed", "p1", "p2", Phase.FAILED, updated=now - 1),
         migration("proj", "cancelled", "p1", "p2", Phase.CANCELLED, updated=now - 1),
     ]
-    assert unavailable(migrations, Limits(cooldown=300), now) == {
+    assert unavailable(migrations, MigrationLimits(cooldown=300), now) == {
         ("proj", "moving"),
         ("proj", "cooling"),
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marconi.cli import build_parser, node_settings, proxy_settings, worker_built, worker_settings
+from marconi.cli import build_parser, node_settings, proxy_settings, worker_settings
 
 
 def test_node_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,15 +195,15 @@ def test_proxy_auth_settings_that_cannot_work_exit_2(
 def test_proxy_migration_limits(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from catalog.registry import Limits
+    from catalog.registry import MigrationLimits
     from marconi.cli import main
 
     monkeypatch.setenv("MARCONI_MIGRATION_COOLDOWN", "60")
     monkeypatch.setenv("MARCONI_MIGRATIONS_IN", "3")
     args = build_parser().parse_args(["proxy", "--migrations-out", "2"])
-    assert proxy_settings(args).migration_limits == Limits(2, 3, 60.0)
+    assert proxy_settings(args).migration_limits == MigrationLimits(2, 3, 60.0)
     args = build_parser().parse_args(["proxy", "--migration-cooldown", "0"])
-    assert proxy_settings(args).migration_limits == Limits(1, 3, 0.0)
+    assert proxy_settings(args).migration_limits == MigrationLimits(1, 3, 0.0)
     for bad in (["--migrations-in", "0"], ["--migration-cooldown", "-1"]):
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args(["proxy", *bad])
@@ -236,7 +236,6 @@ def test_proxy_limits_are_off_by_default() -> None:
     assert not proxy_settings(build_parser().parse_args(["proxy"])).limits.enabled
 
 
-@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
 def test_worker_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MARCONI_CATALOG_URL", "http://etcd-a:2379")
     monkeypatch.setenv("MARCONI_CATALOG_PREFIX", "/env/")
@@ -253,7 +252,6 @@ def test_worker_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert (settings.log_level, settings.log_json, settings.batch) == ("debug", True, 42)
 
 
-@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
 def test_worker_refuses_settings_that_cannot_work(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -262,11 +260,3 @@ def test_worker_refuses_settings_that_cannot_work(
     monkeypatch.setenv("MARCONI_WORKER_LEASE_TTL", "1")
     assert main(["worker"]) == 2
     assert "marconi: worker: lease_ttl" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(worker_built(), reason="this tree has its migration worker")
-def test_worker_without_a_worker_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    from marconi.cli import main
-
-    assert main(["worker"]) == 1
-    assert "no migration worker yet" in capsys.readouterr().err

@@ -23,7 +23,6 @@ from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import PartitionState
-from marconi.cli import worker_built
 from marconi.dev import DevSettings, Node, banner, etcd_binary, register, run, start_worker
 from marconi.supervisor import Supervisor
 from tests.conftest import unique_prefix
@@ -85,17 +84,6 @@ def test_a_busy_port_stops_before_starting_anything(
     assert not (tmp_path / "logs").exists()
 
 
-@pytest.mark.skipif(worker_built(), reason="this tree has its migration worker")
-def test_no_worker_is_started_before_there_is_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    supervisor = Supervisor(tmp_path)
-    assert start_worker(supervisor, "http://127.0.0.1:1", "/x/") is None
-    assert supervisor.children == []
-    assert "migration worker     not started" in capsys.readouterr().out
-
-
-@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
 def test_the_worker_is_started_as_a_child(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], etcd_server: Etcd
 ) -> None:
@@ -216,7 +204,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Dev, str]]:
 @pytest.mark.slow
 def test_dev_runs_a_cluster_and_one_sigint_stops_it(cluster: tuple[Dev, str]) -> None:
     dev, url = cluster
-    assert len(dev.pids) == 3 + worker_built()  # two nodes, the worker, the proxy; etcd was given
+    assert len(dev.pids) == 4  # two nodes, the worker, the proxy; etcd was given
 
     status, _ = http("PUT", f"{url}/v2/queues/orders")
     assert status in (201, 204)
@@ -266,7 +254,6 @@ def marconi_cli(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not worker_built(), reason="this tree has no migration worker yet")
 def test_dev_moves_and_drains_queues_with_its_worker(cluster: tuple[Dev, str]) -> None:
     dev, url = cluster
     for name in ("orders", "a", "b", "c"):

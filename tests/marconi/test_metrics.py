@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from marconi.metrics import Recorder, Tally
+from ground.metrics import Recorder, Tally
 
 
 def scraped(prefix: str) -> list[str]:

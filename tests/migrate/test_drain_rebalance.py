@@ -17,7 +17,7 @@ import pytest
 from catalog.migrations import Migration, Phase
 from catalog.planner import Move, admit
 from catalog.records import Placement, PlacementState
-from catalog.registry import Limits, Registry
+from catalog.registry import MigrationLimits, Registry
 from tests.conftest import FakeClock
 from tests.migrate.harness import PROJECT, Client, MigrationCluster, migration_cluster
 from tests.proxy.cluster import ADMIN
@@ -242,7 +242,7 @@ def test_admission_counts_a_migration_until_its_switch_as_the_registry_does() ->
             continue
         m = Migration("m", "proj", "a", "p1", "p2", phase=phase)
         expected = [] if phase.cancellable else ["b"]  # b, then c is one too many onto p2
-        assert [x.queue for x in admit(moves, [m], Limits())] == expected, phase
+        assert [x.queue for x in admit(moves, [m], MigrationLimits())] == expected, phase
 
 
 # --- drain ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from catalog.registry import Limits
+from catalog.registry import MigrationLimits
 from proxy.settings import PlacementKey, ProxySettings
 from tests.conftest import FakeClock
 from tests.proxy.cluster import cluster
@@ -77,4 +77,4 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.catalog_url.endswith("10.0.0.2:2379") and s.port == 9000
     assert s.placement_key is PlacementKey.PROJECT and s.frozen_max_wait == 0.5
     assert s.log_json is True
-    assert s.migration_limits == Limits(1, 1, 30.0)
+    assert s.migration_limits == MigrationLimits(1, 1, 30.0)

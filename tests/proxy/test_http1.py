@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from node.api.app import MAX_BODY
 from proxy.http1 import (
     MAX_HEAD,
     Unusual,
@@ -14,6 +13,7 @@ from proxy.http1 import (
     parse_response,
     response_headers,
 )
+from wire.limits import MAX_BODY
 
 POST = (
     b"POST /v2/queues/q/messages?x=1 HTTP/1.1\r\n"

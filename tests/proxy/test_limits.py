@@ -4,21 +4,20 @@ proxy in front of real nodes, one project driven past its limit while another is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from ground.types import Handler
 from proxy.errors import OverLimit
 from proxy.limits import ProjectLimits
 from proxy.settings import LimitSettings
 from tests.conftest import FakeClock
 from tests.proxy.cluster import NodeWrapper, cluster
 from tests.proxy.conftest import call
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextmanager

@@ -36,12 +36,5 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
 
 
-def json_from_env(raw: str | None) -> bool | None:
-    """`MARCONI_LOG_JSON`: unset or empty leaves the choice to `configure`."""
-    if raw is None or raw == "":
-        return None
-    return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)

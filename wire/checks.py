@@ -6,14 +6,12 @@ Order as in Zaqar: Accept, Content-Type, Client-ID, X-Project-ID, then the queue
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from node.api import validation
-from node.errors import ApiError, BadHeader, NotAcceptable
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from ground.types import Handler
+from wire import validation
+from wire.errors import ApiError, BadHeader, NotAcceptable
 
 PROJECT = web.RequestKey("project", str)
 CLIENT_ID = web.RequestKey("client_id", str)
@@ -78,7 +76,7 @@ def _project(request: web.Request, required: bool) -> str:
     return project
 
 
-def with_hooks(handler: Handler, *, ids_required: bool) -> Handler:
+def with_checks(handler: Handler, *, ids_required: bool) -> Handler:
     """Wrap a route's handler in the version's before-hooks.
 
     v1.1 and v2 require Client-ID and X-Project-ID on every request; v1 takes them if given.

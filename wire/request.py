@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.errors import ApiError, BadRequestBody
+from wire.errors import ApiError, BadRequestBody
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})
 _FALSE = frozenset({"false", "f", "no", "n", "0", "off"})

@@ -1,4 +1,4 @@
-"""What every handler shares: its dependencies, response helpers, the request's scope."""
+"""What every endpoint shares: its dependencies, response helpers, the request's scope."""
 
 from __future__ import annotations
 
@@ -8,23 +8,12 @@ from aiohttp import web
 
 from node.api import formatting as fmt
 from node.api.deps import Deps
-from node.api.formatting import dumps
-from node.api.hooks import PROJECT
 from node.models import Message
+from wire.checks import PROJECT
 
 V2_PREFIX = "/v2"
-JSON = "application/json"
-DEFAULT_QUEUES_PER_PAGE = 10
 DEFAULT_MESSAGES_PER_PAGE = 10
 DEFAULT_MESSAGES_PER_CLAIM = 10
-
-
-def ok(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(document), status=status, content_type=JSON, headers=headers)
-
-
-def no_content(headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=204, headers=headers)
 
 
 def scope(request: web.Request) -> tuple[str, str]:
@@ -32,8 +21,8 @@ def scope(request: web.Request) -> tuple[str, str]:
     return request[PROJECT], request.match_info["queue_name"]
 
 
-class Handler:
-    """Base of the handlers: the partition's dependencies, and the version's path prefix."""
+class Endpoint:
+    """Base of the endpoints: the partition's dependencies, and the version's path prefix."""
 
     prefix: ClassVar[str] = V2_PREFIX
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from ground.types import Handler
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -79,9 +81,6 @@ class _Requests(Collector):
 
 _REQUESTS = _Requests()
 REGISTRY.register(_REQUESTS)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def route_label(request: web.Request) -> str:

@@ -6,9 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from node.errors import ApiError, BadRequestBody, ValidationFailed
-from node.limits import Limits
-from node.models import NewMessage
+from wire.errors import ApiError, BadRequestBody, ValidationFailed
+from wire.limits import ApiLimits
 
 QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 PROJECT_ID_MAX_LEN = 256
@@ -42,7 +41,7 @@ def field(document: dict[str, Any], name: str, kind: type | None, default: Any) 
     raise BadRequestBody(f'The value of the "{name}" field must be a {kind.__name__}.')
 
 
-def message_length(length: int | None, limits: Limits, queue_max: Any = None) -> None:
+def message_length(length: int | None, limits: ApiLimits, queue_max: Any = None) -> None:
     if length is None:
         return
     if isinstance(queue_max, int) and queue_max:
@@ -59,31 +58,7 @@ def message_length(length: int | None, limits: Limits, queue_max: Any = None) ->
         )
 
 
-def messages_to_post(
-    documents: Any, limits: Limits, default_ttl: int, default_delay: int, with_delay: bool
-) -> list[NewMessage]:
-    """Sanitize then validate a list of posted messages (Zaqar's `sanitize` + `message_posting`)."""
-    document_type(documents, list)
-    posted: list[NewMessage] = []
-    for doc in documents:
-        document_type(doc, dict)
-        ttl = field(doc, "ttl", int, default_ttl)
-        body = field(doc, "body", None, None)
-        delay = field(doc, "delay", int, default_delay) if with_delay else 0
-        posted.append(NewMessage(body=body, ttl=ttl, delay=delay))
-    if not posted:
-        raise ValidationFailed("No messages to enqueu.")
-    for message in posted:
-        message_ttl(message.ttl, limits)
-        if not 0 <= message.delay <= limits.max_message_delay:
-            raise ValidationFailed(
-                f"The Delay TTL for a message may not exceed {limits.max_message_delay} "
-                "seconds, and must be at least 0 seconds long."
-            )
-    return posted
-
-
-def message_ttl(ttl: int, limits: Limits) -> None:
+def message_ttl(ttl: int, limits: ApiLimits) -> None:
     if not limits.min_message_ttl <= ttl <= limits.max_message_ttl:
         raise ValidationFailed(
             f"The TTL for a message may not exceed {limits.max_message_ttl} seconds, and must "
@@ -91,21 +66,21 @@ def message_ttl(ttl: int, limits: Limits) -> None:
         )
 
 
-def queue_listing(limit: int | None, limits: Limits) -> None:
+def queue_listing(limit: int | None, limits: ApiLimits) -> None:
     if limit is not None and not 0 < limit <= limits.max_queues_per_page:
         raise ValidationFailed(
             f"Limit must be at least 1 and no greater than {limits.max_queues_per_page}."
         )
 
 
-def message_listing(limit: int | None, limits: Limits) -> None:
+def message_listing(limit: int | None, limits: ApiLimits) -> None:
     if limit is not None and not 0 < limit <= limits.max_messages_per_page:
         raise ValidationFailed(
             f"Limit must be at least 1 and may not be greater than {limits.max_messages_per_page}."
         )
 
 
-def message_deletion(ids: Sequence[str] | None, pop: int | None, limits: Limits) -> None:
+def message_deletion(ids: Sequence[str] | None, pop: int | None, limits: ApiLimits) -> None:
     if pop is not None and ids is not None:
         raise ValidationFailed(
             "pop and id params cannot be present together in the delete request."
@@ -127,7 +102,7 @@ def message_deletion(ids: Sequence[str] | None, pop: int | None, limits: Limits)
         )
 
 
-def claim_ttl(ttl: int, limits: Limits) -> None:
+def claim_ttl(ttl: int, limits: ApiLimits) -> None:
     if not limits.min_claim_ttl <= ttl <= limits.max_claim_ttl:
         raise ValidationFailed(
             f"The TTL for a claim may not exceed {limits.max_claim_ttl} seconds, and must be at "
@@ -135,7 +110,7 @@ def claim_ttl(ttl: int, limits: Limits) -> None:
         )
 
 
-def claim_creation(ttl: int, grace: int, limit: int | None, limits: Limits) -> None:
+def claim_creation(ttl: int, grace: int, limit: int | None, limits: ApiLimits) -> None:
     claim_ttl(ttl, limits)
     if limit is not None and not 0 < limit <= limits.max_messages_per_claim_or_pop:
         raise ValidationFailed(
@@ -149,7 +124,7 @@ def claim_creation(ttl: int, grace: int, limit: int | None, limits: Limits) -> N
         )
 
 
-def claim_metadata(document: Any, limits: Limits) -> tuple[int, int]:
+def claim_metadata(document: Any, limits: ApiLimits) -> tuple[int, int]:
     """(ttl, grace) from a claim body; either may be left out for its default."""
     document_type(document, dict)
     ttl = field(document, "ttl", int, limits.default_claim_ttl)
@@ -157,14 +132,14 @@ def claim_metadata(document: Any, limits: Limits) -> tuple[int, int]:
     return ttl, grace
 
 
-def queue_metadata_length(length: int | None, limits: Limits) -> None:
+def queue_metadata_length(length: int | None, limits: ApiLimits) -> None:
     if length is not None and length > limits.max_queue_metadata:
         raise ValidationFailed(
             f"Queue metadata is too large. Max size: {limits.max_queue_metadata}"
         )
 
 
-def queue_metadata_putting(metadata: dict[str, Any] | None, limits: Limits) -> None:
+def queue_metadata_putting(metadata: dict[str, Any] | None, limits: ApiLimits) -> None:
     """The reserved `_`-attributes that Zaqar checks on PUT."""
     if not metadata:
         return

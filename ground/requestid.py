@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
+from ground.types import Handler
+
 REQUEST_ID = "X-Openstack-Request-ID"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def new_request_id() -> str:

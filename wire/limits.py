@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from ground import env
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class ApiLimits:
     max_queues_per_page: int = 20
     max_messages_per_page: int = 20
     max_messages_per_claim_or_pop: int = 20
@@ -26,11 +27,10 @@ class Limits:
     default_claim_grace: int = 60
 
     @classmethod
-    def from_env(cls, prefix: str = "MARCONI_LIMIT_") -> Limits:
+    def from_env(cls, prefix: str = "MARCONI_LIMIT_") -> ApiLimits:
         """Each field may be overridden by `MARCONI_LIMIT_<FIELD>` (upper case)."""
-        values = {
-            f.name: int(os.environ[prefix + f.name.upper()])
-            for f in fields(cls)
-            if prefix + f.name.upper() in os.environ
-        }
-        return cls(**values)
+        return env.read(cls, env.prefixed(cls, prefix))
+
+
+MAX_BODY = 4 * 1024 * 1024
+"""The largest request body any server reads (bytes); the API's own limits are far below it."""
