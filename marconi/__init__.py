@@ -1,1 +1,2 @@
-"""Cross-cutting pieces shared by every process: logging, metrics, the CLI."""
+"""The `marconi` command (floor 5): runs every process and speaks to the proxy's admin API.
+It may import every package; none imports it."""

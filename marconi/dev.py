@@ -46,7 +46,7 @@ class DevSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class DevPartition:
     partition: str
     url: str
     storage: str
@@ -102,14 +102,14 @@ def start_etcd(supervisor: Supervisor, data: Path) -> str:
     return url
 
 
-def start_nodes(supervisor: Supervisor, settings: DevSettings, data: Path) -> list[Node]:
+def start_nodes(supervisor: Supervisor, settings: DevSettings, data: Path) -> list[DevPartition]:
     """One node per partition p1..pN, on the first free ports after the proxy's."""
-    nodes: list[Node] = []
+    nodes: list[DevPartition] = []
     taken = {settings.port}
     for i in range(1, settings.partitions + 1):
         port = next_free_port(settings.port + i, taken)
         taken.add(port)
-        node = Node(f"p{i}", f"http://{HOST}:{port}", f"sqlite:///{data / f'p{i}.db'}")
+        node = DevPartition(f"p{i}", f"http://{HOST}:{port}", f"sqlite:///{data / f'p{i}.db'}")
         argv = marconi(
             "node",
             *("--storage", node.storage, "--partition", node.partition),
@@ -121,7 +121,7 @@ def start_nodes(supervisor: Supervisor, settings: DevSettings, data: Path) -> li
     return nodes
 
 
-async def register(etcd_url: str, prefix: str, nodes: list[Node]) -> None:
+async def register(etcd_url: str, prefix: str, nodes: list[DevPartition]) -> None:
     """Add each partition to the catalog; on a later run, only its node URL is brought up to
     date, so a weight or state set with `marconi partitions set` survives restarts.
 
@@ -180,7 +180,7 @@ def wait_until_answers(
         time.sleep(0.2)
 
 
-def banner(url: str, etcd_url: str, nodes: list[Node], data: Path) -> str:
+def banner(url: str, etcd_url: str, nodes: list[DevPartition], data: Path) -> str:
     cli = cli_name()
     env = "" if url == DEFAULT_URL else f"export MARCONI_URL={url}\n  "
     headers = f"-H 'Client-ID: {DEMO_CLIENT_ID}' -H 'X-Project-ID: demo'"

@@ -167,9 +167,9 @@ def migrate_move(client: AdminClient, args: argparse.Namespace) -> int:
         if args.wait:
             error("migrate move: --dry-run starts nothing to --wait for")
             return 2
-        from marconi import dryrun  # reads etcd and storage itself: the worker's dependencies
+        from marconi import move_preview  # reads etcd and storage itself: the worker's dependencies
 
-        return dryrun.move(args)
+        return move_preview.move(args)
     m = client.create_migration(args.project, args.queue, args.to)
     if args.wait:
         if not args.json:

@@ -37,7 +37,7 @@ class CatalogListing:
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The node's before-hooks (headers, media types), then the listing."""
+        """Zaqar's before-checks (headers, media types), as the node runs them, then the listing."""
         return await self._hooked[request.match_info["version"]](request)
 
     async def get(self, request: web.Request) -> web.Response:

@@ -30,7 +30,7 @@ async def versions(request: web.Request) -> web.Response:
 def mount(
     app: web.Application, prefix: str, routes: list[web.RouteDef], *, ids_required: bool
 ) -> None:
-    """Add one API version's route table under `prefix`, each handler behind the version's hooks."""
+    """Add one API version's route table under `prefix`, each behind the version's checks."""
     for route in routes:
         assert isinstance(route, web.RouteDef)
         hooked = with_checks(route.handler, ids_required=ids_required)

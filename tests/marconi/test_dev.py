@@ -23,7 +23,7 @@ from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import PartitionState
-from marconi.dev import DevSettings, Node, banner, etcd_binary, register, run, start_worker
+from marconi.dev import DevPartition, DevSettings, banner, etcd_binary, register, run, start_worker
 from marconi.supervisor import Supervisor
 from tests.conftest import unique_prefix
 from tests.services import Etcd, free_port, start_etcd
@@ -37,7 +37,10 @@ def test_etcd_binary_is_found() -> None:
 
 async def test_register_is_idempotent_and_keeps_operator_changes(etcd_server: Etcd) -> None:
     prefix = unique_prefix()
-    nodes = [Node("p1", "http://127.0.0.1:9001", "sqlite:///p1"), Node("p2", "http://h:2", "x")]
+    nodes = [
+        DevPartition("p1", "http://127.0.0.1:9001", "sqlite:///p1"),
+        DevPartition("p2", "http://h:2", "x"),
+    ]
     await register(etcd_server.url, prefix, nodes)
     await register(etcd_server.url, prefix, nodes)
 
@@ -50,7 +53,7 @@ async def test_register_is_idempotent_and_keeps_operator_changes(etcd_server: Et
         ]
         await catalog.update_partition("p1", weight=5, state=PartitionState.READ_ONLY)
         # The next run found p1's node on another port: only the node list changes.
-        await register(etcd_server.url, prefix, [Node("p1", "http://127.0.0.1:9005", "x")])
+        await register(etcd_server.url, prefix, [DevPartition("p1", "http://127.0.0.1:9005", "x")])
         p1 = await catalog.partition("p1")
         assert (p1.nodes, p1.weight, p1.state) == (
             ("http://127.0.0.1:9005",),
@@ -62,7 +65,7 @@ async def test_register_is_idempotent_and_keeps_operator_changes(etcd_server: Et
 
 
 def test_banner_tells_how_to_use_the_cluster(tmp_path: Path) -> None:
-    nodes = [Node("p1", "http://127.0.0.1:8889", "sqlite:///d/p1.db")]
+    nodes = [DevPartition("p1", "http://127.0.0.1:8889", "sqlite:///d/p1.db")]
     text = banner("http://127.0.0.1:8888", "http://127.0.0.1:2379", nodes, tmp_path)
     assert "endpoint   http://127.0.0.1:8888" in text
     assert "curl -i -H 'Client-ID: " in text and "/v2/queues/orders" in text
