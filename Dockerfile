@@ -7,11 +7,13 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/marconi
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY marconi ./marconi
+COPY ground ./ground
+COPY wire ./wire
 COPY node ./node
-COPY proxy ./proxy
 COPY catalog ./catalog
+COPY proxy ./proxy
 COPY migrate ./migrate
+COPY marconi ./marconi
 # The project and its runtime dependencies only (no test extras); bytecode compiled now, since
 # the running container cannot write it.
 RUN /opt/marconi/bin/pip install . \
