@@ -166,7 +166,7 @@ class TransferStore(Protocol):
       1.x applies even one-document updates as a read and a write, so there a post racing the
       freeze can land past the counter read right after it: the settle interval covers that too.
       A write that starts after `freeze` returned is refused on both. See
-      `node.storage.mongodb_transfer`.
+      `node.storage.mongodb.fences`.
 
     Change tracking, so that a catch-up and a verify need not read the whole queue again. While
     a queue is tracked (`track`), every write of one of its messages (a post, a claim made,

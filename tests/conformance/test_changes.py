@@ -1,5 +1,5 @@
 """Change tracking (`TransferStore.track`, `sequence`, `changes`) and fingerprints, on every
-driver. MongoDB reports positions lowered by a margin (see `node.storage.mongodb_changes`), so
+driver. MongoDB reports positions lowered by a margin (see `node.storage.mongodb.changes`), so
 "what changed after p" is checked as: every change after p is there, and nothing that did not
 change since the queue was tracked."""
 

@@ -35,7 +35,7 @@ from pymongo.errors import DuplicateKeyError
 from node.errors import ChangesLost
 from node.models import Changes, Removed
 from node.storage import transfer
-from node.storage.mongodb_documents import Doc, to_message
+from node.storage.mongodb.documents import Doc, to_message
 
 MARGIN = 64
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so

@@ -3,8 +3,9 @@
 A fence is a row of `fences`, read by every write inside the transaction that applies it, so
 `freeze` is atomic with every write: once it has returned, nothing lands. A row without a queue
 is a tombstone. Stamps and message tombstones are written in the transaction of their write too
-(`sqlite_schema`), and `changes` reads in one transaction: it misses nothing. Imports compare
-what they bring with what is stored and write only the difference, in one transaction per call.
+(`node.storage.sqlite.schema`), and `changes` reads in one transaction: it misses nothing.
+Imports compare what they bring with what is stored and write only the difference, in one
+transaction per call.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node.errors import ChangesLost, QueueDoesNotExist, TransferConflict
 from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
 from node.storage import transfer
-from node.storage.sqlite_schema import (
+from node.storage.sqlite.database import Database
+from node.storage.sqlite.schema import (
     BY_ID,
     FENCE,
     LIVE,
@@ -27,9 +29,6 @@ from node.storage.sqlite_schema import (
     placeholders,
     to_message,
 )
-
-if TYPE_CHECKING:
-    from node.storage.sqlite import SqliteStorage
 
 # Few enough parameters per statement for any SQLite build's limit.
 CHUNK = 500
@@ -148,7 +147,7 @@ def _changes(
 
 
 class SqliteTransfer:
-    def __init__(self, storage: SqliteStorage) -> None:
+    def __init__(self, storage: Database) -> None:
         self._s = storage
 
     async def freeze(self, project: str, queue: str, reason: str) -> None:

@@ -1,0 +1,126 @@
+"""The MongoDB driver's claims: messages taken through `holds`, then marked with the claim."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+from pymongo import ASCENDING
+
+from node.errors import ClaimDoesNotExist
+from node.models import Claim, is_id, new_id
+from node.storage.base import Messages
+from node.storage.mongodb.database import Database
+from node.storage.mongodb.documents import Doc, backend, to_messages
+from node.storage.mongodb.fences import alongside
+
+
+class MongoClaims:
+    def __init__(self, storage: Database) -> None:
+        self._s = storage
+
+    @backend()
+    async def create(
+        self, project: str, queue: str, *, ttl: int, grace: int, limit: int
+    ) -> tuple[Claim, Messages]:
+        now = self._s.clock()
+        claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
+        cid = ObjectId(claim.id)
+        taken = await self._s.holds.take_unless_fenced(
+            project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
+        )
+        if not taken:
+            return claim, []
+        ids = [doc["_id"] for doc in taken]
+        short_lived = any(doc["expires"] < claim.expires + grace for doc in taken)
+        await self._mark(project, queue, {"_id": {"$in": ids}}, claim, extend=short_lived)
+        await self._s.claim_docs.insert_one(
+            {
+                "_id": cid,
+                "project": project,
+                "queue": queue,
+                "ttl": ttl,
+                "grace": grace,
+                "created": now,
+                "expires": claim.expires,
+            }
+        )
+        held = self._s.message_docs.find({"_id": {"$in": ids}, "claim_id": cid})
+        return claim, await to_messages(held.sort("marker", ASCENDING))
+
+    @backend()
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
+        if not is_id(claim_id):
+            await self._s.fences.check_read(project, queue)
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        now = self._s.clock()
+        cid = ObjectId(claim_id)
+        doc = await alongside(
+            self._s.fences.check_read(project, queue),
+            self._s.claim_docs.find_one(
+                {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}}
+            ),
+        )
+        if doc is None:
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        held = self._s.message_docs.find({"claim_id": cid, "expires": {"$gt": now}})
+        claim = Claim(claim_id, doc["ttl"], doc["grace"], doc["created"], doc["expires"])
+        return claim, await to_messages(held.sort("marker", ASCENDING))
+
+    @backend()
+    async def update(
+        self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
+    ) -> None:
+        if not is_id(claim_id):
+            await self._s.fences.check_write(project, queue)
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        await self._s.fences.check_write(project, queue)
+        now = self._s.clock()
+        cid = ObjectId(claim_id)
+        doc = await self._s.claim_docs.find_one_and_update(
+            {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}},
+            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl}},
+        )
+        if doc is None:
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        claim = Claim(claim_id, ttl, grace, doc["created"], now + ttl)
+        await self._s.holds.docs.update_many({"holder": cid}, {"$set": {"expires": claim.expires}})
+        await self._mark(project, queue, {"claim_id": cid, "expires": {"$gt": now}}, claim)
+
+    @backend()
+    async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        if not is_id(claim_id):
+            await self._s.fences.check_write(project, queue)
+            return
+        stamp = await alongside(
+            self._s.fences.check_write(project, queue), self._s.tracking.stamp(project, queue)
+        )
+        cid = ObjectId(claim_id)
+        scope = {"project": project, "queue": queue}
+        # Messages first, holds after: until then a message that looks free cannot be taken.
+        released = await self._s.message_docs.update_many(
+            {**scope, "claim_id": cid},
+            {"$set": {"claim_id": None, "claim_expires": 0.0, "stamp": stamp}},
+        )
+        if released.matched_count:  # the claim belongs to this queue
+            await self._s.holds.docs.delete_many({"holder": cid})
+        await self._s.claim_docs.delete_one({"_id": cid, **scope})
+
+    async def _mark(
+        self, project: str, queue: str, held: Doc, claim: Claim, *, extend: bool = True
+    ) -> None:
+        """Record `claim` on the `held` messages; each lives at least until it ends plus grace.
+        `extend=False` says no held message expires before that, sparing the second update.
+        Each update is stamped with a stamp taken just before it (see `Tracking`)."""
+        cid = ObjectId(claim.id)
+        lives_until = claim.expires + claim.grace
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.message_docs.update_many(
+            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}}
+        )
+        if not extend:
+            return
+        # A second update stands in for `$max`, which not every server applies atomically.
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.message_docs.update_many(
+            {"$and": [held, {"expires": {"$lt": lives_until}}]},
+            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, "stamp": stamp}},
+        )

@@ -1,0 +1,120 @@
+"""The MongoDB driver's fences (a queue frozen for a migration, or moved away).
+
+Fences. A fenced queue has a document in `fences`, unique per queue, written only by `freeze` and
+`unfreeze`; without a queue document it is a tombstone. The queue's own document carries a copy,
+`fence`, so that `post` checks the fence in the very update that reserves its markers: on MongoDB
+a post is either refused or has reserved its markers before the freeze, so every post that can
+still land after `freeze` returned has a marker at or below the counter read after it. Every
+write also reads the record in `fences` (alongside its own first step where that costs nothing)
+and then acts: one that passed the check just before the freeze still lands, within one
+request's time. Reads of a moved queue are refused the same way.
+
+FerretDB 1.x applies an update as a read and a write of the whole document, so an update racing
+`freeze` (a reservation, a metadata change, a counter repair after a marker collision) can write
+the queue document back without the copy, or reserve after the copy was set; and the freeze's
+own update can undo a racing reservation's increment of the counter. The record in `fences`,
+which only `freeze` and `unfreeze` write, is what bounds this: a post that reads it after the
+freeze is refused, whatever the copy says. `freeze` also reads the copy back after a short pause
+and sets it again until it stays, and `export_queue` reports the highest marker stored when it
+is above the counter; the migration worker's settle interval after the freeze covers the posts
+that were in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from node.errors import QueueFrozen, StorageUnavailable
+from node.models import Fence
+from node.storage.mongodb.documents import Doc, queue_key
+
+T = TypeVar("T")
+# `freeze` reads the queue document's copy of the fence back after this pause, and sets it again
+# (up to COPY_ATTEMPTS times) if a racing update on FerretDB wrote the document back without it.
+COPY_SETTLE = 0.02
+COPY_ATTEMPTS = 5
+
+
+async def alongside(check: Awaitable[None], op: Awaitable[T]) -> T:
+    """Await `op` while `check` runs, in one round trip's time; the check's error wins."""
+    checked, result = await asyncio.gather(check, op, return_exceptions=True)
+    if isinstance(checked, BaseException):
+        raise checked
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _scope(project: str, queue: str) -> Doc:
+    """The documents of one queue, in `fences`, `messages` and `claims`."""
+    return {"project": project, "queue": queue}
+
+
+class Fences:
+    """The partition's fences: the `fences` collection, and its copies on queue documents."""
+
+    def __init__(self, docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc]) -> None:
+        self.docs = docs
+        self._queue_docs = queue_docs
+
+    async def reason(self, project: str, queue: str) -> str | None:
+        doc = await self.docs.find_one(_scope(project, queue), {"reason": 1})
+        return None if doc is None else str(doc["reason"])
+
+    async def check_write(self, project: str, queue: str) -> None:
+        reason = await self.reason(project, queue)
+        if reason is not None:
+            raise QueueFrozen(project, queue, reason)
+
+    async def check_read(self, project: str, queue: str) -> None:
+        if await self.reason(project, queue) == Fence.MOVED:
+            raise QueueFrozen(project, queue, Fence.MOVED)
+
+    async def refused(self, project: str, queue: str) -> bool:
+        """Why a reservation matched no queue document: raises `QueueFrozen` if the queue is
+        fenced; else True if the queue exists (it was unfenced meanwhile), False if it does not."""
+        reason, doc = await asyncio.gather(
+            self.reason(project, queue),
+            self._queue_docs.find_one(queue_key(project, queue), {"fence": 1}),
+        )
+        reason = reason or (doc or {}).get("fence")
+        if reason:
+            raise QueueFrozen(project, queue, reason)
+        return doc is not None
+
+    async def put(self, project: str, queue: str, reason: str) -> None:
+        """The record first, then the copy: a copy never outlives its record."""
+        key = _scope(project, queue)
+        try:
+            await self.docs.update_one(key, {"$set": {"reason": reason}}, upsert=True)
+        except DuplicateKeyError:  # a concurrent freeze inserted it first
+            await self.docs.update_one(key, {"$set": {"reason": reason}})
+        await self._copy(project, queue, reason)
+
+    async def lift(self, project: str, queue: str) -> None:
+        """The copy first, then the record."""
+        await self._queue_docs.update_one(queue_key(project, queue), {"$set": {"fence": None}})
+        await self.docs.delete_one(_scope(project, queue))
+
+    async def adopt(self, project: str, queue: str) -> None:
+        """A queue document was just inserted: if a tombstone was laid meanwhile, the queue
+        takes its fence and `QueueFrozen` is raised (the queue stays, fenced and empty)."""
+        reason = await self.reason(project, queue)
+        if reason is not None:
+            await self._copy(project, queue, reason)
+            raise QueueFrozen(project, queue, reason)
+
+    async def _copy(self, project: str, queue: str, reason: str) -> None:
+        key = queue_key(project, queue)
+        for _ in range(COPY_ATTEMPTS):
+            await self._queue_docs.update_one(key, {"$set": {"fence": reason}})
+            await asyncio.sleep(COPY_SETTLE)
+            doc = await self._queue_docs.find_one(key, {"fence": 1})
+            if doc is None or doc.get("fence") == reason:
+                return
+        raise StorageUnavailable(f"the fence of queue {queue} did not hold")

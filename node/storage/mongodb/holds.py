@@ -1,0 +1,127 @@
+"""Exclusive holds on messages: what makes a message held by at most one live claim.
+
+A message is taken (by a claim, a pop, or a delete) by inserting its document in `holds`, unique
+per message; an expired hold is replaced by deleting that very document and inserting again. Only
+the holder then writes the message's `claim_id`/`claim_expires`, which queries read. So a message
+is held by at most one live claim, however many claimers race, on FerretDB 1.x too (no atomic
+read-modify-write there: the unique index is the one primitive trusted on every server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from node.errors import QueueFrozen
+from node.storage.mongodb.documents import Doc, duplicates, free_query, live_query
+from node.storage.mongodb.fences import Fences, alongside
+
+
+class Holds:
+    """Exclusive holds on messages, arbitrated by the unique index on `holds.message`.
+
+    A hold names its `holder` (a claim id, or a token of one pop or delete), says whether the
+    holder is a claim, and expires with it. Holds of deleted messages are left for
+    `collect_garbage`: nobody asks for those messages again.
+    """
+
+    def __init__(
+        self, docs: AsyncCollection[Doc], message_docs: AsyncCollection[Doc], fences: Fences
+    ) -> None:
+        self.docs = docs
+        self._messages = message_docs
+        self._fences = fences
+
+    async def take(
+        self,
+        project: str,
+        queue: str,
+        *,
+        holder: ObjectId,
+        claim: bool,
+        until: float,
+        limit: int,
+        now: float,
+    ) -> list[Doc]:
+        """Hold up to `limit` free messages of the queue, oldest first.
+
+        Returns them in marker order as `{_id, marker, expires}` documents.
+        """
+        taken: list[Doc] = []
+        after = 0
+        while len(taken) < limit:
+            query = {**live_query(project, queue, now), **free_query(now), "marker": {"$gt": after}}
+            fields = {"marker": 1, "expires": 1}
+            cursor = self._messages.find(query, fields).sort("marker", ASCENDING)
+            batch = [doc async for doc in cursor.limit(limit - len(taken))]
+            if not batch:
+                break
+            after = batch[-1]["marker"]
+            # Candidates others took meanwhile are skipped; the next batch replaces them.
+            mids = [doc["_id"] for doc in batch]
+            won = await self.acquire(mids, holder=holder, claim=claim, until=until, now=now)
+            taken += [doc for doc in batch if doc["_id"] in won]
+        return taken
+
+    async def take_unless_fenced(
+        self,
+        project: str,
+        queue: str,
+        *,
+        holder: ObjectId,
+        claim: bool,
+        until: float,
+        limit: int,
+        now: float,
+    ) -> list[Doc]:
+        """`take`, while the queue's fence is checked: if it is fenced, what was taken goes back
+        and `QueueFrozen` is raised. The check costs no round trip of its own."""
+        try:
+            return await alongside(
+                self._fences.check_write(project, queue),
+                self.take(
+                    project, queue, holder=holder, claim=claim, until=until, limit=limit, now=now
+                ),
+            )
+        except QueueFrozen:
+            await self.release(holder)
+            raise
+
+    async def acquire(
+        self, mids: list[ObjectId], *, holder: ObjectId, claim: bool, until: float, now: float
+    ) -> list[ObjectId]:
+        """Hold each of `mids` that no live hold covers; return those held, in order."""
+
+        def hold(mid: ObjectId) -> Doc:
+            return {"message": mid, "holder": holder, "claim": claim, "expires": until}
+
+        try:
+            await self.docs.insert_many([hold(mid) for mid in mids], ordered=False)
+            return mids
+        except BulkWriteError as exc:
+            busy = [mids[i] for i in duplicates(exc)]
+        expired = self.docs.find({"message": {"$in": busy}, "expires": {"$lte": now}})
+        replaced = {old["message"] async for old in expired if await self._replace(old, hold)}
+        return [mid for mid in mids if mid not in busy or mid in replaced]
+
+    async def _replace(self, old: Doc, hold: Callable[[ObjectId], Doc]) -> bool:
+        """Take over the message of the expired hold `old`; False if another taker was first."""
+        # By its own _id: a hold another taker inserted meanwhile is never the one deleted.
+        await self.docs.delete_one({"_id": old["_id"]})
+        try:
+            await self.docs.insert_one(hold(old["message"]))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release(self, holder: ObjectId) -> None:
+        await self.docs.delete_many({"holder": holder})
+
+    async def claimed(self, mid: ObjectId, now: float) -> bool:
+        """True if a live claim holds the message."""
+        hold = await self.docs.find_one({"message": mid, "expires": {"$gt": now}})
+        return hold is not None and bool(hold["claim"])

@@ -1,0 +1,152 @@
+"""The SQLite driver's claims: a claim marks the messages it holds in the same transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from node.errors import ClaimDoesNotExist
+from node.models import Claim, is_id, new_id
+from node.storage.base import Messages
+from node.storage.sqlite.database import Database
+from node.storage.sqlite.schema import (
+    FREE,
+    LIVE,
+    MESSAGE_COLUMNS,
+    check_readable,
+    check_writable,
+    next_stamp,
+    placeholders,
+    to_message,
+)
+
+
+class SqliteClaims:
+    def __init__(self, storage: Database) -> None:
+        self._s = storage
+
+    async def create(
+        self, project: str, queue: str, *, ttl: int, grace: int, limit: int
+    ) -> tuple[Claim, Messages]:
+        now = self._s.clock()
+        claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
+
+        def create(conn: sqlite3.Connection) -> Messages:
+            check_writable(conn, project, queue)
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM messages WHERE {LIVE} AND {FREE} ORDER BY marker LIMIT ?",
+                    (project, queue, now, now, now, limit),
+                )
+            ]
+            if not ids:
+                return []
+            _hold(conn, claim, next_stamp(conn, project, queue), ids=ids)
+            conn.execute(
+                "INSERT INTO claims (id, project, queue, ttl, grace, created, expires)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (claim.id, project, queue, ttl, grace, now, claim.expires),
+            )
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? ORDER BY marker",
+                (claim.id,),
+            ).fetchall()
+            return [to_message(r) for r in rows]
+
+        return claim, await self._s.write(create)
+
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
+        def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, Messages]:
+            check_readable(conn, project, queue)
+            if not is_id(claim_id):
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            row = conn.execute(
+                "SELECT id, ttl, grace, created, expires FROM claims"
+                " WHERE id = ? AND project = ? AND queue = ? AND expires > ?",
+                (claim_id, project, queue, now),
+            ).fetchone()
+            if row is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? AND expires > ?"
+                " ORDER BY marker",
+                (claim_id, now),
+            ).fetchall()
+            return Claim(*row), [to_message(r) for r in rows]
+
+        return await self._s.read(get, self._s.clock())
+
+    async def update(
+        self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
+    ) -> None:
+        if not is_id(claim_id):
+            await self._s.read(check_writable, project, queue)
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        now = self._s.clock()
+
+        def update(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
+            row = conn.execute(
+                "UPDATE claims SET ttl = ?, grace = ?, expires = ?"
+                " WHERE id = ? AND project = ? AND queue = ? AND expires > ?"
+                " RETURNING created",
+                (ttl, grace, now + ttl, claim_id, project, queue, now),
+            ).fetchone()
+            if row is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            claim = Claim(id=claim_id, ttl=ttl, grace=grace, created=row[0], expires=now + ttl)
+            _hold(conn, claim, next_stamp(conn, project, queue), now=now)
+
+        await self._s.write(update)
+
+    async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        if not is_id(claim_id):
+            await self._s.read(check_writable, project, queue)
+            return
+
+        def delete(conn: sqlite3.Connection) -> None:
+            check_writable(conn, project, queue)
+            conn.execute(
+                "UPDATE messages SET claim_id = NULL, claim_expires = 0, stamp = ?"
+                " WHERE claim_id = ? AND project = ? AND queue = ?",
+                (next_stamp(conn, project, queue), claim_id, project, queue),
+            )
+            conn.execute(
+                "DELETE FROM claims WHERE id = ? AND project = ? AND queue = ?",
+                (claim_id, project, queue),
+            )
+
+        await self._s.write(delete)
+
+
+def _hold(
+    conn: sqlite3.Connection,
+    claim: Claim,
+    stamp: int,
+    *,
+    ids: list[str] | None = None,
+    now: float = 0.0,
+) -> None:
+    """Mark messages as held by `claim`; each lives at least until the claim ends plus grace."""
+    lives_until = claim.expires + claim.grace
+    sql = (
+        "UPDATE messages SET claim_id = ?, claim_expires = ?, stamp = ?,"
+        " ttl = CASE WHEN expires < ? THEN ? ELSE ttl END,"
+        " expires = MAX(expires, ?) WHERE "
+    )
+    args: list[Any] = [
+        claim.id,
+        claim.expires,
+        stamp,
+        lives_until,
+        claim.ttl + claim.grace,
+        lives_until,
+    ]
+    if ids is not None:
+        sql += f"id IN ({placeholders(len(ids))})"
+        args.extend(ids)
+    else:
+        sql += "claim_id = ? AND expires > ?"
+        args.extend([claim.id, now])
+    conn.execute(sql, args)
