@@ -206,7 +206,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
     node.add_argument(
         "--storage",
         metavar="URI",
-        help="sqlite:///path/to/file.db or mongodb://host:port/db "
+        help="sqlite:///path/to/file.db, mongodb://host:port/db or "
+        "postgresql://user:password@host:port/db?pool_size=10 "
         "(default: sqlite:///./marconi-data/default.db)",
     )
     node.add_argument(
