@@ -4,8 +4,10 @@ SQLAlchemy 2's async engine (asyncpg dialect) owns the pool, the URL and the con
 lifecycle: a connection that broke (the server restarted) is invalidated and the pool opens a
 new one on the next checkout, so the node recovers without a restart. Statements run on the
 asyncpg connection underneath (`driver_connection`): SQLAlchemy's statement layer costs more than
-a hot statement itself here (BENCHMARKS.md, "PostgreSQL driver" has the measurement). asyncpg
-prepares each statement once per connection and reuses it.
+a hot statement itself here (BENCHMARKS.md, "PostgreSQL driver" has the measurement), and so
+does a checkout from its pool: connections are leased from the pool once and kept between
+requests (`Database._checkout`). asyncpg prepares each statement once per connection and reuses
+it.
 
 Settings in the URI's query string (removed before the URI reaches the dialect):
 
@@ -141,6 +143,8 @@ class Database:
             pool_timeout=settings.pool_timeout,
             connect_args=connect_args,
         )
+        self._leases = asyncio.Semaphore(settings.pool_size)
+        self._idle: list[tuple[AsyncConnection, Any]] = []
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[asyncpg.Connection]:
@@ -156,22 +160,55 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _checkout(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
+        """A connection leased from SQLAlchemy's pool, kept between requests: a checkout from
+        the pool costs more than a hot statement (BENCHMARKS.md), so at most `pool_size`
+        connections are leased once and handed from request to request. A broken one goes
+        back to the pool invalidated, with every idle lease (a server restart broke them all)."""
         try:
-            async with self.engine.connect() as wrapper:
-                raw = await wrapper.get_raw_connection()
-                conn = raw.driver_connection
+            async with asyncio.timeout(self.settings.pool_timeout):
+                await self._leases.acquire()
+        except TimeoutError:
+            raise StorageUnavailable("postgresql: no connection free in time") from None
+        try:
+            if self._idle:
+                wrapper, conn = self._idle.pop()
+            else:
+                wrapper = await self.engine.connect()
                 try:
-                    yield wrapper, conn
-                except BaseException as exc:
-                    if _broken(exc, conn):
-                        await wrapper.invalidate()
+                    conn = (await wrapper.get_raw_connection()).driver_connection
+                except BaseException:
+                    await wrapper.close()
                     raise
+            try:
+                yield wrapper, conn
+            except BaseException as exc:
+                if _broken(exc, conn):
+                    await self._discard(wrapper)
+                    while self._idle:
+                        await self._discard(self._idle.pop()[0])
+                else:
+                    self._idle.append((wrapper, conn))
+                raise
+            self._idle.append((wrapper, conn))
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageUnavailable(f"postgresql: {exc}") from exc
         except (OSError, TimeoutError, sqlalchemy.exc.SQLAlchemyError) as exc:
             raise StorageUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._leases.release()
+
+    @staticmethod
+    async def _discard(wrapper: AsyncConnection) -> None:
+        with contextlib.suppress(Exception):
+            await wrapper.invalidate()
+        with contextlib.suppress(Exception):
+            await wrapper.close()
 
     async def close(self) -> None:
+        while self._idle:
+            wrapper, _ = self._idle.pop()
+            with contextlib.suppress(Exception):
+                await wrapper.close()
         await self.engine.dispose()
 
 
