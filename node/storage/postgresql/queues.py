@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node.errors import QueueDoesNotExist, QueueFrozen
-from node.models import MessageSummary, QueueInfo, QueueStats
+from node.models import Fence, MessageSummary, QueueInfo, QueueStats
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import LIVE, check_readable, check_writable, fence_of
 
@@ -15,6 +15,10 @@ Queues = list[QueueInfo]
 # Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
 # that does not exist yet: no row to lock). Transaction-scoped: released at commit.
 NAME_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
+QUEUE_AND_FENCE = (
+    "SELECT (SELECT metadata FROM queues WHERE project = $1 AND name = $2),"
+    " (SELECT reason FROM fences WHERE project = $1 AND queue = $2)"
+)
 
 
 class PostgresQueues:
@@ -45,21 +49,23 @@ class PostgresQueues:
             return created is not None
 
     async def exists(self, project: str, queue: str) -> bool:
-        return await self._row("1", project, queue) is not None
+        return await self._metadata(project, queue) is not None
 
     async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
-        row = await self._row("metadata", project, queue)
-        if row is None:
+        found = await self._metadata(project, queue)
+        if found is None:
             raise QueueDoesNotExist(project, queue)
-        metadata: dict[str, Any] = json.loads(row[0])
+        metadata: dict[str, Any] = json.loads(found)
         return metadata
 
-    async def _row(self, columns: str, project: str, queue: str) -> Any:
+    async def _metadata(self, project: str, queue: str) -> str | None:
+        """The queue's metadata (JSON text), None when it does not exist; read with its fence
+        in one statement (every post asks)."""
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue)
-            return await conn.fetchrow(
-                f"SELECT {columns} FROM queues WHERE project = $1 AND name = $2", project, queue
-            )
+            row = await conn.fetchrow(QUEUE_AND_FENCE, project, queue)
+        if row[1] == Fence.MOVED:
+            raise QueueFrozen(project, queue, row[1])
+        return None if row[0] is None else str(row[0])
 
     async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
         async with self._db.session() as conn:
