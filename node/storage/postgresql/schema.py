@@ -100,6 +100,9 @@ async def upgrade(conn: Any, schema: str, *, upto: int = VERSION) -> int:
     Runs in one transaction holding an advisory lock named after the schema: concurrent nodes
     wait for the first, then find nothing to do."""
     async with conn.transaction():
+        # An upgrade may index a large table: no statement timeout for it, nor for the nodes
+        # that wait for it on the lock.
+        await conn.execute("SET LOCAL statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1977))", schema)
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(
