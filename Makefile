@@ -102,7 +102,7 @@ test: install ferretdb helm keystone
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not mongodb and not keystone"
+	$(BIN)/python -m pytest -q -m "not slow and not mongodb and not keystone and not postgresql"
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,13 +27,15 @@ from bench.report import (
     NodeRow,
     document,
     node_section,
+    postgresql_section,
     proxy_section,
     proxy_summary,
 )
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
+from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration")
+SECTIONS = ("node", "proxy", "migration", "postgresql")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -102,6 +104,15 @@ def main() -> int:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:
                 sections["migration"] = asyncio.run(migration.run(c, 100_000, 20, 200))
+
+        if "postgresql" in wanted:
+            # The PostgreSQL driver against SQLite in the same run, and SQLAlchemy's cost.
+            before = _load()
+            print(f"== load average before the postgresql section: {before}", flush=True)
+            rows = node_rows(base, ["sqlite", "postgresql"], _ints(args.nodes), load)
+            costs = measure_statements(base / "statements")
+            sections["postgresql"] = postgresql_section(rows, costs, Context(command, load), before)
+            results["postgresql"] = [asdict(r) for r in rows] + [asdict(c) for c in costs]
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

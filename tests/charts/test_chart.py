@@ -164,6 +164,41 @@ def test_three_partitions_make_three_node_deployments_each_reading_its_own_secre
     assert "MARCONI_LIMIT_MAX_MESSAGES_POST_SIZE" not in env_of(nodes["p1"])
 
 
+def test_a_partition_on_postgresql_reads_its_uri_from_a_secret(helm: Helm) -> None:
+    uri = "postgresql://marconi:secret@pg-p2:5432/marconi?pool_size=20&sslmode=require"
+    manifests = helm.template(
+        **{
+            "partitions[0].name": "p1",
+            "partitions[0].postgresql.existingSecret": "pg-p1",
+            "partitions[1].name": "p2",
+            "partitions[1].postgresql.uri": uri,
+            "partitions[2].name": "p3",
+            "partitions[2].mongodb.uri": "mongodb://m/p3",
+        }
+    )
+    nodes = {
+        d["metadata"]["labels"]["marconi.dev/partition"]: d
+        for d in manifests.of("Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "node"
+    }
+    refs = {name: secret_ref(env_of(d)["MARCONI_STORAGE"]) for name, d in nodes.items()}
+    assert refs == {
+        "p1": ("pg-p1", "uri"),
+        "p2": (f"{FULLNAME}-storage", "p2"),
+        "p3": (f"{FULLNAME}-storage", "p3"),
+    }
+    stored = manifests.named("Secret", f"{FULLNAME}-storage")["stringData"]
+    assert stored == {"p2": uri, "p3": "mongodb://m/p3"}
+    with pytest.raises(HelmFailed, match="oneOf"):  # mongodb or postgresql, not both
+        helm.template(
+            **{
+                "partitions[0].name": "p1",
+                "partitions[0].postgresql.uri": "postgresql://h/a",
+                "partitions[0].mongodb.uri": "mongodb://m/a",
+            }
+        )
+
+
 def test_each_service_selects_the_pods_of_one_workload_and_targets_a_named_port(
     rendered: Manifests,
 ) -> None:

@@ -1,4 +1,5 @@
-"""One storage conformance suite, run on every driver (SQLite, and MongoDB over FerretDB)."""
+"""One storage conformance suite, run on every driver (SQLite, MongoDB over FerretDB,
+PostgreSQL)."""
 
 from __future__ import annotations
 

@@ -371,6 +371,16 @@ PAIRS = [
     pytest.param(("sqlite", "mongodb"), marks=pytest.mark.mongodb, id="sqlite-mongodb"),
     pytest.param(("mongodb", "sqlite"), marks=pytest.mark.mongodb, id="mongodb-sqlite"),
     pytest.param(("mongodb", "mongodb"), marks=pytest.mark.mongodb, id="mongodb-mongodb"),
+    *(
+        pytest.param(pair, marks=marks, id="-".join(pair))
+        for pair, marks in [
+            (("postgresql", "postgresql"), [pytest.mark.postgresql]),
+            (("sqlite", "postgresql"), [pytest.mark.postgresql]),
+            (("postgresql", "sqlite"), [pytest.mark.postgresql]),
+            (("postgresql", "mongodb"), [pytest.mark.postgresql, pytest.mark.mongodb]),
+            (("mongodb", "postgresql"), [pytest.mark.postgresql, pytest.mark.mongodb]),
+        ]
+    ),
 ]
 
 

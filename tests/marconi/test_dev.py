@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -175,6 +176,12 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Dev, str]]:
     """`marconi dev` with two partitions over its own etcd, up and printing its endpoint."""
+    with dev_cluster(tmp_path) as started:
+        yield started
+
+
+@contextmanager
+def dev_cluster(tmp_path: Path, *flags: str) -> Iterator[tuple[Dev, str]]:
     etcd = start_etcd(tmp_path / "etcd")
     port = free_port()
     dev = Dev(
@@ -185,6 +192,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Dev, str]]:
             "dev",
             *("--port", str(port), "--partitions", "2"),
             *("--data", str(tmp_path / "data"), "--etcd", etcd.url),
+            *flags,
         ]
     )
     try:
@@ -235,6 +243,28 @@ def test_dev_runs_a_cluster_and_one_sigint_stops_it(cluster: tuple[Dev, str]) ->
     assert dev.proc.returncode == 0, output
     assert "Stopped proxy" in output
     assert all(gone(pid) for pid in dev.pids), output
+
+
+@pytest.mark.slow
+@pytest.mark.postgresql
+def test_dev_runs_its_partitions_on_postgresql(tmp_path: Path) -> None:
+    with dev_cluster(tmp_path, "--backend", "postgresql") as (dev, url):
+        storage = dev.wait_for(r"p2\s+http://\S+\s+(\S+)").group(1)
+        assert re.fullmatch(r"postgresql://postgres@127\.0\.0\.1:\d+/marconi_p2", storage)
+        postgres = dev.pid_of("postgresql")
+        status, posted = http(
+            "POST", f"{url}/v2/queues/orders/messages", {"messages": [{"body": {"order": 1}}]}
+        )
+        assert status == 201
+        status, listed = http("GET", f"{url}/v2/queues/orders/messages?echo=true")
+        assert [m["body"] for m in listed["messages"]] == [{"order": 1}]
+        assert (tmp_path / "data" / "postgresql" / "pgdata").exists()
+
+        dev.proc.send_signal(signal.SIGINT)
+        output = dev.rest()
+        assert dev.proc.returncode == 0, output
+        assert f"Stopped postgresql (pid {postgres})" in output
+        assert all(gone(pid) for pid in dev.pids), output
 
 
 @pytest.mark.slow

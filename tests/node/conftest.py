@@ -1,4 +1,5 @@
-"""A node over a fresh SQLite partition, served on a real 127.0.0.1 socket per test."""
+"""A node over a fresh SQLite (or PostgreSQL) partition, served on a real 127.0.0.1 socket per
+test."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.api.app import create_app
 from node.api.deps import Deps
 from node.storage import open_storage
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, storage_uri
 
 CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
 PROJECT = "test-project"
@@ -52,20 +53,35 @@ class Api:
             return resp.status, body, dict(resp.headers)
 
 
-@pytest.fixture(params=["direct", "proxy"])
+@pytest.fixture(
+    params=[
+        "direct",
+        "proxy",
+        pytest.param("direct-postgresql", marks=pytest.mark.postgresql),
+        pytest.param("proxy-postgresql", marks=pytest.mark.postgresql),
+    ]
+)
 async def api(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Api]:
     """The node API over HTTP: straight to one node, or through a proxy in front of two
-    partitions (real etcd, one in-process node each); `deps` is the first partition's."""
-    if request.param == "proxy":
+    partitions (real etcd, one in-process node each); `deps` is the first partition's. The
+    partitions are SQLite files, or PostgreSQL schemas with `-postgresql`."""
+    route, _, driver = request.param.partition("-")
+    driver = driver or "sqlite"
+    if route == "proxy":
         from tests.proxy.cluster import cluster
 
         etcd_url = request.getfixturevalue("etcd_server").url
-        async with cluster(tmp_path, clock, etcd_url=etcd_url) as c:
+
+        def partition_uri(name: str) -> str:
+            (tmp_path / name).mkdir()
+            return storage_uri(driver, tmp_path / name, request)
+
+        async with cluster(tmp_path, clock, etcd_url=etcd_url, storage_uri=partition_uri) as c:
             yield Api(c.proxy, clock, c.partitions["p1"].deps)
         return
-    storage = await open_storage(f"sqlite:///{tmp_path}/node.db", clock)
+    storage = await open_storage(storage_uri(driver, tmp_path, request), clock)
     deps = Deps(storage=storage, clock=clock)
     server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")
     client = TestClient(server)

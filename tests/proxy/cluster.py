@@ -89,10 +89,12 @@ async def cluster(
     proxies: int = 1,
     wrap_node: NodeWrapper | None = None,
     hooks: Sequence[Hook] = (),
+    storage_uri: Callable[[str], str] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
-    """Start partitions (one in-process node over its own SQLite file, on `clock`), register
-    them in the catalog, then start the proxies."""
+    """Start partitions (one in-process node over its own SQLite file, or the storage
+    `storage_uri(partition)` names, on `clock`), register them in the catalog, then start the
+    proxies."""
     make_store = store_factory(etcd_url)
     base = ProxySettings(key_prefix=unique_prefix(), health_interval=3600, frozen_max_wait=2.0)
     proxy_settings = dataclasses.replace(base, **settings)
@@ -102,7 +104,8 @@ async def cluster(
         catalog = Catalog(admin_store, Keys(proxy_settings.key_prefix))
         parts: dict[str, PartitionNodes] = {}
         for name in partitions:
-            storage = await open_storage(f"sqlite:///{tmp_path}/{name}.db", clock)
+            uri = storage_uri(name) if storage_uri else f"sqlite:///{tmp_path}/{name}.db"
+            storage = await open_storage(uri, clock)
             part = PartitionNodes(name, Deps(storage=storage, clock=clock, partition=name))
             app = create_node(part.deps, gc_interval=3600)  # closes the storage at cleanup
             if wrap_node is not None:

@@ -101,19 +101,28 @@ marconi.dev/partition: {{ (index . 1).name }}
 {{- printf "http://%s.%s.svc:%v" (include "marconi.componentName" (list . "proxy")) .Release.Namespace .Values.proxy.service.port -}}
 {{- end -}}
 
-{{/* Where a partition's MongoDB URI is: {name, key} of a Secret. Call with (list $ partition). */}}
+{{/* A partition's storage settings: its `mongodb` or its `postgresql` (exactly one). */}}
+{{- define "marconi.storage" -}}
+{{- if and .mongodb .postgresql -}}
+{{- fail (printf "partition %s: set mongodb or postgresql, not both" .name) -}}
+{{- end -}}
+{{- .mongodb | default .postgresql | default dict | toYaml -}}
+{{- end -}}
+
+{{/* Where a partition's storage URI (mongodb:// or postgresql://) is: {name, key} of a
+Secret. Call with (list $ partition). */}}
 {{- define "marconi.storageSecret" -}}
 {{- $root := index . 0 -}}
 {{- $p := index . 1 -}}
-{{- $mongodb := $p.mongodb | default dict -}}
-{{- if $mongodb.existingSecret -}}
-name: {{ $mongodb.existingSecret }}
-key: {{ $mongodb.existingSecretKey | default "uri" }}
-{{- else if $mongodb.uri -}}
+{{- $store := include "marconi.storage" $p | fromYaml -}}
+{{- if $store.existingSecret -}}
+name: {{ $store.existingSecret }}
+key: {{ $store.existingSecretKey | default "uri" }}
+{{- else if $store.uri -}}
 name: {{ include "marconi.componentName" (list $root "storage") }}
 key: {{ $p.name }}
 {{- else -}}
-{{- fail (printf "partition %s: set mongodb.uri, or mongodb.existingSecret (and existingSecretKey)" $p.name) -}}
+{{- fail (printf "partition %s: set mongodb.uri or postgresql.uri, or mongodb.existingSecret or postgresql.existingSecret (and existingSecretKey)" $p.name) -}}
 {{- end -}}
 {{- end -}}
 

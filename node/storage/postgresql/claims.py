@@ -1,0 +1,182 @@
+"""The PostgreSQL driver's claim controller (`node.storage.base.ClaimStore`).
+
+A claim picks its messages with `FOR UPDATE SKIP LOCKED`: concurrent claimers of one queue each
+take rows no other is taking and never wait on each other; a row another claim committed
+meanwhile is checked again on its new version and left out. Claims of an untracked queue are one
+statement, which takes the queue's row `FOR KEY SHARE` (against a freeze; claimers share it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from node.errors import ClaimDoesNotExist
+from node.models import Claim, Message, is_id, new_id
+from node.storage.postgresql.connection import Database
+from node.storage.postgresql.schema import (
+    FREE,
+    LIVE,
+    MESSAGE_COLUMNS,
+    check_readable,
+    check_writable,
+    hold_queue,
+    to_message,
+)
+
+Messages = list[Message]
+
+# $4 limit, $5 claim id, $6 claim expires, $7 the messages' least expiry (claim end + grace),
+# $8 their ttl when extended to it, $9 the stamp, $10 claim ttl, $11 claim grace.
+PICK = f"""
+picked AS (
+    SELECT id FROM messages WHERE {LIVE} AND {FREE}
+    ORDER BY marker LIMIT $4 FOR UPDATE SKIP LOCKED),
+held AS (
+    UPDATE messages m SET claim_id = $5, claim_expires = $6, stamp = $9,
+        ttl = CASE WHEN m.expires < $7 THEN $8 ELSE m.ttl END,
+        expires = GREATEST(m.expires, $7)
+    FROM picked WHERE m.id = picked.id
+    RETURNING {", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))}),
+made AS (
+    INSERT INTO claims (id, project, queue, ttl, grace, created, expires)
+    SELECT $5, $1, $2, $10, $11, $3, $6 WHERE EXISTS (SELECT 1 FROM held))
+SELECT * FROM held ORDER BY marker
+"""
+# Untracked: the queue's row shared against a freeze, stamp 0. The queue is found again on the
+# row version a freeze committed, so `ready` is empty for a queue fenced meanwhile.
+CLAIM = f"""
+WITH ready AS MATERIALIZED (
+    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND fence IS NULL AND NOT tracked
+    FOR KEY SHARE),
+{PICK.replace(f"WHERE {LIVE}", f"WHERE EXISTS (SELECT 1 FROM ready) AND {LIVE}", 1)}
+"""
+CLAIM_TRACKED = f"WITH {PICK}"
+
+
+class PostgresClaims:
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(
+        self, project: str, queue: str, *, ttl: int, grace: int, limit: int
+    ) -> tuple[Claim, Messages]:
+        now = self._clock()
+        claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
+        args: list[Any] = [
+            project,
+            queue,
+            now,
+            limit,
+            claim.id,
+            claim.expires,
+            claim.expires + grace,
+            ttl + grace,
+            0,
+            ttl,
+            grace,
+        ]
+        async with self._db.session() as conn:
+            rows = await conn.fetch(CLAIM, *args)
+            if rows:
+                return claim, [to_message(row) for row in rows]
+        # Nothing claimed: no free message, or the queue is missing, fenced or tracked.
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if not stamp:
+                return claim, []
+            args[8] = stamp
+            rows = await conn.fetch(CLAIM_TRACKED, *args)
+        return claim, [to_message(row) for row in rows]
+
+    async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
+        now = self._clock()
+        async with self._db.session() as conn:
+            await check_readable(conn, project, queue)
+            if not is_id(claim_id):
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            row = await conn.fetchrow(
+                "SELECT id, ttl, grace, created, expires FROM claims"
+                " WHERE id = $4 AND project = $1 AND queue = $2 AND expires > $3",
+                project,
+                queue,
+                now,
+                claim_id,
+            )
+            if row is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            rows = await conn.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = $4 AND {LIVE}"
+                " ORDER BY marker",
+                project,
+                queue,
+                now,
+                claim_id,
+            )
+        return Claim(*row), [to_message(r) for r in rows]
+
+    async def update(
+        self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
+    ) -> None:
+        if not is_id(claim_id):
+            async with self._db.session() as conn:
+                await check_writable(conn, project, queue)
+            raise ClaimDoesNotExist(project, queue, claim_id)
+        now = self._clock()
+        expires = now + ttl
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if stamp is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            found = await conn.fetchval(
+                "UPDATE claims SET ttl = $5, grace = $6, expires = $7"
+                " WHERE id = $4 AND project = $1 AND queue = $2 AND expires > $3 RETURNING true",
+                project,
+                queue,
+                now,
+                claim_id,
+                ttl,
+                grace,
+                expires,
+            )
+            if found is None:
+                raise ClaimDoesNotExist(project, queue, claim_id)
+            await conn.execute(
+                "UPDATE messages SET claim_expires = $5, stamp = $6,"
+                " ttl = CASE WHEN expires < $7 THEN $8 ELSE ttl END,"
+                " expires = GREATEST(expires, $7)"
+                f" WHERE claim_id = $4 AND {LIVE}",
+                project,
+                queue,
+                now,
+                claim_id,
+                expires,
+                stamp,
+                expires + grace,
+                ttl + grace,
+            )
+
+    async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        if not is_id(claim_id):
+            async with self._db.session() as conn:
+                await check_writable(conn, project, queue)
+            return
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if stamp is None:
+                return
+            await conn.execute(
+                "UPDATE messages SET claim_id = NULL, claim_expires = 0, stamp = $4"
+                " WHERE claim_id = $3 AND project = $1 AND queue = $2",
+                project,
+                queue,
+                claim_id,
+                stamp,
+            )
+            await conn.execute(
+                "DELETE FROM claims WHERE id = $3 AND project = $1 AND queue = $2",
+                project,
+                queue,
+                claim_id,
+            )

@@ -1,0 +1,256 @@
+"""The PostgreSQL driver's message controller (`node.storage.base.MessageStore`).
+
+A post is one statement: the queue's counter raised with `UPDATE ... RETURNING` and the messages
+inserted from it, in one implicit transaction. Concurrent posts to one queue in one node process
+are grouped (group commit): while one statement runs, the posts that arrive wait for it and then
+go together in the next one, so a busy queue costs one statement per round trip, not per post.
+The queue's row lock orders the statements of several processes: markers commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.errors import InvalidClaim, MessageDoesNotExist, QueueDoesNotExist
+from node.models import Message, NewMessage, is_id, new_id
+from node.storage.postgresql.connection import Database
+from node.storage.postgresql.schema import (
+    FREE,
+    LIVE,
+    MESSAGE_COLUMNS,
+    NOT_MOVED,
+    bury,
+    check_readable,
+    check_writable,
+    hold_queue,
+    to_message,
+)
+from node.storage.rules import check_delete
+
+Messages = list[Message]
+Ids = list[str]
+
+POST = """
+WITH q AS (
+    UPDATE queues SET counter = counter + $3, stamp = stamp + tracked::int
+    WHERE project = $1 AND name = $2 AND fence IS NULL
+    RETURNING counter - $3 AS base, CASE WHEN tracked THEN stamp ELSE 0 END AS stamp)
+INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires, delay_expires,
+                      client_id, stamp)
+SELECT m.id, $1, $2, q.base + m.n, m.body, m.ttl, $4::float8, $4::float8 + m.ttl,
+       CASE WHEN m.delay > 0 THEN $4::float8 + m.delay ELSE 0 END, m.client_id, q.stamp
+FROM q, unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::text[])
+     WITH ORDINALITY AS m(id, body, ttl, delay, client_id, n)
+"""
+# The fast path of a delete under a claim, or of a free message with none: one statement, taken
+# only when the queue is not tracked (the slow path stamps and buries). `$5` is the claim named.
+DELETE_HELD = f"""
+WITH q AS MATERIALIZED (
+    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND fence IS NULL AND NOT tracked
+    FOR KEY SHARE)
+DELETE FROM messages WHERE EXISTS (SELECT 1 FROM q) AND id = $4 AND {LIVE}
+    AND claim_id IS NOT DISTINCT FROM $5 AND ($5::text IS NULL OR claim_expires > $3)
+    AND ($5::text IS NOT NULL OR claim_expires <= $3 OR claim_id IS NULL)
+RETURNING marker
+"""
+
+
+@dataclass
+class _Post:
+    ids: list[str]
+    bodies: list[str]
+    ttls: list[int]
+    delays: list[int]
+    client_id: str
+    done: asyncio.Future[None] = field(default_factory=asyncio.Future)
+
+
+class PostgresMessages:
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        self._waiting: dict[tuple[str, str], list[_Post]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def post(
+        self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
+    ) -> Ids:
+        post = _Post(
+            ids=[new_id() for _ in messages],
+            bodies=[json.dumps(m.body) for m in messages],
+            ttls=[m.ttl for m in messages],
+            delays=[m.delay for m in messages],
+            client_id=client_id,
+        )
+        key = (project, queue)
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.append(post)
+        else:
+            self._waiting[key] = [post]
+            task = asyncio.create_task(self._flush(key))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        await asyncio.shield(post.done)
+        return post.ids
+
+    async def _flush(self, key: tuple[str, str]) -> None:
+        """Post what waits for the queue, one statement at a time, until nothing waits."""
+        try:
+            while batch := self._waiting.get(key):
+                self._waiting[key] = []
+                try:
+                    await self._insert(key, batch)
+                except Exception as exc:
+                    for post in batch:
+                        post.done.set_exception(exc)
+                else:
+                    for post in batch:
+                        post.done.set_result(None)
+        finally:
+            del self._waiting[key]
+
+    async def _insert(self, key: tuple[str, str], batch: list[_Post]) -> None:
+        project, queue = key
+        columns: list[list[Any]] = [[], [], [], [], []]
+        for post in batch:
+            columns[0] += post.ids
+            columns[1] += post.bodies
+            columns[2] += post.ttls
+            columns[3] += post.delays
+            columns[4] += [post.client_id] * len(post.ids)
+        async with self._db.session() as conn:
+            status = await conn.execute(
+                POST, project, queue, len(columns[0]), self._clock(), *columns
+            )
+            if status.endswith(" 0"):  # nothing inserted: no queue, or a fenced one
+                await check_writable(conn, project, queue)
+                raise QueueDoesNotExist(project, queue)
+
+    async def wait_idle(self) -> None:
+        """Let the posts in flight finish (at close)."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def list(
+        self,
+        project: str,
+        queue: str,
+        *,
+        marker: int | None,
+        limit: int,
+        echo: bool,
+        include_claimed: bool,
+        include_delayed: bool,
+        client_id: str,
+    ) -> Messages:
+        where = [LIVE, "marker > $4", NOT_MOVED]
+        args: list[Any] = [project, queue, self._clock(), marker or 0, limit]
+        if not echo:
+            args.append(client_id)
+            where.append(f"client_id <> ${len(args)}")
+        if not include_claimed:
+            where.append("(claim_id IS NULL OR claim_expires <= $3)")
+        if not include_delayed:
+            where.append("delay_expires <= $3")
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
+            " ORDER BY marker LIMIT $5"
+        )
+        async with self._db.session() as conn:
+            rows = await conn.fetch(sql, *args)
+            if not rows:
+                await check_readable(conn, project, queue)
+        return [to_message(row) for row in rows]
+
+    async def get(self, project: str, queue: str, message_id: str) -> Message:
+        found = await self.bulk_get(project, queue, [message_id])
+        if not found:
+            raise MessageDoesNotExist(project, queue, message_id)
+        return found[0]
+
+    async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
+        ids = [i for i in ids if is_id(i)]
+        async with self._db.session() as conn:
+            await check_readable(conn, project, queue)
+            if not ids:
+                return []
+            rows = await conn.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($4::text[]) AND {LIVE}"
+                " ORDER BY marker",
+                project,
+                queue,
+                self._clock(),
+                ids,
+            )
+        return [to_message(row) for row in rows]
+
+    async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
+        malformed_claim = claim_id is not None and not is_id(claim_id)
+        if malformed_claim or not is_id(message_id):
+            async with self._db.session() as conn:
+                await check_writable(conn, project, queue)
+            if malformed_claim:
+                raise InvalidClaim()
+            return
+        now = self._clock()
+        async with self._db.session() as conn:
+            if await conn.fetchval(DELETE_HELD, project, queue, now, message_id, claim_id):
+                return
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if stamp is None:
+                return
+            row = await conn.fetchrow(
+                f"SELECT claim_id, claim_expires, marker FROM messages WHERE id = $4 AND {LIVE}"
+                " FOR UPDATE",
+                project,
+                queue,
+                now,
+                message_id,
+            )
+            if row is None:
+                return
+            check_delete(row[0] if row[0] is not None and row[1] > now else None, claim_id)
+            await conn.execute("DELETE FROM messages WHERE id = $1", message_id)
+            await bury(conn, project, queue, [(message_id, row[2])], now, stamp)
+
+    async def bulk_delete(
+        self, project: str, queue: str, ids: Sequence[str], claim_ids: Sequence[str] | None
+    ) -> None:
+        ids = [i for i in ids if is_id(i)]
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if stamp is None or not ids:
+                return
+            sql = "DELETE FROM messages WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
+            args: list[Any] = [project, queue, ids]
+            if claim_ids is not None:
+                sql += " AND claim_id = ANY($4::text[])"
+                args.append(list(claim_ids))
+            gone = await conn.fetch(sql + " RETURNING id, marker", *args)
+            await bury(conn, project, queue, [(r[0], r[1]) for r in gone], now, stamp)
+
+    async def pop(self, project: str, queue: str, limit: int) -> Messages:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue)
+            if stamp is None:
+                return []
+            rows = await conn.fetch(
+                f"DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE {LIVE}"
+                f" AND {FREE} ORDER BY marker LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {MESSAGE_COLUMNS}",
+                project,
+                queue,
+                now,
+                limit,
+            )
+            popped = sorted((to_message(row) for row in rows), key=lambda m: m.marker)
+            await bury(conn, project, queue, [(m.id, m.marker) for m in popped], now, stamp)
+        return popped

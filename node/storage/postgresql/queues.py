@@ -1,0 +1,170 @@
+"""The PostgreSQL driver's queue controller (`node.storage.base.QueueStore`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from node.errors import QueueDoesNotExist, QueueFrozen
+from node.models import Fence, MessageSummary, QueueInfo, QueueStats
+from node.storage.postgresql.connection import Database
+from node.storage.postgresql.schema import LIVE, check_readable, check_writable, fence_of
+
+Queues = list[QueueInfo]
+# Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
+# that does not exist yet: no row to lock). Transaction-scoped: released at commit.
+NAME_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
+QUEUE_AND_FENCE = (
+    "SELECT (SELECT metadata FROM queues WHERE project = $1 AND name = $2),"
+    " (SELECT reason FROM fences WHERE project = $1 AND queue = $2)"
+)
+
+
+class PostgresQueues:
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
+        meta = None if metadata is None else json.dumps(metadata)
+        async with self._db.transaction() as conn:
+            await conn.execute(NAME_LOCK, project, queue)
+            await check_writable(conn, project, queue)
+            created = await conn.fetchval(
+                "INSERT INTO queues (project, name, metadata, created) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                project,
+                queue,
+                meta or "{}",
+                self._clock(),
+            )
+            if created is None and meta is not None:
+                await conn.execute(
+                    "UPDATE queues SET metadata = $3 WHERE project = $1 AND name = $2",
+                    project,
+                    queue,
+                    meta,
+                )
+            return created is not None
+
+    async def exists(self, project: str, queue: str) -> bool:
+        return await self._metadata(project, queue) is not None
+
+    async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
+        found = await self._metadata(project, queue)
+        if found is None:
+            raise QueueDoesNotExist(project, queue)
+        metadata: dict[str, Any] = json.loads(found)
+        return metadata
+
+    async def _metadata(self, project: str, queue: str) -> str | None:
+        """The queue's metadata (JSON text), None when it does not exist; read with its fence
+        in one statement (every post asks)."""
+        async with self._db.session() as conn:
+            row = await conn.fetchrow(QUEUE_AND_FENCE, project, queue)
+        if row[1] == Fence.MOVED:
+            raise QueueFrozen(project, queue, row[1])
+        return None if row[0] is None else str(row[0])
+
+    async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
+        async with self._db.session() as conn:
+            done = await conn.fetchval(
+                "UPDATE queues SET metadata = $3 WHERE project = $1 AND name = $2"
+                " AND fence IS NULL RETURNING true",
+                project,
+                queue,
+                json.dumps(metadata),
+            )
+            if done is None:
+                await check_writable(conn, project, queue)
+                raise QueueDoesNotExist(project, queue)
+
+    async def delete(self, project: str, queue: str) -> None:
+        async with self._db.transaction() as conn:
+            fence = await conn.fetchrow(
+                "SELECT fence FROM queues WHERE project = $1 AND name = $2 FOR UPDATE",
+                project,
+                queue,
+            )
+            if fence is None or fence[0] is not None:
+                await check_writable(conn, project, queue)
+                if fence is None:
+                    return
+            await conn.execute(
+                "DELETE FROM messages WHERE project = $1 AND queue = $2", project, queue
+            )
+            await conn.execute(
+                "DELETE FROM claims WHERE project = $1 AND queue = $2", project, queue
+            )
+            await conn.execute(
+                "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
+            )
+
+    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
+        async with self._db.session() as conn:
+            rows = await conn.fetch(
+                "SELECT name, metadata FROM queues WHERE project = $1 AND name > $2"
+                " ORDER BY name LIMIT $3",
+                project,
+                marker or "",
+                limit,
+            )
+        return [QueueInfo(name, json.loads(meta) if detailed else None) for name, meta in rows]
+
+    async def stats(self, project: str, queue: str) -> QueueStats:
+        now = self._clock()
+        async with self._db.session() as conn:
+            await check_readable(conn, project, queue)
+            if not await conn.fetchval(
+                "SELECT true FROM queues WHERE project = $1 AND name = $2", project, queue
+            ):
+                raise QueueDoesNotExist(project, queue)
+            claimed, delayed, total = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE claim_id IS NOT NULL AND claim_expires > $3),"
+                " count(*) FILTER (WHERE delay_expires > $3"
+                " AND (claim_id IS NULL OR claim_expires <= $3)),"
+                f" count(*) FROM messages WHERE {LIVE}",
+                project,
+                queue,
+                now,
+            )
+            if total == 0:
+                return QueueStats(free=0, claimed=0)
+            ends = []
+            for order in ("ASC", "DESC"):
+                mid, created = await conn.fetchrow(
+                    f"SELECT id, created FROM messages WHERE {LIVE}"
+                    f" ORDER BY marker {order} LIMIT 1",
+                    project,
+                    queue,
+                    now,
+                )
+                ends.append(MessageSummary(mid, created))
+        return QueueStats(
+            free=total - claimed - delayed,
+            claimed=claimed,
+            delayed=delayed,
+            oldest=ends[0],
+            newest=ends[1],
+        )
+
+    async def purge(self, project: str, queue: str) -> None:
+        async with self._db.transaction() as conn:
+            # No tombstone for each message: changes from before the purge are forgotten.
+            row = await conn.fetchrow(
+                "UPDATE queues SET stamp = stamp + 1, forgotten = stamp + 1"
+                " WHERE project = $1 AND name = $2 RETURNING fence",
+                project,
+                queue,
+            )
+            if row is not None and row[0] is not None:
+                raise QueueFrozen(project, queue, row[0])
+            if row is None and (reason := await fence_of(conn, project, queue)) is not None:
+                raise QueueFrozen(project, queue, reason)
+            await conn.execute(
+                "DELETE FROM messages WHERE project = $1 AND queue = $2", project, queue
+            )
+            await conn.execute(
+                "DELETE FROM claims WHERE project = $1 AND queue = $2", project, queue
+            )

@@ -1,0 +1,403 @@
+"""The PostgreSQL driver's `TransferStore`: fences, change tracking, a queue copied out and in.
+
+`freeze` locks the queue's row `FOR UPDATE` and sets its fence there and in `fences`, in one
+transaction: every write holds that row while it acts (`schema.hold_queue`, or the post's own
+update), so once `freeze` has returned nothing lands. `track` locks the row the same way, so a
+write that began untracked has committed before tracking starts. Stamps are taken while the
+queue's row is held, so they commit in order, and `changes` reads in one repeatable-read
+snapshot: it misses nothing. Imports write only what differs, in one transaction per call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from node.errors import ChangesLost, QueueDoesNotExist, TransferConflict
+from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
+from node.storage import transfer
+from node.storage.postgresql.connection import Database
+from node.storage.postgresql.queues import NAME_LOCK
+from node.storage.postgresql.schema import (
+    LIVE,
+    MESSAGE_COLUMNS,
+    bury,
+    fence_of,
+    next_stamp,
+    to_message,
+)
+
+MESSAGE_FIELDS = (
+    "id",
+    "project",
+    "queue",
+    "marker",
+    "body",
+    "ttl",
+    "created",
+    "expires",
+    "delay_expires",
+    "client_id",
+    "claim_id",
+    "claim_expires",
+)
+MESSAGE_TYPES = (
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "text",
+    "int",
+    "float8",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "float8",
+)
+CLAIM_FIELDS = ("id", "project", "queue", "ttl", "grace", "created", "expires")
+CLAIM_TYPES = ("text", "text", "text", "int", "int", "float8", "float8")
+# A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
+ROW = (
+    "id, marker, body, ttl, created, expires, client_id, delay_expires,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_id END,"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_expires ELSE 0 END"
+)
+
+
+async def _upsert(
+    conn: Any,
+    table: str,
+    fields: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    stamp: int | None = None,
+) -> int:
+    """Insert the rows that are new and overwrite those that differ; rows are in `fields`
+    order with id, project and queue first. With `stamp`, what is written is stamped with it.
+    Returns how many were written."""
+    if not rows:
+        return 0
+    stored = {
+        r[0]: tuple(r)
+        for r in await conn.fetch(
+            f"SELECT {', '.join(fields)} FROM {table} WHERE id = ANY($1::text[]) FOR UPDATE",
+            [row[0] for row in rows],
+        )
+    }
+    for row in rows:
+        old = stored.get(row[0])
+        if old is not None and old[1:3] != row[1:3]:
+            raise TransferConflict(f"{table[:-1]} {row[0]} belongs to queue {old[2]}")
+    changed = [row for row in rows if row[0] in stored and stored[row[0]] != row]
+    new = [row for row in rows if row[0] not in stored]
+    names, kinds = list(fields), list(types)
+    if stamp is not None:
+        names.append("stamp")
+        kinds.append("bigint")
+        changed = [(*row, stamp) for row in changed]
+        new = [(*row, stamp) for row in new]
+    unnest = ", ".join(f"${i + 1}::{kind}[]" for i, kind in enumerate(kinds))
+    try:
+        if changed:
+            assignments = ", ".join(f"{name} = u.{name}" for name in names[3:])
+            await conn.execute(
+                f"UPDATE {table} t SET {assignments} FROM unnest({unnest}) AS u({', '.join(names)})"
+                " WHERE t.id = u.id",
+                *zip(*changed, strict=True),
+            )
+        if new:
+            await conn.execute(
+                f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({unnest})",
+                *zip(*new, strict=True),
+            )
+    except asyncpg.UniqueViolationError as exc:  # the marker index: another message has it
+        raise TransferConflict(f"{table}: {exc}") from exc
+    return len(changed) + len(new)
+
+
+class PostgresTransfer:
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def freeze(self, project: str, queue: str, reason: str) -> None:
+        transfer.check_reason(reason)
+        await self._fence(project, queue, reason)
+
+    async def unfreeze(self, project: str, queue: str) -> None:
+        await self._fence(project, queue, None)
+
+    async def _fence(self, project: str, queue: str, reason: str | None) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(NAME_LOCK, project, queue)
+            await conn.execute(
+                "SELECT 1 FROM queues WHERE project = $1 AND name = $2 FOR UPDATE", project, queue
+            )
+            if reason is None:
+                await conn.execute(
+                    "DELETE FROM fences WHERE project = $1 AND queue = $2", project, queue
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO fences (project, queue, reason) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason",
+                    project,
+                    queue,
+                    reason,
+                )
+            await conn.execute(
+                "UPDATE queues SET fence = $3 WHERE project = $1 AND name = $2",
+                project,
+                queue,
+                reason,
+            )
+
+    async def fence(self, project: str, queue: str) -> str | None:
+        async with self._db.session() as conn:
+            return await fence_of(conn, project, queue)
+
+    async def track(self, project: str, queue: str, enabled: bool) -> None:
+        async with self._db.transaction() as conn:
+            found = await conn.fetchval(
+                "SELECT true FROM queues WHERE project = $1 AND name = $2 FOR UPDATE",
+                project,
+                queue,
+            )
+            if found is None:
+                raise QueueDoesNotExist(project, queue)
+            await conn.execute(
+                "UPDATE queues SET tracked = $3 WHERE project = $1 AND name = $2",
+                project,
+                queue,
+                enabled,
+            )
+
+    async def sequence(self, project: str, queue: str) -> int:
+        async with self._db.session() as conn:
+            value = await conn.fetchval(
+                "SELECT stamp FROM queues WHERE project = $1 AND name = $2", project, queue
+            )
+        return 0 if value is None else int(value)
+
+    async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
+        transfer.check_limit(limit)
+        now = self._clock()
+        async with self._db.transaction("repeatable_read") as conn:
+            row = await conn.fetchrow(
+                "SELECT stamp, forgotten, tracked FROM queues WHERE project = $1 AND name = $2",
+                project,
+                queue,
+            )
+            if row is None or not row[2] or since > row[0] or since < row[1]:
+                raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
+            written = (
+                f"SELECT {MESSAGE_COLUMNS}, stamp FROM messages WHERE project = $1 AND queue = $2"
+            )
+            buried = "SELECT id, marker, stamp FROM removed WHERE project = $1 AND queue = $2"
+            above = " AND stamp > 0 AND stamp > $3 ORDER BY stamp LIMIT $4"
+            messages = list(await conn.fetch(written + above, project, queue, since, limit))
+            removed = list(await conn.fetch(buried + above, project, queue, since, limit))
+            full = [rows[-1][-1] for rows in (messages, removed) if len(rows) == limit]
+            upto, more = int(row[0]), bool(full)
+            if more:
+                # Up to the smaller last stamp of a full page, and all of that stamp's write.
+                upto = min(full)
+                messages = [m for m in messages if m[-1] < upto]
+                removed = [r for r in removed if r[-1] < upto]
+                messages += await conn.fetch(written + " AND stamp = $3", project, queue, upto)
+                removed += await conn.fetch(buried + " AND stamp = $3", project, queue, upto)
+        return Changes(
+            messages=tuple(transfer.exported(to_message(m), now) for m in messages),
+            removed=tuple(Removed(r[0], r[1]) for r in removed),
+            upto=upto,
+            more=more,
+        )
+
+    async def fingerprints(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[tuple[int, int]]:
+        now = self._clock()
+        async with self._db.session() as conn:
+            rows = await conn.fetch(
+                "SELECT id, marker, body, expires, claim_id, claim_expires FROM messages"
+                f" WHERE {LIVE} AND marker > $4 ORDER BY marker LIMIT $5",
+                project,
+                queue,
+                now,
+                after_marker,
+                limit,
+            )
+        return [
+            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now))
+            for mid, marker, body, expires, claim, claimed in rows
+        ]
+
+    async def export_queue(self, project: str, queue: str) -> QueueExport | None:
+        async with self._db.session() as conn:
+            row = await conn.fetchrow(
+                "SELECT metadata, counter, created, fence FROM queues"
+                " WHERE project = $1 AND name = $2",
+                project,
+                queue,
+            )
+        if row is None:
+            return None
+        return QueueExport(
+            metadata=json.loads(row[0]), counter=row[1], created=row[2], fence=row[3]
+        )
+
+    async def export_messages(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[Message]:
+        now = self._clock()
+        async with self._db.session() as conn:
+            rows = await conn.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {LIVE} AND marker > $4"
+                " ORDER BY marker LIMIT $5",
+                project,
+                queue,
+                now,
+                after_marker,
+                limit,
+            )
+        return [transfer.exported(to_message(row), now) for row in rows]
+
+    async def export_rows(
+        self, project: str, queue: str, *, after_marker: int, limit: int
+    ) -> list[MessageRow]:
+        async with self._db.session() as conn:
+            rows = await conn.fetch(
+                f"SELECT {ROW} FROM messages WHERE {LIVE} AND marker > $4 ORDER BY marker LIMIT $5",
+                project,
+                queue,
+                self._clock(),
+                after_marker,
+                limit,
+            )
+        return [MessageRow._make(row) for row in rows]
+
+    async def export_claims(self, project: str, queue: str) -> list[Claim]:
+        async with self._db.session() as conn:
+            rows = await conn.fetch(
+                "SELECT id, ttl, grace, created, expires FROM claims"
+                " WHERE project = $1 AND queue = $2 AND expires > $3 ORDER BY created, id",
+                project,
+                queue,
+                self._clock(),
+            )
+        return [Claim(*row) for row in rows]
+
+    async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(NAME_LOCK, project, queue)
+            await conn.execute(
+                "INSERT INTO queues (project, name, metadata, counter, created, fence)"
+                " VALUES ($1, $2, $3, $4, $5,"
+                " (SELECT reason FROM fences WHERE project = $1 AND queue = $2))"
+                " ON CONFLICT (project, name) DO UPDATE SET metadata = excluded.metadata,"
+                " created = excluded.created,"
+                " counter = GREATEST(queues.counter, excluded.counter)",
+                project,
+                queue,
+                json.dumps(export.metadata),
+                export.counter,
+                export.created,
+            )
+
+    async def import_messages(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        return await self.import_rows(project, queue, [transfer.row(m) for m in messages])
+
+    async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
+        transfer.check_ids([m.id for m in messages])
+        rows = [
+            (
+                m.id,
+                project,
+                queue,
+                m.marker,
+                m.body,
+                m.ttl,
+                m.created,
+                m.expires,
+                m.delay_expires,
+                m.client_id,
+                m.claim_id,
+                m.claim_expires,
+            )
+            for m in messages
+        ]
+        async with self._db.transaction() as conn:
+            top = await conn.fetchval(
+                "UPDATE queues SET counter = GREATEST(counter, $3)"
+                " WHERE project = $1 AND name = $2 RETURNING counter",
+                project,
+                queue,
+                max((m.marker for m in messages), default=0),
+            )
+            if top is None:
+                raise QueueDoesNotExist(project, queue)
+            stamp = await next_stamp(conn, project, queue)
+            return await _upsert(conn, "messages", MESSAGE_FIELDS, MESSAGE_TYPES, rows, stamp)
+
+    async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
+        transfer.check_ids([c.id for c in claims])
+        rows = [(c.id, project, queue, c.ttl, c.grace, c.created, c.expires) for c in claims]
+        async with self._db.transaction() as conn:
+            return await _upsert(conn, "claims", CLAIM_FIELDS, CLAIM_TYPES, rows)
+
+    async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT 1 FROM queues WHERE project = $1 AND name = $2 FOR KEY SHARE",
+                project,
+                queue,
+            )
+            stamp = await next_stamp(conn, project, queue)
+            gone = await conn.fetch(
+                "DELETE FROM messages WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
+                " RETURNING id, marker",
+                project,
+                queue,
+                list(ids),
+            )
+            await bury(conn, project, queue, [(r[0], r[1]) for r in gone], now, stamp)
+        return len(gone)
+
+    async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        async with self._db.session() as conn:
+            status = await conn.execute(
+                "DELETE FROM claims WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2",
+                project,
+                queue,
+                list(ids),
+            )
+        return int(status.split()[-1])
+
+    async def digest(self, project: str, queue: str) -> QueueDigest:
+        return await transfer.digest(self, project, queue)
+
+    async def drop(self, project: str, queue: str, *, limit: int) -> int:
+        transfer.check_limit(limit)
+        gone = 0
+        async with self._db.transaction() as conn:
+            for table in ("messages", "claims"):
+                if gone < limit:
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
+                        " WHERE project = $1 AND queue = $2 LIMIT $3)",
+                        project,
+                        queue,
+                        limit - gone,
+                    )
+                    gone += int(status.split()[-1])
+            if gone == 0:
+                status = await conn.execute(
+                    "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
+                )
+                gone = int(status.split()[-1])
+        return gone

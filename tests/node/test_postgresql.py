@@ -1,0 +1,336 @@
+"""What is particular to the PostgreSQL driver: its schema's versions, its settings, its plans,
+claims and posts under contention, and a node riding out a restart of its server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from node.models import NewMessage
+from node.storage.postgresql import PostgresStorage
+from node.storage.postgresql.claims import CLAIM
+from node.storage.postgresql.connection import PostgresSettings
+from node.storage.postgresql.messages import POST
+from node.storage.postgresql.schema import VERSION, SchemaTooNew, upgrade
+from tests.conftest import storage_uri
+from tests.services import free_port, node_process
+
+pytestmark = pytest.mark.postgresql
+
+P, Q, CLIENT = "project", "queue", "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
+
+
+@pytest.fixture
+def uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh schema on the session's PostgreSQL."""
+    return storage_uri("postgresql", tmp_path, request)
+
+
+@pytest.fixture
+async def storage(uri: str) -> AsyncIterator[PostgresStorage]:
+    store = await PostgresStorage.open(uri)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def connect(uri: str) -> AsyncIterator[Any]:
+    """A plain asyncpg session on the URI's schema, for what a test looks at from outside."""
+    settings = PostgresSettings.from_uri(uri)
+    dsn = settings.url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": settings.schema})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def listed(store: PostgresStorage, limit: int = 1000) -> list[Any]:
+    found = await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=limit,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id=CLIENT,
+    )
+    return found
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+
+async def test_an_older_schema_is_upgraded_with_its_data(uri: str) -> None:
+    schema = PostgresSettings.from_uri(uri).schema
+    async with connect(uri) as conn:
+        assert await upgrade(conn, schema, upto=1) == 0
+        await conn.execute(
+            "INSERT INTO queues (project, name, metadata, counter, created)"
+            " VALUES ($1, $2, '{\"kept\": true}', 41, 1.0)",
+            P,
+            Q,
+        )
+    store = await PostgresStorage.open(uri)
+    try:
+        assert await store.queues.get_metadata(P, Q) == {"kept": True}
+        [first] = await store.messages.post(P, Q, [NewMessage("after", 60)], CLIENT)
+        assert [(m.id, m.marker) for m in await listed(store)] == [(first, 42)]
+        await store.transfer.track(P, Q, True)  # the columns version 2 added work
+        since = await store.transfer.sequence(P, Q)
+        await store.messages.post(P, Q, [NewMessage("tracked", 60)], CLIENT)
+        assert len((await store.transfer.changes(P, Q, since=since, limit=10)).messages) == 1
+    finally:
+        await store.close()
+    async with connect(uri) as conn:
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION
+
+
+async def test_nodes_starting_at_once_create_the_schema_once(uri: str) -> None:
+    stores = await asyncio.gather(*(PostgresStorage.open(uri) for _ in range(4)))
+    try:
+        assert await stores[0].queues.create(P, Q, None)
+        assert all([await s.queues.exists(P, Q) for s in stores])
+    finally:
+        for store in stores:
+            await store.close()
+    async with connect(uri) as conn:
+        assert await conn.fetch("SELECT version FROM marconi_schema") == [(VERSION,)]
+
+
+async def test_a_newer_schema_is_refused(uri: str) -> None:
+    await (await PostgresStorage.open(uri)).close()
+    async with connect(uri) as conn:
+        await conn.execute("UPDATE marconi_schema SET version = $1", VERSION + 1)
+    with pytest.raises(SchemaTooNew):
+        await PostgresStorage.open(uri)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_settings_come_from_the_query_string() -> None:
+    settings = PostgresSettings.from_uri(
+        "postgresql://u:pw@db.example:6432/marconi?pool_size=20&statement_timeout=250"
+        "&schema=p7&sslmode=require&pool_timeout=2.5&application_name=x"
+    )
+    assert (settings.pool_size, settings.statement_timeout, settings.schema) == (20, 250, "p7")
+    assert (settings.pool_timeout, settings.ssl()) == (2.5, "require")
+    # Our settings are taken out; the rest reaches the dialect.
+    assert settings.url == "postgresql+asyncpg://u:pw@db.example:6432/marconi?application_name=x"
+    for bad in ("pool_size=0", "pool_size=x", "schema=Bad-Name", "sslmode=always"):
+        with pytest.raises(ValueError):
+            PostgresSettings.from_uri(f"postgresql://h/db?{bad}")
+
+
+async def test_pool_size_and_statement_timeout_apply(uri: str) -> None:
+    store = await PostgresStorage.open(f"{uri}&pool_size=3&statement_timeout=200")
+    try:
+        assert store.db.engine.pool.size() == 3  # type: ignore[attr-defined]
+        async with store.db.session() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "200ms"
+        from node.errors import StorageUnavailable
+
+        with pytest.raises(StorageUnavailable):
+            async with store.db.session() as conn:
+                await conn.execute("SELECT pg_sleep(2)")
+        assert await store.ping()  # the pool goes on after a cancelled statement
+    finally:
+        await store.close()
+
+
+# --- plans ---------------------------------------------------------------------------------------
+
+
+async def plan(conn: Any, sql: str, *args: Any) -> str:
+    rows = await conn.fetch(f"EXPLAIN {sql}", *args)
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str) -> None:
+    """With sequential scans priced out, a plan still scans a table only when no index serves
+    the query."""
+    await storage.queues.create(P, Q, None)
+    for _ in range(5):
+        await storage.messages.post(P, Q, [NewMessage(i, 600) for i in range(200)], CLIENT)
+    now, mid = 1e12, "0" * 24
+    queries: list[tuple[str, tuple[Any, ...]]] = [
+        (
+            "SELECT id FROM messages WHERE project = $1 AND queue = $2 AND expires > $3"
+            " AND marker > $4 ORDER BY marker LIMIT 10",
+            (P, Q, now, 0),
+        ),
+        ("SELECT id FROM messages WHERE claim_id = $1", (mid,)),
+        ("SELECT id FROM messages WHERE expires <= $1 LIMIT 100", (now,)),
+        ("SELECT id FROM messages WHERE project = $1 AND queue = $2 AND stamp > $3", (P, Q, 0)),
+        ("SELECT id FROM messages WHERE id = ANY($1::text[])", ([mid],)),
+        ("SELECT id FROM claims WHERE project = $1 AND queue = $2 AND expires > $3", (P, Q, now)),
+        ("SELECT id FROM claims WHERE expires <= $1", (now,)),
+        ("SELECT 1 FROM removed WHERE at <= $1", (now,)),
+        ("SELECT 1 FROM queues WHERE project = $1 AND name > $2 ORDER BY name", (P, "")),
+        ("SELECT reason FROM fences WHERE project = $1 AND queue = $2", (P, Q)),
+    ]
+    async with connect(uri) as conn:
+        await conn.execute("ANALYZE")
+        await conn.execute("SET enable_seqscan = off")
+        for sql, args in queries:
+            assert "Seq Scan" not in await plan(conn, sql, *args), sql
+        claim = await plan(
+            conn, CLAIM, P, Q, now, 5, mid, now, now, 60, 0, 60, 60
+        )  # picks by marker, locks what it picks
+        assert "Seq Scan" not in claim and "LockRows" in claim
+        assert "SKIP LOCKED" in CLAIM
+        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT])
+        assert "Seq Scan on queues" not in post
+
+
+# --- contention ----------------------------------------------------------------------------------
+
+
+async def test_claimers_skip_what_another_holds_and_never_wait(
+    storage: PostgresStorage, uri: str
+) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.messages.post(P, Q, [NewMessage(i, 600) for i in range(100)], CLIENT)
+    async with connect(uri) as other, other.transaction():
+        # Another claimer's transaction, still open, holds the oldest ten messages.
+        locked = await other.fetch(
+            "SELECT id FROM messages ORDER BY marker LIMIT 10 FOR UPDATE SKIP LOCKED"
+        )
+        async with asyncio.timeout(10):  # would wait for ever behind `other` without SKIP LOCKED
+            claim, held = await storage.claims.create(P, Q, ttl=60, grace=60, limit=5)
+        assert [m.body for m in held] == [10, 11, 12, 13, 14]
+        assert not {m.id for m in held} & {r[0] for r in locked}
+        waiting = await other.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        assert waiting == 0
+
+
+async def test_32_concurrent_claimers_share_no_message(uri: str) -> None:
+    """Two node processes' pools (two storages), 32 claimers at once."""
+    stores = [await PostgresStorage.open(f"{uri}&pool_size=16") for _ in range(2)]
+    try:
+        await stores[0].queues.create(P, Q, None)
+        for _ in range(4):
+            await stores[0].messages.post(P, Q, [NewMessage(i, 600) for i in range(100)], CLIENT)
+
+        async def claimer(store: PostgresStorage) -> list[tuple[str, str]]:
+            got: list[tuple[str, str]] = []
+            while True:
+                claim, held = await store.claims.create(P, Q, ttl=300, grace=60, limit=3)
+                if not held:
+                    return got
+                got += [(claim.id, m.id) for m in held]
+
+        results = await asyncio.gather(*(claimer(stores[i % 2]) for i in range(32)))
+        taken = [mid for got in results for _, mid in got]
+        assert len(taken) == len(set(taken)) == 400, "every message in exactly one live claim"
+        assert sum(1 for got in results if got) > 16, "the claimers worked side by side"
+        for got in results:
+            for claim_id, mid in got:
+                assert (await stores[0].messages.get(P, Q, mid)).claim_id == claim_id
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_64_concurrent_producers_each_keep_their_order(uri: str) -> None:
+    stores = [await PostgresStorage.open(f"{uri}&pool_size=16") for _ in range(2)]
+    try:
+        await stores[0].queues.create(P, Q, None)
+
+        async def producer(n: int) -> list[str]:
+            ids = []
+            for i in range(8):
+                batch = [NewMessage({"p": n, "i": i, "j": j}, 600) for j in range(1 + i % 3)]
+                ids += await stores[n % 2].messages.post(P, Q, batch, f"client-{n}")
+            return ids
+
+        posted = await asyncio.gather(*(producer(n) for n in range(64)))
+        messages = await listed(stores[1], limit=2000)
+        assert [m.marker for m in messages] == list(range(1, len(messages) + 1))
+        for n, ids in enumerate(posted):
+            mine = [m for m in messages if m.body["p"] == n]
+            assert [m.id for m in mine] == ids, f"producer {n} out of order"
+            assert [(m.body["i"], m.body["j"]) for m in mine] == sorted(
+                (m.body["i"], m.body["j"]) for m in mine
+            )
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# --- outage --------------------------------------------------------------------------------------
+
+
+def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any, dict[str, str]]:
+    headers = {"Client-ID": CLIENT, "X-Project-ID": P, "Content-Type": "application/json"}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None, dict(exc.headers)
+
+
+@pytest.mark.slow
+def test_a_node_rides_out_a_restart_of_postgresql(tmp_path: Path) -> None:
+    from marconi.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pg", free_port())
+    try:
+        server.start()
+        uri = f"{server.uri()}?pool_timeout=1&connect_timeout=1&statement_timeout=2000"
+        with node_process(uri, log_dir=tmp_path) as node:
+            messages = f"{node.url}/v2/queues/{Q}/messages"
+            acknowledged: list[str] = []
+            for i in range(10):
+                status, body, _ = call(messages, "POST", {"messages": [{"body": i}]})
+                assert status == 201, body
+                acknowledged += [r.rsplit("/", 1)[1] for r in body["resources"]]
+
+            server.stop()
+            for _ in range(3):
+                status, body, headers = call(messages, "POST", {"messages": [{"body": "x"}]})
+                assert status == 503, body
+                assert headers["Retry-After"] and set(body) == {"title", "description"}
+                status, _, headers = call(f"{messages}?echo=true")
+                assert status == 503 and headers["Retry-After"]
+
+            server.start()
+            for i in range(10, 20):  # the first requests may meet connections the restart broke
+                for _ in range(20):
+                    status, body, _ = call(messages, "POST", {"messages": [{"body": i}]})
+                    if status != 503:
+                        break
+                assert status == 201, body
+                acknowledged += [r.rsplit("/", 1)[1] for r in body["resources"]]
+
+            found: list[str] = []
+            url = f"{messages}?echo=true&limit=20"
+            while True:
+                status, body, _ = call(url)
+                if status == 204 or not body["messages"]:
+                    break
+                found += [m["id"] for m in body["messages"]]
+                url = node.url + body["links"][0]["href"]
+            assert set(acknowledged) <= set(found)
+            assert len(acknowledged) == 20
+    finally:
+        server.remove()
