@@ -76,13 +76,13 @@ class PlacementCache:
         *,
         capacity: int = 1_000_000,
         retry_delay: float = 0.5,
-        page_size: int = scan.PAGE_SIZE,
+        page_size: int | None = None,
     ) -> None:
         self.store = store
         self.keys = keys or Keys()
         self.capacity = capacity
         self.retry_delay = retry_delay
-        self.page_size = page_size
+        self.page_size = page_size or store.page_size
         self.state = WatchState.STARTING
         self.revision = 0  # the last revision applied (from the load, then the watch)
         self.partitions: dict[str, Partition] = {}

@@ -14,6 +14,8 @@ from catalog.records import Event, Lookup, Page, Snapshot, Versioned
 
 
 class CatalogStore(Protocol):
+    page_size: int  # keys per page of a whole-prefix read (`snapshot`, `catalog.scan.pages`)
+
     async def get(self, key: str) -> Versioned | None:
         """The value at `key`, or None. Raises `CatalogUnavailable`."""
 

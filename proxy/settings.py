@@ -56,7 +56,12 @@ class ProxySettings:
     health_interval: float = 2.0  # seconds between health checks of each node
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
-    cache_capacity: int = 1_000_000  # placements kept in memory
+    # Placements kept in memory: about 200 bytes each (BENCHMARKS.md, catalog scale), so the
+    # default million costs about 200 MB; above it, a cold queue costs one etcd read.
+    cache_capacity: int = 1_000_000
+    # A rebalance asks the nodes for each queue's message count up to this many queues; above,
+    # it plans on queue counts alone, reading the catalog a page at a time.
+    rebalance_stats_limit: int = 10_000
     limits: LimitSettings = LimitSettings()
     auth: AuthMode = AuthMode.NOAUTH
     keystone_url: str = ""  # Keystone's public endpoint, e.g. http://keystone:5000
@@ -116,6 +121,9 @@ class ProxySettings:
             health_timeout=float(env.get("MARCONI_HEALTH_TIMEOUT", d.health_timeout)),
             drain_timeout=float(env.get("MARCONI_DRAIN_TIMEOUT", d.drain_timeout)),
             cache_capacity=int(env.get("MARCONI_CACHE_CAPACITY", d.cache_capacity)),
+            rebalance_stats_limit=int(
+                env.get("MARCONI_REBALANCE_STATS_LIMIT", d.rebalance_stats_limit)
+            ),
             limits=LimitSettings(
                 rate=float(env.get("MARCONI_RATE_LIMIT", d.limits.rate)),
                 burst=int(env.get("MARCONI_RATE_BURST", d.limits.burst)),
