@@ -22,6 +22,8 @@ from catalog.records import Event, Lookup, Page, Snapshot, Versioned
 # gRPC's own default: the largest answer the client accepts. Every prefix read is paged, so none
 # depends on it; a test sets it small (MARCONI_ETCD_MAX_MESSAGE) to prove that.
 MAX_MESSAGE = 4 * 1024 * 1024
+# A page's window of the key space aims at holding from 1/WINDOW_PAGES to WINDOW_PAGES pages.
+WINDOW_PAGES = 4
 
 
 def parse_endpoints(url: str) -> list[tuple[str, int]]:
@@ -84,6 +86,16 @@ def _compacted(exc: grpc.RpcError) -> bool:
     )
 
 
+def _shared(a: bytes, b: bytes) -> int:
+    """How many leading bytes `a` and `b` have in common."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     return int(raw) if raw else default
@@ -111,6 +123,7 @@ class EtcdStore:
         self._timeout = timeout
         self.max_message = max_message or _env_int("MARCONI_ETCD_MAX_MESSAGE", MAX_MESSAGE)
         self.page_size = page_size or _env_int("MARCONI_CATALOG_PAGE", scan.PAGE_SIZE)
+        self._depths: dict[str, int | None] = {}  # per prefix: the last page's window depth
         self._client = aetcd.Client(
             host=host,
             port=port,
@@ -147,24 +160,52 @@ class EtcdStore:
         return await scan.snapshot(self, prefix, self.page_size)
 
     async def page(self, prefix: str, start_after: str, limit: int, revision: int = 0) -> Page:
-        start = (start_after + "\0") if start_after else prefix
-        request = aetcd.rpc.RangeRequest(
-            key=start.encode(),
-            range_end=_prefix_end(prefix.encode()),
-            limit=limit,
-            revision=revision,
-            # The first page is linearizable (it fixes the revision); the rest read that
-            # revision from whichever member answers.
-            serializable=revision > 0,
-            sort_order=aetcd.rpc.RangeRequest.ASCEND,
-            sort_target=aetcd.rpc.RangeRequest.KEY,
-        )
-        found = await self._range(request)
-        items = [
-            Versioned(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision)
-            for kv in found.kvs
-        ]
-        return Page(revision or found.header.revision, items, bool(found.more))
+        """Read through windows of the prefix's key space, not the whole rest of it: etcd counts
+        every key from a range's start to its end whatever the limit (its answer's `count`), so
+        pages over the whole rest of a million keys cost quadratic time (measured: 440 ms for
+        one key at the start of 200,000 placements, 2 ms at the end). A window is the keys
+        sharing the start key's first `depth` characters; the depth is learned from the counts
+        etcd answers, aiming at a few pages a window."""
+        end = _prefix_end(prefix.encode())
+        key = (start_after + "\0").encode() if start_after else prefix.encode()
+        depth = self._depths.get(prefix)
+        items: list[Versioned] = []
+        more, fresh = False, False
+        while len(items) < limit:
+            window = end if depth is None else min(end, _prefix_end(key[:depth]))
+            request = aetcd.rpc.RangeRequest(
+                key=key,
+                range_end=window,
+                limit=limit - len(items),
+                revision=revision,
+                # The first page is linearizable (it fixes the revision); the rest read that
+                # revision from whichever member answers.
+                serializable=revision > 0,
+                # No sort order: etcd answers in key order anyway, and asking for one makes it
+                # read the whole range before applying the limit.
+            )
+            found = await self._range(request)
+            revision = revision or found.header.revision
+            items.extend(
+                Versioned(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision)
+                for kv in found.kvs
+            )
+            if found.kvs and found.count > WINDOW_PAGES * limit:
+                # Too wide: at least as narrow as the block of keys this answer spans.
+                spanned = _shared(found.kvs[0].key, found.kvs[-1].key)
+                depth = max((depth or len(prefix.encode())) + 1, spanned)
+            elif fresh and found.count * WINDOW_PAGES < limit and depth is not None:
+                depth = None if depth <= len(prefix.encode()) + 1 else depth - 1  # wider
+            fresh = False
+            if found.more:
+                key, more = found.kvs[-1].key + b"\0", True
+            elif window >= end:
+                more = False
+                break
+            else:
+                key, more, fresh = window, True, True  # the next window starts at this one's end
+        self._depths[prefix] = depth
+        return Page(revision, items, more)
 
     async def _range(self, request: aetcd.rpc.RangeRequest) -> aetcd.rpc.RangeResponse:
         with _translated():
