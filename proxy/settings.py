@@ -56,8 +56,8 @@ class ProxySettings:
     health_interval: float = 2.0  # seconds between health checks of each node
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
-    # Placements kept in memory: about 200 bytes each (BENCHMARKS.md, catalog scale), so the
-    # default million costs about 200 MB; above it, a cold queue costs one etcd read.
+    # Placements kept in memory: about 170 bytes each (BENCHMARKS.md, catalog scale), so the
+    # default million costs about 170 MB; above it, a cold queue costs one etcd read.
     cache_capacity: int = 1_000_000
     # A rebalance asks the nodes for each queue's message count up to this many queues; above,
     # it plans on queue counts alone, reading the catalog a page at a time.

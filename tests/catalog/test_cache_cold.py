@@ -208,3 +208,24 @@ def test_compact_records_round_trip() -> None:
         cache.remember(placement)
         assert cache.cached(placement.project, placement.queue) == placement
     assert replace(Placement("proj", "a", "p1")) == cache.cached("proj", "a")
+
+
+async def test_fill_goes_on_when_its_revision_is_compacted_away() -> None:
+    store = GatedStore()
+    catalog = await placed(store, 8)
+    store.pages.clear()
+    cache = PlacementCache(store, page_size=2)
+    await cache.start()
+    try:
+        moved = await switch(catalog, "proj", "q06", "p2")
+        await catalog.place("proj", "q99", "p2")
+        await wait_until(lambda: cache.revision >= moved + 1)
+        store.compact()  # the fill's revision is gone: it goes on at the latest one
+        store.pages.set()
+        await asyncio.wait_for(cache.filled.wait(), 5)
+        assert len(cache) == 9 and cache.cached("proj", "nope") is None
+        assert getattr(cache.cached("proj", "q06"), "partition", "") == "p2"
+        assert getattr(cache.cached("proj", "q99"), "partition", "") == "p2"
+        assert getattr(cache.cached("proj", "q07"), "partition", "") == "p1"
+    finally:
+        await cache.stop()

@@ -188,3 +188,9 @@ async def exercise(
     ]
     loads = {s["partition"]: s["queues"] for s in plan["loads"]}  # type: ignore[index]
     assert sum(loads.values()) == QUEUES + 2
+
+    # A drain of p2 (every queue there is a real one), read a page at a time on every call.
+    _, drained = cli(env, "drain", "p2", "--wait", "--interval", "0.2", "--wait-timeout", "60")
+    assert (drained["state"], drained["remaining"]) == ("draining", 0)  # type: ignore[index]
+    assert await listed(session, n2, placed) == []
+    assert await listed(session, n1, placed) == ["on-p2"]  # moved, messages and all
