@@ -5,6 +5,7 @@ Node: for each driver and node count, real `marconi node` processes sharing one 
 Proxy: the same workload against a SQLite partition's nodes directly and through `marconi proxy`
 over a catalog in a real etcd: throughput ratio, added latency at the median, the proxy's CPU time
 per forwarded request, and how soon a placement change in etcd reaches the proxy.
+Catalog: a new proxy on a catalog of a million placements (`bench.catalog`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import migration
+from bench import catalog, migration
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.report import (
@@ -35,7 +36,7 @@ from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration", "postgresql")
+SECTIONS = ("node", "proxy", "migration", "catalog", "postgresql")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -67,6 +68,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--lag-rounds", type=int, default=50, help="proxy section: placement switches timed"
+    )
+    parser.add_argument(
+        "--catalog-placements", type=int, default=1_000_000, help="catalog section: placements"
     )
     parser.add_argument(
         "--only", choices=SECTIONS, help="run one section; BENCHMARKS.md keeps the other's figures"
@@ -104,6 +108,11 @@ def main() -> int:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:
                 sections["migration"] = asyncio.run(migration.run(c, 100_000, 20, 200))
+        if "catalog" in wanted:
+            # A new proxy's start, memory, routing and watch lag over 1,000,000 placements.
+            figures = catalog.run(base / "catalog", args.catalog_placements, 1000.0, 20.0)
+            sections["catalog"] = catalog.section(figures, command)
+            results["catalog"] = asdict(figures)
 
         if "postgresql" in wanted:
             # The PostgreSQL driver against SQLite in the same run, and SQLAlchemy's cost.

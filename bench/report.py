@@ -28,6 +28,7 @@ TITLES = {
     "node": "## Node (one partition, API v2)",
     "proxy": "## Proxy (one partition: direct vs through the proxy)",
     "migration": "## Migration",
+    "catalog": "## Catalog scale",
     "postgresql": "## PostgreSQL driver (against SQLite, same run)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from catalog import scan
 from catalog.errors import Conflict, NotFound, Refused
 from catalog.keys import Keys
 from catalog.records import Partition, PartitionState, Pin, Placement, Versioned
@@ -116,19 +117,16 @@ class Catalog:
         return [v.key[len(prefix) :] for v in found]
 
     async def count_placements(self, partition: str, stop_at: int | None = None) -> int:
-        """How many queues `partition` owns (a scan: for admin commands, not the request path)."""
+        """How many queues `partition` owns (a scan a page at a time at one revision: for admin
+        commands, not the request path)."""
         count = 0
-        start = ""
-        while True:
-            page = await self.store.range(self.keys.placements, start, 1000)
-            for item in page:
+        async for page in scan.pages(self.store, self.keys.placements, self.store.page_size):
+            for item in page.items:
                 if Placement.from_json(item.value).partition == partition:
                     count += 1
                     if stop_at is not None and count >= stop_at:
                         return count
-            if len(page) < 1000:
-                return count
-            start = page[-1].key
+        return count
 
     # --- pins ------------------------------------------------------------------------------------
 

@@ -11,13 +11,20 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 
+from catalog import scan
 from catalog.errors import Compacted, Conflict, LeaseExpired
-from catalog.records import Event, Snapshot, Versioned
+from catalog.records import Event, Lookup, Page, Snapshot, Versioned
 
 
 class MemoryStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, page_size: int = scan.PAGE_SIZE
+    ) -> None:
+        self.page_size = page_size
         self._data: dict[str, Versioned] = {}
+        # Every key's values since the last compaction, oldest first (None: deleted), so a page
+        # can be read at an earlier revision as etcd's MVCC store reads it.
+        self._versions: dict[str, list[tuple[int, Versioned | None]]] = {}
         self._history: list[Event] = []
         self._revision = 1
         self._compacted = 0
@@ -35,12 +42,37 @@ class MemoryStore:
         await self.expire()
         return self._data.get(key)
 
+    async def lookup(self, key: str) -> Lookup:
+        await self.expire()
+        return Lookup(self._data.get(key), self._revision)
+
     async def snapshot(self, prefix: str) -> Snapshot:
         await self.expire()
-        items = sorted(
-            (v for k, v in self._data.items() if k.startswith(prefix)), key=lambda v: v.key
-        )
-        return Snapshot(self._revision, items)
+        return await scan.snapshot(self, prefix, self.page_size)
+
+    async def page(self, prefix: str, start_after: str, limit: int, revision: int = 0) -> Page:
+        if revision and revision < self._compacted:
+            raise Compacted(f"revision {revision} is compacted")
+        at = revision or self._revision
+        keys = sorted(k for k in self._versions if k.startswith(prefix) and k > start_after)
+        items: list[Versioned] = []
+        for key in keys:
+            value = self._at(key, at)
+            if value is None:
+                continue
+            if len(items) == limit:
+                return Page(at, items, more=True)
+            items.append(value)
+        return Page(at, items, more=False)
+
+    def _at(self, key: str, revision: int) -> Versioned | None:
+        """The key's value as it was at `revision`."""
+        found = None
+        for changed, version in self._versions[key]:
+            if changed > revision:
+                break
+            found = version
+        return found
 
     async def range(self, prefix: str, start_after: str, limit: int) -> list[Versioned]:
         await self.expire()
@@ -110,6 +142,7 @@ class MemoryStore:
         self._bound.pop(key, None)
         self._revision += 1
         del self._data[key]
+        self._versions[key].append((self._revision, None))
         await self._publish(Event(key, None, self._revision))
 
     async def _put(self, key: str, value: bytes, *, create: bool) -> Versioned:
@@ -117,6 +150,7 @@ class MemoryStore:
         created = self._revision if create else self._data[key].create_revision
         stored = Versioned(key, value, self._revision, created)
         self._data[key] = stored
+        self._versions.setdefault(key, []).append((self._revision, stored))
         await self._publish(Event(key, value, self._revision))
         return stored
 
@@ -129,6 +163,7 @@ class MemoryStore:
         """Forget history up to now, as etcd's compaction does."""
         self._compacted = self._revision
         self._history.clear()
+        self._versions = {k: [(v.mod_revision, v)] for k, v in self._data.items()}
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Event]:
         if start_revision <= self._compacted:

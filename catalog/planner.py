@@ -14,7 +14,7 @@ read-only ones keep what they have. Moves only ever go to partitions that take n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -179,21 +179,33 @@ def plan_rebalance(
     after a move) stay put. Ties break by name, so the same input gives the same plan.
     """
     group = _balanced(partitions)
-    group_weight = sum(p.weight for p in group.values())
-    if not group_weight:
-        return []
     cost = costs(loads, weights)
     mine = [q for q in loads if q.partition in group]
     load = {name: 0.0 for name in group}
     for q in mine:
         load[q.partition] += cost[q.ident]
-    target = {name: sum(load.values()) * p.weight / group_weight for name, p in group.items()}
     movable: dict[str, list[QueueLoad]] = {name: [] for name in group}
     for q in sorted(mine, key=lambda q: q.ident):
         if q.ident not in busy:
             movable[q.partition].append(q)
-    receivers = sorted(name for name, p in group.items() if p.accepts_new_queues)
+    return _greedy(group, load, movable, cost, tolerance, max_moves)
 
+
+def _greedy(
+    group: dict[str, Partition],
+    load: dict[str, float],
+    movable: dict[str, list[QueueLoad]],
+    cost: Mapping[QueueId, float],
+    tolerance: float,
+    max_moves: int,
+) -> list[Move]:
+    group_weight = sum(p.weight for p in group.values())
+    if not group_weight:
+        return []
+    load = dict(load)
+    movable = {name: list(queues) for name, queues in movable.items()}
+    target = {name: sum(load.values()) * p.weight / group_weight for name, p in group.items()}
+    receivers = sorted(name for name, p in group.items() if p.accepts_new_queues)
     moves: list[Move] = []
     while len(moves) < max_moves:
         gap = {name: load[name] - target[name] for name in group}
@@ -214,11 +226,76 @@ def plan_rebalance(
     return moves
 
 
+class Census:
+    """What a plan counting queues alone needs of a catalog too large to hold: each partition's
+    queue count and its `keep` first movable queues by name (a plan of `keep` moves takes no
+    other: every queue costs the same, and ties break by name). Fed a page at a time."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.queues: Counter[str] = Counter()
+        self._movable: dict[str, list[QueueId]] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.queues.values())
+
+    def add(self, ident: QueueId, partition: str, movable: bool) -> None:
+        self.queues[partition] += 1
+        if movable:
+            kept = self._movable.setdefault(partition, [])
+            kept.append(ident)
+            if len(kept) >= 2 * self.keep:
+                kept.sort()
+                del kept[self.keep :]
+
+    def movable(self, partition: str) -> list[QueueId]:
+        return sorted(self._movable.get(partition, []))[: self.keep]
+
+    def plan(
+        self, partitions: Sequence[Partition], tolerance: float = 0.1, max_moves: int = 10
+    ) -> list[Move]:
+        """As `plan_rebalance` over the whole catalog with queue counts alone (`max_moves` at
+        most `keep`)."""
+        total = self.total
+        group = _balanced(partitions)
+        if not total:
+            return []
+        load = {name: self.queues[name] / total for name in group}
+        movable: dict[str, list[QueueLoad]] = {}
+        cost: dict[QueueId, float] = {}
+        for name in group:
+            movable[name] = [QueueLoad(p, q, name) for p, q in self.movable(name)]
+            cost.update((q.ident, 1.0 / total) for q in movable[name])
+        return _greedy(group, load, movable, cost, tolerance, min(max_moves, self.keep))
+
+    def summarize(
+        self, partitions: Sequence[Partition], moves: Sequence[Move] = ()
+    ) -> list[PartitionLoad]:
+        """As `summarize` with queue counts alone, after `moves` if given."""
+        queues = Counter(self.queues)
+        for m in moves:
+            queues[m.source] -= 1
+            queues[m.target] += 1
+        total = self.total
+        group = _balanced(partitions)
+        group_load = sum(queues[name] for name in group) / total if total else 0.0
+        group_weight = sum(p.weight for p in group.values())
+        found = []
+        for p in sorted(partitions, key=lambda p: p.name):
+            target = None
+            if p.name in group:
+                target = group_load * p.weight / group_weight if group_weight else 0.0
+            share = queues[p.name] / total if total else 0.0
+            found.append(PartitionLoad(p.name, p.state, p.weight, queues[p.name], 0, share, target))
+        return found
+
+
 def _best_move(
     gap: dict[str, float],
     movable: dict[str, list[QueueLoad]],
     receivers: list[str],
-    cost: dict[QueueId, float],
+    cost: Mapping[QueueId, float],
 ) -> tuple[str, str, QueueLoad] | None:
     """From the most loaded source and least loaded receiver that have a helpful queue."""
     for source in sorted(gap, key=lambda n: (-gap[n], n)):
@@ -244,16 +321,20 @@ def plan_drain(
     placements: Sequence[Placement],
     partitions: Sequence[Partition],
     busy: Collection[QueueId] = frozenset(),
+    counts: Mapping[str, int] | None = None,
 ) -> list[Move]:
-    """Every queue of `partition` (but those in `busy`) onto the partitions that take new
-    queues, each to the one with the fewest queues for its weight. Empty when none takes any."""
+    """Every queue of `partition` in `placements` (but those in `busy`) onto the partitions that
+    take new queues, each to the one with the fewest queues for its weight. Empty when none
+    takes any. `counts` (queues per partition) stands for the whole catalog when `placements`
+    holds only the first queues of `partition` by name: the plan is then the whole one's first
+    moves."""
     receivers = sorted(
         (p for p in partitions if p.accepts_new_queues and p.name != partition),
         key=lambda p: p.name,
     )
     if not receivers:
         return []
-    counts = Counter(p.partition for p in placements)
+    counts = Counter(counts) if counts is not None else Counter(p.partition for p in placements)
     moves = []
     owned = sorted((p for p in placements if p.partition == partition), key=_placement_key)
     for placement in owned:

@@ -128,3 +128,20 @@ class Event:
 class Snapshot:
     revision: int
     items: list[Versioned] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a prefix read at `revision`; `more` when keys follow the last one."""
+
+    revision: int
+    items: list[Versioned] = field(default_factory=list)
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One key's value (None: absent) and the store revision it was read at."""
+
+    value: Versioned | None
+    revision: int

@@ -10,15 +10,34 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from catalog.records import Event, Snapshot, Versioned
+from catalog.records import Event, Lookup, Page, Snapshot, Versioned
 
 
 class CatalogStore(Protocol):
+    page_size: int  # keys per page of a whole-prefix read (`snapshot`, `catalog.scan.pages`)
+
     async def get(self, key: str) -> Versioned | None:
         """The value at `key`, or None. Raises `CatalogUnavailable`."""
 
+    async def lookup(self, key: str) -> Lookup:
+        """The value at `key` (or None) with the store revision it was read at: a reader that
+        also follows a watch applies an event only when it is newer. Raises `CatalogUnavailable`."""
+
     async def snapshot(self, prefix: str) -> Snapshot:
-        """Every key under `prefix`, sorted by key, and the store revision they were read at."""
+        """Every key under `prefix`, sorted by key, and the store revision they were read at.
+
+        Read in pages (`page`) at one revision, so no answer outgrows the client's message
+        limit; for small prefixes (partitions, pins, migrations): a large one is read with
+        `catalog.scan.pages` a page at a time."""
+
+    async def page(self, prefix: str, start_after: str, limit: int, revision: int = 0) -> Page:
+        """Up to `limit` keys under `prefix` sorted by key, strictly after `start_after`, as they
+        were at `revision` (0: now), with the revision read at and whether more keys follow.
+
+        Continue from the last key at the first page's revision to read a prefix whole at one
+        revision, then watch from that revision + 1. Pages after the first may be served by any
+        member (a serializable read). Raises `Compacted` when `revision` is no longer kept,
+        `CatalogUnavailable`."""
 
     async def range(self, prefix: str, start_after: str, limit: int) -> list[Versioned]:
         """Up to `limit` keys under `prefix` sorted by key, strictly after `start_after`."""

@@ -129,8 +129,8 @@ class Worker:
         revision: int | None = None
         while True:
             try:
-                if revision is None:
-                    revision = (await self.store.snapshot(prefix)).revision
+                if revision is None:  # one key is enough to learn the revision
+                    revision = (await self.store.page(prefix, "", 1)).revision
                 async for event in self.store.watch(prefix, revision + 1):
                     revision = event.revision
                     self._wake.set()

@@ -3,8 +3,9 @@ partition; plan and start a rebalance.
 
 Migrations are records in the catalog (`catalog.registry`); the migration workers act on them.
 Drain and rebalance create at most what the per-partition limits allow at once and answer with
-the whole plan: a drain goes on as its migrations finish, each call creating the next ones (the
-CLI's `--wait` calls it until the partition owns nothing).
+the plan (a drain's next `MAX_MOVES` moves at most): a drain goes on as its migrations finish,
+each call creating the next ones (the CLI's `--wait` calls it until the partition owns nothing).
+Both read the catalog a page at a time and never hold it whole (`proxy.load`).
 """
 
 from __future__ import annotations
@@ -137,15 +138,7 @@ class MigrationAdmin:
         # Migrations before placements: one that switches in between is seen on its way (and
         # counted where it goes), never as done with a placement read before its switch.
         migrations = await self.registry.list()
-        placements = await self.reader.placements()
         partitions = [p for p in await self.catalog.partitions() if p.name != name]
-        owned = [p for p in placements if p.partition == name]
-        if owned and not any(p.accepts_new_queues for p in partitions):
-            raise Refused(f"no active partition with a weight above 0 to drain {name} onto")
-        if partition.state is not PartitionState.DRAINING:
-            partition = await self.catalog.update_partition(name, state=PartitionState.DRAINING)
-            log.info("partition_draining", partition=name, queues=len(owned))
-        cancelled = [await self._turn_back(m) for m in migrations if self._arriving(m, name)]
         active = [m for m in migrations if not m.phase.terminal]
         busy = unavailable(migrations, self.registry.limits, self.registry.clock())
         # Queues on their way count where they go, so the receivers fill evenly (those being
@@ -155,20 +148,25 @@ class MigrationAdmin:
             for m in active
             if not (m.phase.cancellable and (m.cancel_requested or m.target == name))
         }
-        bound = [
-            replace(p, partition=heading.get((p.project, p.queue), p.partition)) for p in placements
-        ]
-        planned = plan_drain(name, bound, [partition, *partitions], busy)
+        in_flight = {(m.project, m.queue) for m in active}
+        # The catalog a page at a time: counts, and the first queues to move (the plan's head).
+        survey = await self.reader.drain_survey(name, heading, busy, in_flight, MAX_MOVES)
+        if survey.owned and not any(p.accepts_new_queues for p in partitions):
+            raise Refused(f"no active partition with a weight above 0 to drain {name} onto")
+        if partition.state is not PartitionState.DRAINING:
+            partition = await self.catalog.update_partition(name, state=PartitionState.DRAINING)
+            log.info("partition_draining", partition=name, queues=survey.owned)
+        cancelled = [await self._turn_back(m) for m in migrations if self._arriving(m, name)]
+        planned = plan_drain(name, survey.first, [partition, *partitions], busy, survey.counts)
         created = await self._start(admit(planned, active, self.registry.limits))
         moving = [m for m in active if m.source == name] + created
-        in_flight = {(m.project, m.queue) for m in active}
         return ok(
             {
                 "partition": name,
                 "state": partition.state.value,
-                "remaining": len(owned),
+                "remaining": survey.owned,
                 "moving": [_doc(m) for m in moving],
-                "cooling_down": sum((p.project, p.queue) in busy - in_flight for p in owned),
+                "cooling_down": survey.cooling_down,
                 "cancelled": [_doc(m) for m in cancelled if m is not None],
                 "planned": [m.to_doc() for m in planned],
                 "created": [_doc(m) for m in created],
@@ -196,8 +194,6 @@ class MigrationAdmin:
 
         partitions = await self.catalog.partitions()
         migrations = await self.registry.list()  # before placements: see `drain`
-        placements = await self.reader.placements()
-        loads, measured = await self.reader.loads(placements, {p.name: p for p in partitions})
         active = [m for m in migrations if not m.phase.terminal]
         # A queue on its way counts where it is going, so a second call plans no second move
         # (unless its move is being cancelled: then it stays).
@@ -206,18 +202,25 @@ class MigrationAdmin:
             for m in active
             if not (m.cancel_requested and m.phase.cancellable)
         }
-        loads = [replace(q, partition=heading.get(q.ident, q.partition)) for q in loads]
         busy = unavailable(migrations, self.registry.limits, self.registry.clock())
-        plan = plan_rebalance(loads, partitions, tolerance, max_moves, busy)
+        placements, census = await self.reader.survey(heading, busy, max_moves)
+        if census is not None:  # too many queues to hold or to ask for stats: counts alone
+            measured = ["queues"]
+            plan = census.plan(partitions, tolerance, max_moves)
+            before, after = census.summarize(partitions), census.summarize(partitions, plan)
+        else:
+            loads, measured = await self.reader.loads(placements, {p.name: p for p in partitions})
+            loads = [replace(q, partition=heading.get(q.ident, q.partition)) for q in loads]
+            plan = plan_rebalance(loads, partitions, tolerance, max_moves, busy)
+            before, after = summarize(loads, partitions), summarize(loads, partitions, plan)
         created = [] if dry_run else await self._start(admit(plan, active, self.registry.limits))
-        after = summarize(loads, partitions, plan)
         return ok(
             {
                 "dry_run": dry_run,
                 "tolerance": tolerance,
                 "measured": measured,
                 "balanced": all(s.within(tolerance) for s in after),
-                "loads": [s.to_doc(tolerance) for s in summarize(loads, partitions)],
+                "loads": [s.to_doc(tolerance) for s in before],
                 "after": [s.to_doc(tolerance) for s in after],
                 "plan": [m.to_doc() for m in plan],
                 "created": [_doc(m) for m in created],

@@ -78,7 +78,8 @@ def create_app(
     listing = CatalogListing(router, forwarder)
     admin = Admin(catalog, cache, router, pools)
     registry = Registry(catalog, settings.migration_limits)
-    migrations = MigrationAdmin(catalog, registry, LoadReader(catalog, forwarder))
+    reader = LoadReader(catalog, forwarder, stats_limit=settings.rebalance_stats_limit)
+    migrations = MigrationAdmin(catalog, registry, reader)
     auth = authentication(settings)
 
     # Before routing, in order: who the request comes from (the project and roles), then the

@@ -5,18 +5,25 @@ queues without a project), through the proxy's forwarder, a bounded number at a 
 request rates are not measured: the nodes report neither per queue (their request metrics are
 labelled by route template, not by queue). Above `stats_limit` queues, no stats are read and
 the plan counts queues alone, so a rebalance of a huge cluster stays one quick admin request.
+
+The catalog is read a page at a time at one revision and never held whole: above `stats_limit`
+queues a rebalance keeps a `Census` (counts and the first movable queues of each partition), and
+a drain keeps counts and the draining partition's first queues (`DrainSurvey`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from multidict import CIMultiDict
 
+from catalog import scan
 from catalog.catalog import Catalog
-from catalog.planner import QueueLoad
+from catalog.planner import Census, QueueId, QueueLoad
 from catalog.records import Partition, Placement
 from ground.logs import get_logger
 from proxy.errors import ProxyError
@@ -24,9 +31,18 @@ from proxy.forward import Forwarder, Outgoing
 
 log = get_logger("proxy.load")
 
-PAGE = 1000
 # The admin API's own client id in requests it sends to nodes.
 CLIENT_ID = "6d61726b-6f6e-4900-8000-61646d696e00"
+
+
+@dataclass
+class DrainSurvey:
+    """What a drain of one partition needs of the catalog, read a page at a time."""
+
+    owned: int = 0  # queues the partition owns now
+    cooling_down: int = 0  # of those, how many moved too recently to move again
+    counts: Counter[str] = field(default_factory=Counter)  # queues per partition, on arrival
+    first: list[Placement] = field(default_factory=list)  # its first movable queues, by name
 
 
 class LoadReader:
@@ -37,23 +53,73 @@ class LoadReader:
         *,
         concurrency: int = 16,
         stats_limit: int = 10_000,
+        page_size: int | None = None,
     ) -> None:
         self.catalog = catalog
         self.forwarder = forwarder
         self.concurrency = concurrency
         self.stats_limit = stats_limit
+        self.page_size = page_size or catalog.store.page_size
 
-    async def placements(self) -> list[Placement]:
-        """Every placement in the catalog, by key (a scan: for admin requests only)."""
-        found: list[Placement] = []
-        start = ""
+    async def pages(self) -> AsyncIterator[list[Placement]]:
+        """Every placement in the catalog, a page at a time at one revision (admin requests)."""
         prefix = self.catalog.keys.placements
-        while True:
-            page = await self.catalog.store.range(prefix, start, PAGE)
-            found.extend(Placement.from_json(item.value) for item in page)
-            if len(page) < PAGE:
-                return found
-            start = page[-1].key
+        async for page in scan.pages(self.catalog.store, prefix, self.page_size):
+            yield [Placement.from_json(item.value) for item in page.items]
+
+    async def survey(
+        self, heading: Mapping[QueueId, str], busy: Collection[QueueId], keep: int
+    ) -> tuple[list[Placement], Census | None]:
+        """The placements themselves while there are at most `stats_limit`; beyond, a census
+        counting each queue where it is `heading` (and movable unless `busy`)."""
+        small: list[Placement] = []
+        census: Census | None = None
+
+        def count(p: Placement, census: Census) -> None:
+            ident = (p.project, p.queue)
+            census.add(ident, heading.get(ident, p.partition), ident not in busy)
+
+        async for page in self.pages():
+            if census is None:
+                small.extend(page)
+                if len(small) > self.stats_limit:
+                    census = Census(keep)
+                    for p in small:
+                        count(p, census)
+                    small = []
+            else:
+                for p in page:
+                    count(p, census)
+        return small, census
+
+    async def drain_survey(
+        self,
+        name: str,
+        heading: Mapping[QueueId, str],
+        busy: Collection[QueueId],
+        in_flight: Collection[QueueId],
+        keep: int,
+    ) -> DrainSurvey:
+        """Partition `name`'s queues counted, and its first `keep` movable ones (by name, where
+        they are `heading`), with every partition's count on arrival."""
+        survey = DrainSurvey()
+        first = survey.first
+        async for page in self.pages():
+            for p in page:
+                ident = (p.project, p.queue)
+                if p.partition == name:
+                    survey.owned += 1
+                    survey.cooling_down += ident in busy and ident not in in_flight
+                bound = heading.get(ident, p.partition)
+                survey.counts[bound] += 1
+                if bound == name and ident not in busy:
+                    first.append(replace(p, partition=bound))
+                    if len(first) >= 2 * keep:
+                        first.sort(key=_by_name)
+                        del first[keep:]
+        first.sort(key=_by_name)
+        del first[keep:]
+        return survey
 
     async def loads(
         self, placements: Sequence[Placement], partitions: Mapping[str, Partition]
@@ -98,3 +164,7 @@ class LoadReader:
                 partition=placement.partition,
             )
             return 0
+
+
+def _by_name(p: Placement) -> QueueId:
+    return (p.project, p.queue)

@@ -42,6 +42,7 @@ class Probes:
         body = {
             "catalog": {"watch": str(self.cache.state), "revision": self.cache.revision},
             "placements_cached": len(self.cache),
+            "placements_filled": self.cache.filled.is_set(),
             "partitions": partitions,
         }
         return web.json_response(body, status=200 if self.cache.state in SERVING else 503)

@@ -55,7 +55,12 @@ class ProxySettings:
     health_interval: float = 2.0  # seconds between health checks of each node
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
-    cache_capacity: int = 1_000_000  # placements kept in memory
+    # Placements kept in memory: about 170 bytes each (BENCHMARKS.md, catalog scale), so the
+    # default million costs about 170 MB; above it, a cold queue costs one etcd read.
+    cache_capacity: int = 1_000_000
+    # A rebalance asks the nodes for each queue's message count up to this many queues; above,
+    # it plans on queue counts alone, reading the catalog a page at a time.
+    rebalance_stats_limit: int = 10_000
     limits: LimitSettings = LimitSettings()
     auth: AuthMode = AuthMode.NOAUTH
     keystone_url: str = ""  # Keystone's public endpoint, e.g. http://keystone:5000
@@ -122,6 +127,7 @@ _VARIABLES = {
     "health_timeout": "MARCONI_HEALTH_TIMEOUT",
     "drain_timeout": "MARCONI_DRAIN_TIMEOUT",
     "cache_capacity": "MARCONI_CACHE_CAPACITY",
+    "rebalance_stats_limit": "MARCONI_REBALANCE_STATS_LIMIT",
     "auth": "MARCONI_AUTH",
     "keystone_url": "MARCONI_KEYSTONE_URL",
     "keystone_username": "MARCONI_KEYSTONE_USERNAME",

@@ -62,17 +62,18 @@ async def test_bounded_lru_reads_cold_queues_once() -> None:
     cache = PlacementCache(store, capacity=4)
     await cache.start()
     try:
+        await cache.filled.wait()
         assert len(cache) == 4
         assert cache.cached("proj", "q9") is False  # unknown: over capacity
         reads = 0
-        real_get = store.get
+        real_lookup = store.lookup
 
-        async def counting_get(key: str):  # type: ignore[no-untyped-def]
+        async def counting_lookup(key: str):  # type: ignore[no-untyped-def]
             nonlocal reads
             reads += 1
-            return await real_get(key)
+            return await real_lookup(key)
 
-        store.get = counting_get  # type: ignore[method-assign]
+        store.lookup = counting_lookup  # type: ignore[method-assign]
         for _ in range(3):
             placed = await cache.placement("proj", "q9")
             assert placed is not None and placed.partition == "p1"
@@ -142,6 +143,7 @@ async def test_serves_last_known_while_etcd_is_down_then_catches_up(tmp_path: Pa
     cache = PlacementCache(store, keys, retry_delay=0.1)
     await cache.start()
     try:
+        await cache.filled.wait()  # before: a queue not yet loaded is unknown, not "not placed"
         server.stop()
         placed = await cache.placement("proj", "kept")
         assert placed is not None and placed.partition == "p1"

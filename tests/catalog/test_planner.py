@@ -10,6 +10,7 @@ import pytest
 
 from catalog.migrations import Migration, Phase
 from catalog.planner import (
+    Census,
     Move,
     QueueLoad,
     Weights,
@@ -249,6 +250,48 @@ def test_drain_skips_busy_queues() -> None:
     busy = {("proj", "gone-001")}
     plan = plan_drain("gone", owned, [part("gone"), part("ok")], busy=busy)
     assert [m.queue for m in plan] == ["gone-000", "gone-002", "gone-003"]
+
+
+# --- the census: a plan over a catalog too large to hold ----------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_census_plans_as_the_whole_catalog_would_with_queue_counts(seed: int) -> None:
+    rng = random.Random(seed)
+    partitions = [part("a"), part("b", weight=2), part("c"), part("d", state=DRAINING)]
+    loads = [
+        QueueLoad(f"proj-{rng.randrange(20)}", f"q{i:05d}", rng.choice("aaaabcd"))
+        for i in range(3000)
+    ]
+    busy = {q.ident for q in rng.sample(loads, 50)}
+    census = Census(keep=25)
+    for q in rng.sample(loads, len(loads)):  # any order: the census keeps the first by name
+        census.add(q.ident, q.partition, q.ident not in busy)
+    whole = plan_rebalance(loads, partitions, 0.05, 25, busy)
+    assert len(whole) == 25
+    assert census.plan(partitions, 0.05, 25) == whole
+    for moves in ([], whole):  # as answered (rounded): the sums differ in the last bits
+        assert [s.to_doc(0.05) for s in census.summarize(partitions, moves)] == [
+            s.to_doc(0.05) for s in summarize(loads, partitions, moves)
+        ]
+
+
+def test_census_holds_a_bounded_number_of_queues() -> None:
+    census = Census(keep=10)
+    for i in range(10_000):
+        census.add(("proj", f"q{i:05d}"), "a" if i % 2 else "b", movable=True)
+    assert census.total == 10_000 and census.queues == {"a": 5000, "b": 5000}
+    assert all(len(kept) < 20 for kept in census._movable.values())
+    assert census.movable("b") == [("proj", f"q{i:05d}") for i in range(0, 20, 2)]
+
+
+def test_drain_of_the_first_queues_with_counts_is_the_whole_plans_head() -> None:
+    partitions = [part("gone"), part("light"), part("heavy", weight=3)]
+    everything = placements("gone", 200) + placements("light", 7)
+    counts = Counter(p.partition for p in everything)
+    whole = plan_drain("gone", everything, partitions)
+    head = plan_drain("gone", placements("gone", 200)[:30], partitions, counts=counts)
+    assert head == whole[:30]
 
 
 # --- admission and availability ------------------------------------------------------------------

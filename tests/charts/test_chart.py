@@ -341,6 +341,20 @@ def test_the_catalog_is_the_given_etcd_or_the_bundled_one(
     assert peers["spec"]["clusterIP"] == "None"
 
 
+def test_the_bundled_etcds_quota_is_its_own_default_unless_set(
+    helm: Helm, bundled: Manifests
+) -> None:
+    def quota(rendered: Manifests) -> list[str]:
+        etcd = rendered.named("StatefulSet", f"{FULLNAME}-etcd")
+        return [a for a in container(etcd)["args"] if a.startswith("--quota-backend-bytes")]
+
+    assert quota(bundled) == []
+    sized = helm.template(
+        EXAMPLE, **{"etcd.enabled": "true", "etcd.quotaBackendBytes": "4294967296"}
+    )
+    assert quota(sized) == ["--quota-backend-bytes=4294967296"]
+
+
 def test_the_image_is_the_projects_version(default: Manifests) -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

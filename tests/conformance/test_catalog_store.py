@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
 
-from catalog.errors import Conflict, LeaseExpired
+from catalog import scan
+from catalog.errors import CatalogUnavailable, Compacted, Conflict, LeaseExpired
 from catalog.etcd import EtcdStore
 from catalog.memory import MemoryStore
 from catalog.records import Event
@@ -23,6 +25,21 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[CatalogSt
         return
     server = request.getfixturevalue("etcd_server")
     etcd = EtcdStore(server.url)
+    try:
+        yield etcd, unique_prefix()
+    finally:
+        await etcd.close()
+
+
+@pytest.fixture(params=["memory", "etcd"])
+async def paged(request: pytest.FixtureRequest) -> AsyncIterator[tuple[CatalogStore, str]]:
+    """A store whose whole-prefix reads take pages of 2 keys and whose etcd client refuses any
+    answer over 2 KiB: a prefix of a few dozen keys is then larger than one answer allows."""
+    if request.param == "memory":
+        yield MemoryStore(page_size=2), unique_prefix()
+        return
+    server = request.getfixturevalue("etcd_server")
+    etcd = EtcdStore(server.url, max_message=2048, page_size=2)
     try:
         yield etcd, unique_prefix()
     finally:
@@ -104,6 +121,86 @@ async def test_snapshot_and_range_sorted(store: tuple[CatalogStore, str]) -> Non
     assert [v.value for v in page] == [b"a", b"b"]
     page = await s.range(p + "q/", page[-1].key, 10)
     assert [v.value for v in page] == [b"c", b"d", b"e"]
+
+
+async def test_pages_read_one_revision_while_writes_go_on(
+    store: tuple[CatalogStore, str],
+) -> None:
+    s, p = store
+    for name in "abcde":
+        await s.create(f"{p}q/{name}", b"old")
+    first = await s.page(p + "q/", "", 2)
+    assert [v.key for v in first.items] == [p + "q/a", p + "q/b"] and first.more
+    # Changes after the first page are not seen by the pages that follow it.
+    c = await s.get(p + "q/c")
+    assert c is not None
+    await s.replace(p + "q/c", b"new", c.mod_revision)
+    d = await s.get(p + "q/d")
+    assert d is not None
+    await s.delete(p + "q/d", d.mod_revision)
+    await s.create(p + "q/bb", b"new")
+    rest = await s.page(p + "q/", first.items[-1].key, 10, first.revision)
+    assert [(v.key, v.value) for v in rest.items] == [
+        (p + "q/c", b"old"),
+        (p + "q/d", b"old"),
+        (p + "q/e", b"old"),
+    ]
+    assert not rest.more and rest.revision == first.revision
+    now = await s.page(p + "q/", first.items[-1].key, 10)
+    assert [(v.key, v.value) for v in now.items] == [
+        (p + "q/bb", b"new"),
+        (p + "q/c", b"new"),
+        (p + "q/e", b"old"),
+    ]
+    assert now.revision > first.revision
+
+
+async def test_lookup_answers_with_the_revision_read_at(store: tuple[CatalogStore, str]) -> None:
+    s, p = store
+    missing = await s.lookup(p + "k")
+    assert missing.value is None and missing.revision > 0
+    _, created = await s.create(p + "k", b"v")
+    found = await s.lookup(p + "k")
+    assert found.value == created and found.revision >= created.mod_revision
+
+
+async def test_prefix_larger_than_one_answer_is_read_in_pages(
+    paged: tuple[CatalogStore, str],
+) -> None:
+    s, p = paged
+    for i in range(40):
+        await s.create(f"{p}q/{i:03d}", b"x" * 200)
+    if isinstance(s, EtcdStore):  # the whole prefix in one answer is over the client's limit
+        with pytest.raises(CatalogUnavailable):
+            await s.range(p + "q/", "", 40)
+    snap = await s.snapshot(p + "q/")
+    assert [v.key for v in snap.items] == [f"{p}q/{i:03d}" for i in range(40)]
+    sizes = [len(page.items) async for page in scan.pages(s, p + "q/", 3)]
+    assert sizes == [3] * 13 + [1]
+
+
+async def test_pages_of_an_uneven_key_space_miss_nothing(store: tuple[CatalogStore, str]) -> None:
+    """Keys of every length, dense and sparse runs: etcd's pages read through narrowing and
+    widening windows of the key space, and must still give every key once, in order."""
+    s, p = store
+    rng = random.Random(7)
+    names = {f"p{rng.randrange(40):02d}/{'q' * rng.randrange(1, 4)}{i}" for i in range(400)}
+    names |= {"a", "zz", "p05", "p05/", "\u00e9t\u00e9/x"}
+    await asyncio.gather(*(s.create(p + name, b"v") for name in names))
+    for size in (1, 7, 100):
+        found = [v.key async for page in scan.pages(s, p, size) for v in page.items]
+        assert found == sorted(p + name for name in names), size
+
+
+async def test_page_at_a_compacted_revision_is_refused() -> None:
+    s = MemoryStore()
+    await s.create("/k/a", b"1")
+    old = (await s.page("/k/", "", 1)).revision
+    await s.create("/k/b", b"2")
+    s.compact()
+    with pytest.raises(Compacted):
+        await s.page("/k/", "", 1, old)
+    assert [v.key for v in (await s.page("/k/", "", 5, s.revision)).items] == ["/k/a", "/k/b"]
 
 
 async def test_watch_from_revision_sees_every_change(store: tuple[CatalogStore, str]) -> None:
