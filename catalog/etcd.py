@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ import grpc
 from catalog import scan
 from catalog.errors import CatalogUnavailable, Compacted, Conflict, LeaseExpired
 from catalog.records import Event, Lookup, Page, Snapshot, Versioned
+from ground import env
 
 # gRPC's own default: the largest answer the client accepts. Every prefix read is paged, so none
 # depends on it; a test sets it small (MARCONI_ETCD_MAX_MESSAGE) to prove that.
@@ -96,11 +96,6 @@ def _shared(a: bytes, b: bytes) -> int:
     return n
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw else default
-
-
 def _prefix_end(prefix: bytes) -> bytes:
     return aetcd.utils.prefix_range_end(prefix)  # type: ignore[no-any-return]
 
@@ -121,8 +116,8 @@ class EtcdStore:
         host, port = _grpc_target(parse_endpoints(url))
         self.url = url
         self._timeout = timeout
-        self.max_message = max_message or _env_int("MARCONI_ETCD_MAX_MESSAGE", MAX_MESSAGE)
-        self.page_size = page_size or _env_int("MARCONI_CATALOG_PAGE", scan.PAGE_SIZE)
+        self.max_message = max_message or env.whole("MARCONI_ETCD_MAX_MESSAGE", MAX_MESSAGE)
+        self.page_size = page_size or env.whole("MARCONI_CATALOG_PAGE", scan.PAGE_SIZE)
         self._depths: dict[str, int | None] = {}  # per prefix: the last page's window depth
         self._client = aetcd.Client(
             host=host,

@@ -71,3 +71,12 @@ def read(
 def prefixed(cls: type[Any], prefix: str, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """`{field: PREFIX + FIELD}` for every field of the dataclass `cls` but those in `skip`."""
     return {f.name: prefix + f.name.upper() for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+def whole(variable: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """One integer variable outside a settings dataclass; unset or empty keeps `default`."""
+    raw = (os.environ if env is None else env).get(variable, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a whole number") from None
