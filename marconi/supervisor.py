@@ -2,7 +2,9 @@
 
 Each child runs in its own process group, so a Ctrl-C at the terminal reaches only the
 supervisor, which then stops the children one by one, newest first (the proxy before the nodes,
-the nodes before etcd). Their output goes to one log file each.
+the nodes before etcd). Their output goes to one log file each. Each child is also told by the
+kernel (SIGTERM) when the supervisor dies, however it dies: a SIGKILLed `marconi dev` leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ground.workers import die_with_parent
 
 POLL_SECONDS = 0.1
 
@@ -98,6 +102,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=env,
                 process_group=0,
+                preexec_fn=die_with_parent,  # no threads here: the fork-then-exec is safe
             )
         child = Child(name, proc, log_path)
         self.children.append(child)

@@ -146,9 +146,14 @@ class Front(asyncio.Protocol):
             transport.resume_reading()
         handler.data_received(data)
 
+    @property
+    def in_flight(self) -> bool:
+        """A request is being answered, or its head is read and its body is arriving."""
+        return self.busy or self.pending is not None
+
     def finish(self) -> None:
-        """Close now if idle, else once the request being answered is answered."""
-        if not self.busy:
+        """Close now if idle, else once the request in flight is answered."""
+        if not self.in_flight:
             self.abort()
         else:
             self.closing = True
@@ -214,7 +219,7 @@ class FrontServer(web.Server):
         await super().shutdown(timeout)
 
     def check_drained(self) -> None:
-        if self._drained is not None and not any(front.busy for front in self.fronts):
+        if self._drained is not None and not any(front.in_flight for front in self.fronts):
             self._drained.set()
 
 
