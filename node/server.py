@@ -13,6 +13,7 @@ from ground.stops import stop_signals
 from ground.workers import run_workers
 from node.api.app import create_app
 from node.api.deps import Deps
+from node.drain import AFTER_DRAIN, Drain
 from node.settings import NodeSettings
 from node.storage import open_storage
 
@@ -24,8 +25,10 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
         storage = await open_storage(settings.storage)
         deps = Deps(storage=storage, limits=settings.limits, partition=settings.partition)
         app = create_app(deps, gc_interval=settings.gc_interval)
+        drain = Drain()
+        app.middlewares.insert(0, drain.middleware)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout
+            app, access_log=None, handle_signals=False, shutdown_timeout=AFTER_DRAIN
         )
         await runner.setup()
         try:
@@ -40,11 +43,11 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
             )
             ready()
             await stop.wait()
-            log.info("node_stopping", drain_timeout=settings.drain_timeout)
+            log.info("node_stopping", in_flight=len(drain.busy))
         finally:
-            # Stop accepting; in-flight requests get `drain_timeout` seconds to be answered (idle
-            # keep-alive connections close at once); then cleanup_ctx closes the storage.
-            await runner.cleanup()
+            # Stop accepting, close idle keep-alive connections, give the requests in flight
+            # `drain_timeout` seconds to be answered; then cleanup_ctx closes the storage.
+            await drain.stop(runner, settings.drain_timeout)
 
 
 def run(settings: NodeSettings) -> int:
