@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from catalog.catalog import Catalog
 from catalog.etcd import EtcdStore
@@ -87,6 +88,49 @@ async def test_sigterm_answers_the_post_in_flight_then_exits_0(
             assert status == 201, answer
             assert await asyncio.to_thread(proc.wait, 15) == 0
         assert await asyncio.to_thread(stored, node.url, "orders") == [{"order": 7}]
+
+
+async def test_sigterm_waits_for_the_answer_of_a_slow_node(
+    tmp_path: Path, etcd_server: Etcd
+) -> None:
+    """A node that answers a post only when the test says (real HTTP, in this process): the
+    proxy, told to stop while it waits, still relays the answer, then exits 0."""
+    release = asyncio.Event()
+
+    async def node(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            await release.wait()
+            return web.json_response({"resources": ["/v2/queues/q/messages/1"]}, status=201)
+        return web.Response(status=204)  # health checks, and anything else
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", node)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    await site.start()
+    prefix = unique_prefix()
+    try:
+        await register(etcd_server, prefix, (site.name.rstrip("/"),))
+        with proxy_process(etcd_server, prefix, tmp_path / "proxy.log") as (port, proc):
+            async with aiohttp.ClientSession(headers=CLIENT) as session:
+                posting = asyncio.create_task(
+                    session.post(
+                        f"http://127.0.0.1:{port}/v2/queues/q/messages",
+                        json={"messages": [{"body": 1}]},
+                    )
+                )
+                await asyncio.sleep(0.5)  # forwarded: the node holds it
+                assert not posting.done()
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                assert proc.poll() is None, "the proxy left with a request in flight"
+                release.set()
+                async with await posting as answer:
+                    assert answer.status == 201, await answer.text()
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        await runner.cleanup()
 
 
 class Load:
