@@ -5,6 +5,7 @@ Node: for each driver and node count, real `marconi node` processes sharing one 
 Proxy: the same workload against a SQLite partition's nodes directly and through `marconi proxy`
 over a catalog in a real etcd: throughput ratio, added latency at the median, the proxy's CPU time
 per forwarded request, and how soon a placement change in etcd reaches the proxy.
+Workers: the node's and the proxy's throughput with `--workers 2` against one worker.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import migration
+from bench import migration, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.report import (
@@ -29,11 +30,12 @@ from bench.report import (
     node_section,
     proxy_section,
     proxy_summary,
+    workers_section,
 )
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration")
+SECTIONS = ("node", "proxy", "migration", "workers")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -102,6 +104,15 @@ def main() -> int:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:
                 sections["migration"] = asyncio.run(migration.run(c, 100_000, 20, 200))
+
+        if "workers" in wanted:
+            before = _load()
+            print(f"== load average before the workers section: {before}", flush=True)
+            pairs = workers.measure_workers(base / "workers", load)
+            after = _load()
+            print(f"== load average after: {after}", flush=True)
+            sections["workers"] = workers_section(pairs, Context(command, load), (before, after))
+            results["workers"] = [asdict(p) for p in pairs]
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None
