@@ -87,8 +87,9 @@ def test_a_worker_that_dies_is_replaced(served: tuple[int, subprocess.Popen[byte
     assert proc.poll() is None
 
 
-def test_sigterm_drains_every_worker_and_exits_0(
-    served: tuple[int, subprocess.Popen[bytes]],
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_drains_every_worker_and_exits_0(
+    served: tuple[int, subprocess.Popen[bytes]], signum: signal.Signals
 ) -> None:
     port, proc = served
     workers = children(proc.pid)
@@ -96,7 +97,7 @@ def test_sigterm_drains_every_worker_and_exits_0(
     with held:
         held.sendall(b"hold\n")
         time.sleep(0.2)  # taken by a worker (the answer below proves it was)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         time.sleep(0.5)
         assert proc.poll() is None  # waiting for the request in flight
         held.sendall(b"go\n")

@@ -3,6 +3,7 @@ accepting, answers the request in flight, exits 0, and what it answered 201 is s
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import time
@@ -41,3 +42,17 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(
         assert node.proc.wait(15) == 0
     with node_process(storage, "p1", tmp_path) as again:
         assert stored_bodies(again.url, "orders") == [{"order": 7}]
+
+
+def test_idle_keep_alive_connections_do_not_hold_the_stop(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/p1.db"
+    with node_process(storage, "p1", tmp_path, "--drain-timeout", "120") as node:
+        port = int(node.url.rsplit(":", 1)[1])
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        idle.request("GET", "/v2/queues", headers=CLIENT)
+        answer = idle.getresponse()
+        answer.read()
+        assert answer.status in (200, 204) and not answer.will_close  # kept alive, now idle
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(60) == 0  # closed at once: no wait for the 120 s drain time
+        idle.close()
