@@ -19,6 +19,9 @@ from pathlib import Path
 from ground.workers import die_with_parent
 
 POLL_SECONDS = 0.1
+# A child's drain time (10 s by default) and its close: what a stopping server may take before
+# SIGKILL; a supervisor of workers gives them 5 s more than the drain time, and so does this.
+STOP_SECONDS = 20.0
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -132,7 +135,7 @@ class Supervisor:
                     return child
             time.sleep(POLL_SECONDS)
 
-    def stop_all(self, timeout: float = 10.0) -> None:
+    def stop_all(self, timeout: float = STOP_SECONDS) -> None:
         """Stop every child, newest first: SIGTERM, then SIGKILL after `timeout` seconds.
 
         Another Ctrl-C while this runs stops waiting: the rest are killed at once.
