@@ -27,6 +27,7 @@ log = get_logger("proxy")
 LEAN = web.AppKey("lean", LeanPath)
 UNUSUAL = RequestHead("", "", b"", False, None, None, 0, 0)
 PIPELINED = 256 * 1024  # bytes read ahead of the request being answered before reading pauses
+IDLE_GRACE = 1.0  # seconds idle keep-alive connections stay open once the stop began
 
 
 class Front(asyncio.Protocol):
@@ -152,11 +153,9 @@ class Front(asyncio.Protocol):
         return self.busy or self.pending is not None
 
     def finish(self) -> None:
-        """Close now if idle, else once the request in flight is answered."""
-        if not self.in_flight:
-            self.abort()
-        else:
-            self.closing = True
+        """Close once the request in flight, or the next one if idle, is answered (the server
+        closes those still idle after IDLE_GRACE)."""
+        self.closing = True
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -211,6 +210,13 @@ class FrontServer(web.Server):
         self.check_drained()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
+                # A request already on its way over an idle keep-alive connection (a load
+                # balancer's pooled one) is answered rather than cut; then the idle ones close.
+                if any(not front.in_flight for front in self.fronts):
+                    await asyncio.sleep(IDLE_GRACE)
+                for front in list(self.fronts):
+                    if not front.in_flight:
+                        front.abort()
                 await self._drained.wait()
         for task in list(self.lean.tasks):
             task.cancel()
