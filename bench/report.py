@@ -314,8 +314,10 @@ def workers_section(pairs: list[WorkerPair], ctx: Context, loads: tuple[str, str
 - *2 workers / 1*: requests/s with two worker processes divided by requests/s with one.
 - wrk and every server share this machine's two cores: a second worker can only use what wrk
   and the other processes leave idle, so on this machine the ratio shows what a second process
-  takes of a spare core, not what it gives on cores of its own. The SQLite driver serializes
-  writes from every process on the file's lock, so posts gain less than reads.
+  takes of a spare core, not what it gives on cores of its own. When other work keeps the cores
+  busy (a high *background*), two processes also get about twice one process's share of the
+  scheduler, which alone can double throughput: such ratios are not a gain per core. The SQLite
+  driver serializes writes from every process on the file's lock.
 - *server CPU µs/request*: user + system CPU time of the supervisor and its workers (of the
   node's for the node, of the proxy's for the proxy) divided by the requests wrk completed.
 """
