@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ground.logs import get_logger
 
@@ -114,7 +115,7 @@ class Workers:
             self._child(parent)
         slot.pid, slot.started = pid, time.monotonic()
 
-    def _child(self, parent: int) -> None:
+    def _child(self, parent: int) -> NoReturn:
         """A worker: serve until stopped, then leave without running the supervisor's code."""
         code = 1
         try:
