@@ -6,6 +6,7 @@ Proxy: the same workload against a SQLite partition's nodes directly and through
 over a catalog in a real etcd: throughput ratio, added latency at the median, the proxy's CPU time
 per forwarded request, and how soon a placement change in etcd reaches the proxy.
 Catalog: a new proxy on a catalog of a million placements (`bench.catalog`).
+Workers: the node's and the proxy's throughput with `--workers 2` against one worker.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import catalog, migration
+from bench import catalog, migration, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.report import (
@@ -31,12 +32,13 @@ from bench.report import (
     postgresql_section,
     proxy_section,
     proxy_summary,
+    workers_section,
 )
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration", "catalog", "postgresql")
+SECTIONS = ("node", "proxy", "migration", "catalog", "postgresql", "workers")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -122,6 +124,15 @@ def main() -> int:
             costs = measure_statements(base / "statements")
             sections["postgresql"] = postgresql_section(rows, costs, Context(command, load), before)
             results["postgresql"] = [asdict(r) for r in rows] + [asdict(c) for c in costs]
+
+        if "workers" in wanted:
+            before = _load()
+            print(f"== load average before the workers section: {before}", flush=True)
+            pairs = workers.measure_workers(base / "workers", load)
+            after = _load()
+            print(f"== load average after: {after}", flush=True)
+            sections["workers"] = workers_section(pairs, Context(command, load), (before, after))
+            results["workers"] = [asdict(p) for p in pairs]
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

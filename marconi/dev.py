@@ -48,6 +48,7 @@ class DevSettings:
     data: Path = Path(".data/dev")
     etcd: str | None = None  # an etcd to use instead of starting one
     backend: str = "sqlite"  # or "postgresql": the partitions' databases on one local server
+    workers: int = 1  # processes for each node and for the proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ def start_nodes(
         argv = marconi(
             "node",
             *("--storage", node.storage, "--partition", node.partition),
-            *("--host", HOST, "--port", str(port)),
+            *("--host", HOST, "--port", str(port), "--workers", str(settings.workers)),
         )
         child = supervisor.start(f"node-{node.partition}", argv, port=port)
         emit(f"  started node {node.partition:<7} pid {child.pid:<7}  {node.url}")
@@ -251,7 +252,7 @@ def run(settings: DevSettings) -> int:
         proxy_argv = marconi(
             "proxy",
             *("--catalog", etcd_url, "--catalog-prefix", prefix),
-            *("--host", HOST, "--port", str(settings.port)),
+            *("--host", HOST, "--port", str(settings.port), "--workers", str(settings.workers)),
         )
         proxy = supervisor.start("proxy", proxy_argv)
         emit(f"  started proxy        pid {proxy.pid:<7}  {url}")

@@ -2,43 +2,60 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import Callable
 
 import uvloop
 from aiohttp import web
 
 from ground.logs import configure, get_logger
+from ground.stops import stop_signals
+from ground.workers import run_workers
 from node.api.app import create_app
 from node.api.deps import Deps
+from node.drain import AFTER_DRAIN, Drain
 from node.settings import NodeSettings
 from node.storage import open_storage
 
 log = get_logger("node")
 
 
-async def serve(settings: NodeSettings) -> None:
-    storage = await open_storage(settings.storage)
-    deps = Deps(storage=storage, limits=settings.limits, partition=settings.partition)
-    app = create_app(deps, gc_interval=settings.gc_interval)
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
-    await site.start()
-    log.info(
-        "node_started",
-        partition=settings.partition,
-        url=f"http://{settings.host}:{settings.port}",
-        storage=settings.storage.split("@")[-1],
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        # Stop accepting, give in-flight requests a moment, then cleanup_ctx closes the storage.
-        await runner.cleanup()
+async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None) -> None:
+    async with stop_signals() as stop:
+        storage = await open_storage(settings.storage)
+        deps = Deps(storage=storage, limits=settings.limits, partition=settings.partition)
+        app = create_app(deps, gc_interval=settings.gc_interval)
+        drain = Drain()
+        app.middlewares.insert(0, drain.middleware)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=AFTER_DRAIN
+        )
+        await runner.setup()
+        try:
+            # SO_REUSEPORT: the workers of `--workers N` each bind the port (ground/workers.py).
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+            await site.start()
+            log.info(
+                "node_started",
+                partition=settings.partition,
+                url=f"http://{settings.host}:{settings.port}",
+                storage=settings.storage.split("@")[-1],
+            )
+            ready()
+            await stop.wait()
+            log.info("node_stopping", in_flight=len(drain.busy))
+        finally:
+            # Stop accepting, close idle keep-alive connections, give the requests in flight
+            # `drain_timeout` seconds to be answered; then cleanup_ctx closes the storage.
+            await drain.stop(runner, settings.drain_timeout)
 
 
-def run(settings: NodeSettings) -> None:
+def run(settings: NodeSettings) -> int:
+    """Serve until SIGTERM/SIGINT, on uvloop, with `settings.workers` processes; the exit status."""
     configure(settings.log_level, settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(settings))
+
+    def serve_one(ready: Callable[[], None]) -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # a stop before the loop took the signals
+            uvloop.run(serve(settings, ready))
+
+    return run_workers(settings.workers, serve_one, settings.drain_timeout)

@@ -15,6 +15,8 @@ class NodeSettings:
     host: str = "127.0.0.1"
     port: int = 8889
     gc_interval: float = 30.0
+    drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
+    workers: int = 1  # processes serving the port (SO_REUSEPORT), under one supervisor
     log_level: str = "info"
     log_json: bool | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
@@ -28,6 +30,8 @@ class NodeSettings:
             "host": "MARCONI_HOST",
             "port": "MARCONI_PORT",
             "gc_interval": "MARCONI_GC_INTERVAL",
+            "drain_timeout": "MARCONI_DRAIN_TIMEOUT",
+            "workers": "MARCONI_WORKERS",
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
         }

@@ -27,6 +27,7 @@ log = get_logger("proxy")
 LEAN = web.AppKey("lean", LeanPath)
 UNUSUAL = RequestHead("", "", b"", False, None, None, 0, 0)
 PIPELINED = 256 * 1024  # bytes read ahead of the request being answered before reading pauses
+IDLE_GRACE = 1.0  # seconds idle keep-alive connections stay open once the stop began
 
 
 class Front(asyncio.Protocol):
@@ -146,12 +147,15 @@ class Front(asyncio.Protocol):
             transport.resume_reading()
         handler.data_received(data)
 
+    @property
+    def in_flight(self) -> bool:
+        """A request is being answered, or its head is read and its body is arriving."""
+        return self.busy or self.pending is not None
+
     def finish(self) -> None:
-        """Close now if idle, else once the request being answered is answered."""
-        if not self.busy:
-            self.abort()
-        else:
-            self.closing = True
+        """Close once the request in flight, or the next one if idle, is answered (the server
+        closes those still idle after IDLE_GRACE)."""
+        self.closing = True
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -206,6 +210,13 @@ class FrontServer(web.Server):
         self.check_drained()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
+                # A request already on its way over an idle keep-alive connection (a load
+                # balancer's pooled one) is answered rather than cut; then the idle ones close.
+                if any(not front.in_flight for front in self.fronts):
+                    await asyncio.sleep(IDLE_GRACE)
+                for front in list(self.fronts):
+                    if not front.in_flight:
+                        front.abort()
                 await self._drained.wait()
         for task in list(self.lean.tasks):
             task.cancel()
@@ -214,7 +225,7 @@ class FrontServer(web.Server):
         await super().shutdown(timeout)
 
     def check_drained(self) -> None:
-        if self._drained is not None and not any(front.busy for front in self.fronts):
+        if self._drained is not None and not any(front.in_flight for front in self.fronts):
             self._drained.set()
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import Callable
 
 import uvloop
 from aiohttp import web
 
 from ground.logs import configure, get_logger
+from ground.stops import stop_signals
+from ground.workers import run_workers
 from proxy.app import create_app
 from proxy.front import ProxyRunner
 from proxy.settings import ProxySettings
@@ -16,36 +18,42 @@ from proxy.settings import ProxySettings
 log = get_logger("proxy")
 
 
-async def serve(settings: ProxySettings) -> None:
-    app = create_app(settings)
-    runner = ProxyRunner(
-        app, access_log=None, handle_signals=True, shutdown_timeout=settings.drain_timeout
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
-    await site.start()
-    log.info(
-        "proxy_started",
-        url=f"http://{settings.host}:{settings.port}",
-        catalog=settings.catalog_url,
-        prefix=settings.key_prefix,
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        # Stop accepting, drain in-flight requests (shutdown_timeout), then the app's
-        # cleanup_ctx closes the client session, stops the cache and closes the store.
-        await runner.cleanup()
+async def serve(settings: ProxySettings, ready: Callable[[], None] = lambda: None) -> None:
+    async with stop_signals() as stop:
+        app = create_app(settings)
+        runner = ProxyRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout
+        )
+        await runner.setup()
+        try:
+            # SO_REUSEPORT: the workers of `--workers N` each bind the port (ground/workers.py).
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True)
+            await site.start()
+            log.info(
+                "proxy_started",
+                url=f"http://{settings.host}:{settings.port}",
+                catalog=settings.catalog_url,
+                prefix=settings.key_prefix,
+            )
+            ready()
+            await stop.wait()
+            log.info("proxy_stopping", drain_timeout=settings.drain_timeout)
+        finally:
+            # Stop accepting, drain in-flight requests (shutdown_timeout), then the app's
+            # cleanup_ctx closes the client session, stops the cache and closes the store.
+            await runner.cleanup()
 
 
-def run(settings: ProxySettings) -> None:
-    """Serve until SIGINT/SIGTERM (KeyboardInterrupt), on uvloop."""
+def run(settings: ProxySettings) -> int:
+    """Serve until SIGTERM/SIGINT, on uvloop, with `settings.workers` processes; the exit status."""
     configure(settings.log_level, settings.log_json)
-    # aiohttp turns SIGINT/SIGTERM into GracefulExit (a SystemExit with code 1) once the
-    # shutdown sequence has run: a requested stop is a clean exit.
-    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
-        uvloop.run(serve(settings))
+
+    def serve_one(ready: Callable[[], None]) -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # a stop before the loop took the signals
+            uvloop.run(serve(settings, ready))
+
+    return run_workers(settings.workers, serve_one, settings.drain_timeout)
 
 
 if __name__ == "__main__":
-    run(ProxySettings.from_env())
+    raise SystemExit(run(ProxySettings.from_env()))

@@ -55,6 +55,7 @@ class ProxySettings:
     health_interval: float = 2.0  # seconds between health checks of each node
     health_timeout: float = 1.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
+    workers: int = 1  # processes serving the port (SO_REUSEPORT), under one supervisor
     # Placements kept in memory: about 170 bytes each (BENCHMARKS.md, catalog scale), so the
     # default million costs about 170 MB; above it, a cold queue costs one etcd read.
     cache_capacity: int = 1_000_000
@@ -94,6 +95,8 @@ class ProxySettings:
                 raise ValueError(
                     "a Keystone service user needs its password in MARCONI_KEYSTONE_PASSWORD"
                 )
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if self.token_cache_size < 1 or self.token_cache_ttl < 0:
             raise ValueError("the token cache needs a size of at least 1 and a TTL of 0 or more")
         if min(self.migrations_out, self.migrations_in) < 1:
@@ -126,6 +129,7 @@ _VARIABLES = {
     "health_interval": "MARCONI_HEALTH_INTERVAL",
     "health_timeout": "MARCONI_HEALTH_TIMEOUT",
     "drain_timeout": "MARCONI_DRAIN_TIMEOUT",
+    "workers": "MARCONI_PROXY_WORKERS",
     "cache_capacity": "MARCONI_CACHE_CAPACITY",
     "rebalance_stats_limit": "MARCONI_REBALANCE_STATS_LIMIT",
     "auth": "MARCONI_AUTH",

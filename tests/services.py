@@ -103,9 +103,10 @@ class Process:
 
 @contextmanager
 def node_process(
-    storage: str, partition: str = "p1", log_dir: Path | None = None
+    storage: str, partition: str = "p1", log_dir: Path | None = None, *flags: str
 ) -> Iterator[Process]:
-    """A `marconi node` in its own process, stopped (or found killed) on exit."""
+    """A `marconi node` in its own process (with more `flags`), stopped (or found killed) on
+    exit."""
     port = free_port()
     log = open(log_dir / f"node-{port}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
@@ -121,6 +122,7 @@ def node_process(
             "--port",
             str(port),
             "--log-json",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -77,6 +77,7 @@ def test_each_node_serves_its_partition_from_its_secret_on_the_declared_port(
         assert settings.log_json is True
         if name == "p3":
             assert settings.limits.max_messages_post_size == 131072
+        assert settings.workers == (2 if name == "p2" else 1)  # p2's own, else the default
 
 
 def test_the_proxy_reads_the_catalog_and_its_tuning(
@@ -88,6 +89,7 @@ def test_the_proxy_reads_the_catalog_and_its_tuning(
     assert settings.key_prefix == EXAMPLE_VALUES["catalog"]["prefix"]
     assert (settings.host, settings.port) == ("0.0.0.0", port(workload))
     assert settings.placement_key is PlacementKey.PROJECT
+    assert settings.workers == 2
     assert settings.cache_capacity == 200_000
     assert settings.log_json is True
     assert settings.auth is AuthMode.KEYSTONE
@@ -108,6 +110,7 @@ def test_the_default_proxy_trusts_headers_and_has_no_limits(
     settings = start(monkeypatch, workload, "proxy", proxy_settings)
     assert settings.auth is AuthMode.NOAUTH
     assert not settings.limits.enabled
+    assert settings.workers == 1
 
 
 def test_the_worker_serves_its_metrics_on_the_declared_port(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marconi.cli import build_parser, node_settings, proxy_settings, worker_settings
+from marconi.cli import build_parser, main, node_settings, proxy_settings, worker_settings
 
 
 def test_node_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,3 +260,36 @@ def test_worker_refuses_settings_that_cannot_work(
     monkeypatch.setenv("MARCONI_WORKER_LEASE_TTL", "1")
     assert main(["worker"]) == 2
     assert "marconi: worker: lease_ttl" in capsys.readouterr().err
+
+
+def test_workers_and_drain_time_from_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    parse = build_parser().parse_args
+    assert (node_settings(parse(["node"])).workers, proxy_settings(parse(["proxy"])).workers) == (
+        1,
+        1,
+    )
+    monkeypatch.setenv("MARCONI_WORKERS", "3")
+    monkeypatch.setenv("MARCONI_PROXY_WORKERS", "4")
+    monkeypatch.setenv("MARCONI_DRAIN_TIMEOUT", "7")
+    node, proxy = node_settings(parse(["node"])), proxy_settings(parse(["proxy"]))
+    assert (node.workers, node.drain_timeout, proxy.workers, proxy.drain_timeout) == (3, 7, 4, 7)
+    node = node_settings(parse(["node", "--workers", "2", "--drain-timeout", "2.5"]))
+    proxy = proxy_settings(parse(["proxy", "--workers", "5", "--drain-timeout", "0"]))
+    assert (node.workers, node.drain_timeout, proxy.workers, proxy.drain_timeout) == (2, 2.5, 5, 0)
+
+
+@pytest.mark.parametrize("command", ["node", "proxy", "dev"])
+def test_workers_must_be_at_least_one(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--workers", "0"])
+    assert exited.value.code == 2 and "--workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variable", ["MARCONI_WORKERS", "MARCONI_PROXY_WORKERS"])
+def test_zero_workers_from_the_environment_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str
+) -> None:
+    monkeypatch.setenv(variable, "0")
+    command = "node" if variable == "MARCONI_WORKERS" else "proxy"
+    assert main([command]) == 2
+    assert "workers must be at least 1" in capsys.readouterr().err

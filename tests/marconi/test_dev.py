@@ -159,9 +159,22 @@ class Dev:
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return True
-    return False
+    return state == "Z"  # ended, not yet reaped by whoever adopted it
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, children of children included."""
+    found: set[int] = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return found
+    for child in map(int, children):
+        found |= {child, *descendants(child)}
+    return found
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -275,6 +288,24 @@ def test_a_child_dying_stops_the_rest(cluster: tuple[Dev, str]) -> None:
     assert dev.proc.returncode == 1, output
     assert "node-p1" in output and "exited" in output
     assert all(gone(pid) for pid in dev.pids), output
+
+
+@pytest.mark.slow
+def test_a_sigkilled_dev_leaves_no_process_behind(tmp_path: Path) -> None:
+    with dev_cluster(tmp_path, "--workers", "2") as (dev, url):
+        status, posted = http(
+            "POST", f"{url}/v2/queues/orders/messages", {"messages": [{"body": 1}]}
+        )
+        assert status == 201
+        everyone = descendants(dev.proc.pid)
+        # Two nodes and the proxy, each a supervisor of two workers, and the migration worker.
+        assert len(everyone) == 10, everyone
+        dev.proc.kill()
+        dev.proc.wait()
+        deadline = time.monotonic() + 30
+        while not all(gone(pid) for pid in everyone):
+            assert time.monotonic() < deadline, [p for p in everyone if not gone(p)]
+            time.sleep(0.1)
 
 
 def marconi_cli(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
