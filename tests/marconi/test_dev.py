@@ -25,6 +25,7 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import PartitionState
 from marconi.dev import DevPartition, DevSettings, banner, etcd_binary, register, run, start_worker
+from marconi.postgres import EmbeddedPostgres
 from marconi.supervisor import Supervisor
 from tests.conftest import unique_prefix
 from tests.services import Etcd, free_port, start_etcd
@@ -278,6 +279,7 @@ def test_dev_runs_its_partitions_on_postgresql(tmp_path: Path) -> None:
         assert dev.proc.returncode == 0, output
         assert f"Stopped postgresql (pid {postgres})" in output
         assert all(gone(pid) for pid in dev.pids), output
+    EmbeddedPostgres(tmp_path / "data" / "postgresql", free_port()).remove()  # dev keeps it
 
 
 @pytest.mark.slow

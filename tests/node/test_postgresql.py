@@ -151,6 +151,19 @@ async def test_pool_size_and_statement_timeout_apply(uri: str) -> None:
         await store.close()
 
 
+async def test_a_request_waits_pool_timeout_for_a_connection_then_gives_up(uri: str) -> None:
+    from node.errors import StorageUnavailable
+
+    store = await PostgresStorage.open(f"{uri}&pool_size=1&pool_timeout=0.2")
+    try:
+        async with store.db.session():
+            with pytest.raises(StorageUnavailable, match="no connection free"):
+                await store.queues.exists(P, Q)
+        assert not await store.queues.exists(P, Q)  # the connection is free again
+    finally:
+        await store.close()
+
+
 # --- plans ---------------------------------------------------------------------------------------
 
 

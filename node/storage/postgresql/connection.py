@@ -164,11 +164,14 @@ class Database:
         the pool costs more than a hot statement (BENCHMARKS.md), so at most `pool_size`
         connections are leased once and handed from request to request. A broken one goes
         back to the pool invalidated, with every idle lease (a server restart broke them all)."""
-        try:
-            async with asyncio.timeout(self.settings.pool_timeout):
-                await self._leases.acquire()
-        except TimeoutError:
-            raise StorageUnavailable("postgresql: no connection free in time") from None
+        if self._leases.locked():  # every connection busy: wait a while for one
+            try:
+                async with asyncio.timeout(self.settings.pool_timeout):
+                    await self._leases.acquire()
+            except TimeoutError:
+                raise StorageUnavailable("postgresql: no connection free in time") from None
+        else:
+            await self._leases.acquire()  # at once, and without a timer to set and cancel
         try:
             if self._idle:
                 wrapper, conn = self._idle.pop()
