@@ -1,44 +1,18 @@
-"""The lean path's own pieces: request ids as the node makes them, only faster; and the usual
-path's hand-over to the whole path when a kept connection loses a request."""
+"""The lean path's own pieces: the usual path's hand-over to the whole path when a kept
+connection loses a request."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from proxy.pipeline import new_request_id
 from tests.conftest import FakeClock
 from tests.proxy.cluster import cluster
 from tests.proxy.conftest import PROJECT, call
 from tests.proxy.test_forward import Q, set_nodes
-
-
-def test_request_ids_are_unique_uuid4s() -> None:
-    ids = [new_request_id() for _ in range(1000)]
-    assert len(set(ids)) == len(ids)
-    for rid in ids:
-        assert rid.startswith("req-")
-        parsed = uuid.UUID(rid[4:])
-        assert str(parsed) == rid[4:] and parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
-
-
-def test_a_forked_child_draws_its_own_ids() -> None:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next id, to the parent
-        os.write(write, new_request_id().encode())
-        os._exit(0)
-    os.close(write)
-    child = os.read(read, 100).decode()
-    os.waitpid(pid, 0)
-    os.close(read)
-    assert child.rsplit("-", 1)[0] != new_request_id().rsplit("-", 1)[0]
 
 
 @asynccontextmanager
