@@ -87,8 +87,9 @@ class _Request:
         rid = lean.steps.request_id(given)
         if head.verbatim:
             verbatim = head.lines
-            if given is None:
+            if given is None:  # absent: its line is added to the head as it came
                 verbatim += _REQUEST_ID_LINE % rid.encode()
+                given = rid
             self.out = Outgoing(head.method, head.target, None, body, verbatim)
         else:
             self.out = Outgoing(head.method, head.target, parse_lines(head.lines), body)
