@@ -22,10 +22,13 @@ from pathlib import Path
 from bench import migration
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
+from bench.reference import compare_nginx
 from bench.report import (
     Context,
     NodeRow,
     document,
+    nginx_section,
+    nginx_summary,
     node_section,
     proxy_section,
     proxy_summary,
@@ -33,7 +36,7 @@ from bench.report import (
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration")
+SECTIONS = ("node", "proxy", "nginx", "migration")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -67,6 +70,9 @@ def parse_args() -> argparse.Namespace:
         "--lag-rounds", type=int, default=50, help="proxy section: placement switches timed"
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="nginx section: rounds of each scenario per target"
+    )
+    parser.add_argument(
         "--only", choices=SECTIONS, help="run one section; BENCHMARKS.md keeps the other's figures"
     )
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
@@ -98,6 +104,19 @@ def main() -> int:
             print(proxy_summary(overhead), flush=True)
             print(f"== load average after: {_load()}", flush=True)
             results["proxy"] = asdict(overhead)
+        if "nginx" in wanted:
+            # The reference a user would otherwise deploy, alternating with the proxy.
+            before = _load()
+            print(f"== load average before the nginx section: {before}", flush=True)
+            rows = compare_nginx(base / "nginx", load, args.rounds)
+            after = _load()
+            print(f"== load average after: {after}", flush=True)
+            sections["nginx"] = nginx_section(rows, Context(command, load), before, after)
+            print(nginx_summary(rows), flush=True)
+            results["nginx"] = [
+                {"scenario": r.scenario.name, "nginx_us": r.nginx_us, "proxy_us": r.proxy_us}
+                for r in rows
+            ]
         if "migration" in wanted:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:

@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 import textwrap
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from bench import watch
 from bench.cpu import TICKS_PER_SECOND as TICKS
 from bench.overhead import Comparison, Overhead, Pair
+from bench.reference import Reference, nginx_version
 from bench.scenarios import Load, Measurement
 from bench.wrk import wrk_binary
 from tests.services import etcd_binary
@@ -26,6 +28,7 @@ from tests.services import etcd_binary
 TITLES = {
     "node": "## Node (one partition, API v2)",
     "proxy": "## Proxy (one partition: direct vs through the proxy)",
+    "nginx": "## Proxy against nginx (CPU time per forwarded request)",
     "migration": "## Migration",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
@@ -294,6 +297,76 @@ def proxy_summary(overhead: Overhead) -> str:
             f"{_us(p.proxy.cpu_us_per_request('proxy'))} µs CPU/request"
         )
     return "\n".join(lines).replace("**", "")
+
+
+NGINX_TARGET = 1.5  # the proxy's CPU per forwarded request, at most this many times nginx's
+
+
+def nginx_section(rows: list[Reference], ctx: Context, load_before: str, load_after: str) -> str:
+    rounds = max((len(r.proxy) for r in rows), default=0)
+    measured = _measured(
+        ctx,
+        f"One SQLite partition of one node process, registered in a real etcd, with nginx "
+        f"{nginx_version()} (Debian's package; `proxy_pass` to "
+        f"an upstream with a keepalive pool of 64, one process, access log off) and one "
+        f"`marconi proxy` process in front of it. Each scenario ran {rounds} times against each, "
+        f"alternating nginx and the proxy. Load average (1, 5, 15 min) {load_before} before the "
+        f"section and {load_after} after it.",
+        [m for r in rows for m in (*r.nginx, *r.proxy)],
+    )
+    lines = [
+        "| scenario | nginx CPU µs/request | proxy CPU µs/request | proxy / nginx "
+        f"| target ≤ {NGINX_TARGET}x | nginx requests/s | proxy requests/s | node CPU µs/request "
+        "(nginx / proxy) | background cores (nginx / proxy) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r.ratio
+        runs = (
+            [f"{m.result.requests_per_s:,.0f}" for m in r.nginx],
+            [f"{m.result.requests_per_s:,.0f}" for m in r.proxy],
+        )
+        node = [
+            _us(statistics.median(v) if (v := _values(ms, "nodes")) else None)
+            for ms in (r.nginx, r.proxy)
+        ]
+        lines.append(
+            f"| {r.scenario.name} | {_us(r.nginx_us)} | {_us(r.proxy_us)} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
+            f"{'-' if ratio is None else _met(ratio <= NGINX_TARGET)} | {', '.join(runs[0])} | "
+            f"{', '.join(runs[1])} | {' / '.join(node)} | "
+            f"{_background(*r.nginx)} / {_background(*r.proxy)} |"
+        )
+    table = "\n".join(lines)
+    return f"""{TITLES["nginx"]}
+
+{measured}
+
+wrk: {ctx.load.threads} thread, {ctx.load.connections} connections, {ctx.load.seconds} s per run.
+
+{table}
+
+- *CPU µs/request*: user + system CPU time of the nginx process, or of the proxy process, from
+  /proc/<pid>/stat while wrk ran, divided by the requests wrk completed (each one forwarded to
+  the node); the median of the rounds. *requests/s*: each round, in the order they ran.
+- nginx relays with its defaults (answers buffered, Host set to the upstream's name); the proxy
+  runs without hooks (no `--auth`, no limits), as `marconi proxy` does by default.
+"""
+
+
+def _values(measurements: tuple[Measurement, ...] | list[Measurement], role: str) -> list[float]:
+    return [v for m in measurements if (v := m.cpu_us_per_request(role)) is not None]
+
+
+def nginx_summary(rows: list[Reference]) -> str:
+    lines = [f"== proxy vs nginx (target: at most {NGINX_TARGET}x nginx's CPU per request)"]
+    for r in rows:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        lines.append(
+            f"   {r.scenario.name}: nginx {_us(r.nginx_us)} µs, proxy {_us(r.proxy_us)} µs "
+            f"CPU/request: {ratio}"
+        )
+    return "\n".join(lines)
 
 
 def split(document: str) -> dict[str, str]:
