@@ -335,7 +335,7 @@ def nginx_section(rows: list[Reference], ctx: Context, load_before: str, load_af
             f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
             f"{'-' if ratio is None else _met(ratio <= NGINX_TARGET)} | {', '.join(runs[0])} | "
             f"{', '.join(runs[1])} | {' / '.join(node)} | "
-            f"{_background(*r.nginx)} / {_background(*r.proxy)} |"
+            f"{_rounds_background(r.nginx)} / {_rounds_background(r.proxy)} |"
         )
     table = "\n".join(lines)
     return f"""{TITLES["nginx"]}
@@ -385,6 +385,10 @@ other work, load average 8 to 18, so absolute figures moved by up to half betwee
   few µs of a request's 100 or more: it would not bring the proxy within the target, so the
   scanner stays (no new dependency).
 """
+
+
+def _rounds_background(measurements: list[Measurement]) -> str:
+    return ", ".join(f"{m.background_cores:.2f}" for m in measurements)
 
 
 def _values(measurements: tuple[Measurement, ...] | list[Measurement], role: str) -> list[float]:
