@@ -113,6 +113,7 @@ check: lint chart test
 
 bench: install ferretdb
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 	$(BIN)/python -m bench
 
 clean:

@@ -24,10 +24,13 @@ from pathlib import Path
 from bench import catalog, migration, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
+from bench.reference import compare_nginx
 from bench.report import (
     Context,
     NodeRow,
     document,
+    nginx_section,
+    nginx_summary,
     node_section,
     postgresql_section,
     proxy_section,
@@ -38,7 +41,7 @@ from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration", "catalog", "postgresql", "workers")
+SECTIONS = ("node", "proxy", "nginx", "migration", "catalog", "postgresql", "workers")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -75,6 +78,9 @@ def parse_args() -> argparse.Namespace:
         "--catalog-placements", type=int, default=1_000_000, help="catalog section: placements"
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="nginx section: rounds of each scenario per target"
+    )
+    parser.add_argument(
         "--only", choices=SECTIONS, help="run one section; BENCHMARKS.md keeps the other's figures"
     )
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
@@ -106,6 +112,19 @@ def main() -> int:
             print(proxy_summary(overhead), flush=True)
             print(f"== load average after: {_load()}", flush=True)
             results["proxy"] = asdict(overhead)
+        if "nginx" in wanted:
+            # The reference a user would otherwise deploy, alternating with the proxy.
+            before = _load()
+            print(f"== load average before the nginx section: {before}", flush=True)
+            rows = compare_nginx(base / "nginx", load, args.rounds)
+            after = _load()
+            print(f"== load average after: {after}", flush=True)
+            sections["nginx"] = nginx_section(rows, Context(command, load), before, after)
+            print(nginx_summary(rows), flush=True)
+            results["nginx"] = [
+                {"scenario": r.scenario.name, "nginx_us": r.nginx_us, "proxy_us": r.proxy_us}
+                for r in rows
+            ]
         if "migration" in wanted:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:

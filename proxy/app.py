@@ -18,17 +18,15 @@ from catalog.keys import Keys
 from catalog.registry import Registry
 from catalog.store import CatalogStore
 from ground.logs import get_logger
-from ground.metrics import Recorder, metrics_handler, request_metrics
-from ground.requestid import request_id_middleware
+from ground.metrics import Recorder, metrics_handler
 from proxy.admin import Admin, admin_role
 from proxy.admin_migrations import MigrationAdmin
 from proxy.auth import authentication
-from proxy.errors import error_middleware
 from proxy.fence import FrozenBuffer
 from proxy.forward import Forwarder
 from proxy.front import LEAN
-from proxy.handler import Proxy
-from proxy.hooks import Hook, hooks_middleware
+from proxy.handler import RequestPath
+from proxy.hooks import Hook
 from proxy.limits import ProjectLimits, limits_hook
 from proxy.listing import CatalogListing
 from proxy.load import LoadReader
@@ -38,11 +36,12 @@ from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
+from proxy.steps import Steps
 from proxy.upstream import Upstreams
 from wire.limits import MAX_BODY
 
 log = get_logger("proxy")
-PROXY = web.AppKey("proxy", Proxy)
+REQUEST_PATH = web.AppKey("request_path", RequestPath)
 
 
 def create_app(
@@ -69,7 +68,7 @@ def create_app(
     )
     forwarder = Forwarder(upstreams, pools)
     router = Router(catalog, cache, PlacementPolicy(settings.placement_key))
-    proxy = Proxy(
+    path = RequestPath(
         settings,
         router,
         forwarder,
@@ -87,28 +86,20 @@ def create_app(
     hooks = [*auth.hooks, *extra_hooks]
     if settings.limits.enabled:
         hooks.insert(len(auth.hooks), limits_hook(ProjectLimits(settings.limits)))
-    recorder = Recorder("proxy")
-    # The lean path (proxy.pipeline) runs the same steps in the same order: keep them in step.
-    app = web.Application(
-        middlewares=[
-            request_id_middleware,
-            request_metrics("proxy", recorder),
-            error_middleware,
-            hooks_middleware(hooks),
-            admin_role,
-        ],
-        client_max_size=MAX_BODY,
-    )
-    app[PROXY] = proxy
-    app[LEAN] = LeanPath(proxy, hooks, recorder)
+    # The same steps, in the same order, on both servers: aiohttp's runs them as middlewares,
+    # the lean path (proxy.pipeline) calls them.
+    steps = Steps(hooks, Recorder("proxy"))
+    app = web.Application(middlewares=[*steps.middlewares(), admin_role], client_max_size=MAX_BODY)
+    app[REQUEST_PATH] = path
+    app[LEAN] = LeanPath(path, steps)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     app.router.add_routes(Probes(cache, pools).routes())
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
     app.router.add_get(VERSION + "/queues", listing.handle, allow_head=False)
     for suffix in QUEUE_ROUTES:
-        app.router.add_route("*", QUEUE + suffix, proxy.queue_route)
-    app.router.add_route("*", "/{tail:.*}", proxy.any_node_route)
+        app.router.add_route("*", QUEUE + suffix, path.queue_route)
+    app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await cache.start()

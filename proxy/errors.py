@@ -1,4 +1,5 @@
-"""The proxy's closed error hierarchy, and the one middleware that turns errors into HTTP.
+"""The proxy's closed error hierarchy, and the one table that turns errors into answers (for
+both servers: `proxy.steps` calls it).
 
 Proxy and catalog errors are mapped here; input errors and aiohttp's routing answers keep the wire
 contract's wording (`wire.errors`), as the node answers them, so a client sees one API.
@@ -6,13 +7,23 @@ contract's wording (`wire.errors`), as the node answers them, so a client sees o
 
 from __future__ import annotations
 
+from http import HTTPStatus
+from typing import NamedTuple
+
 from aiohttp import web
 
 from catalog import errors as catalog
 from ground.logs import get_logger
-from ground.requestid import request_id
-from ground.types import Handler
-from wire.errors import UNAVAILABLE_TITLE, ApiError, aiohttp_answer, error_response, unexpected
+from ground.requestid import REQUEST_ID
+from proxy.http1 import encode_response
+from wire.errors import (
+    RETRY_AFTER,
+    UNAVAILABLE_TITLE,
+    ApiError,
+    error_body,
+    error_response,
+    unexpected_description,
+)
 
 log = get_logger("proxy")
 
@@ -106,7 +117,28 @@ CATALOG: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def _catalog_response(exc: catalog.CatalogError) -> web.Response:
+class ErrorAnswer(NamedTuple):
+    """The proxy's answer to an error: built once, sent by either server."""
+
+    status: int
+    title: str
+    description: str
+    headers: dict[str, str] | None = None
+
+    def response(self) -> web.Response:
+        """For aiohttp's server (its request id middleware adds the request id)."""
+        return error_response(self.status, self.title, self.description, self.headers)
+
+    def encode(self, request_id: str) -> bytes:
+        """For the lean path: the whole HTTP/1.1 answer, with the request id."""
+        headers = [("Content-Type", "application/json"), *(self.headers or {}).items()]
+        headers.append((REQUEST_ID, request_id))
+        reason = HTTPStatus(self.status).phrase
+        body = error_body(self.title, self.description)
+        return encode_response(self.status, reason, headers, body)
+
+
+def _catalog_answer(exc: catalog.CatalogError) -> ErrorAnswer:
     for cls in type(exc).__mro__:
         if cls in CATALOG:
             status, title = CATALOG[cls]
@@ -115,39 +147,26 @@ def _catalog_response(exc: catalog.CatalogError) -> web.Response:
         status, title = 503, UNAVAILABLE_TITLE
     if status == 503:
         log.warning("catalog_unavailable", error=str(exc))
-        return error_response(
+        return ErrorAnswer(
             503,
             title,
             "The catalog could not be reached. Please try again in a few seconds.",
             {"Retry-After": "5"},
         )
-    return error_response(status, title, str(exc))
+    return ErrorAnswer(status, title, str(exc))
 
 
-def error_answer(exc: Exception, request_id: str) -> web.Response:
+def error_answer(exc: Exception, request_id: str) -> ErrorAnswer:
     """The answer to an error raised on the request path (the one table, for both servers)."""
     if isinstance(exc, ProxyError):
         if exc.status >= 500:
             log.warning("proxy_unavailable", error=exc.description)
-        return error_response(exc.status, exc.title, exc.description, exc.headers())
+        return ErrorAnswer(exc.status, exc.title, exc.description, exc.headers())
     if isinstance(exc, catalog.CatalogError):
-        return _catalog_response(exc)
+        return _catalog_answer(exc)
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.title, exc.description)
+        return ErrorAnswer(exc.status, exc.title, exc.description)
     log.exception("unexpected_error", request_id=request_id)
-    return unexpected(request_id)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        answer = aiohttp_answer(exc)  # worded as the node words them
-        if answer is None:
-            raise
-        return answer
-    except ConnectionResetError:
-        raise  # the client went away mid-request: nobody to answer
-    except Exception as exc:
-        return error_answer(exc, request_id(request))
+    return ErrorAnswer(
+        503, UNAVAILABLE_TITLE, unexpected_description(request_id), {"Retry-After": RETRY_AFTER}
+    )

@@ -8,7 +8,7 @@ relayed as they came, hop-by-hop headers aside.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -94,10 +94,39 @@ class Outgoing:
         return self.method in IDEMPOTENT
 
 
+Settled = Callable[[Answer | None, Exception | None, str], None]
+"""Told how a request written at once ended: its answer (counted), or `Lost` when it may be sent
+again to another node (the retry counted), or `PartitionUnavailable`; and the node's URL."""
+
+
 class Forwarder:
+    """Sends requests to the nodes of a partition; every answer and every retry is counted here,
+    whichever server the request came through."""
+
     def __init__(self, upstreams: Upstreams, pools: NodePools) -> None:
         self.upstreams = upstreams
         self.pools = pools
+
+    def send_now(self, partition: Partition, out: Outgoing, then: Settled) -> bool:
+        """Write `out` to a node of `partition` at once, if one has an idle connection (else
+        False, and nothing was sent); `then` is called once, never before this returns."""
+        node = self.pools.pool(partition).choose()
+        if node is None:
+            return False
+        conn = self.upstreams.idle(node.url)
+        if conn is None:
+            return False
+        node.outstanding += 1
+
+        def settled(answer: Answer | None, exc: Exception | None) -> None:
+            node.outstanding -= 1
+            if answer is not None:
+                then(_answered(partition.name, answer), None, node.url)
+            else:
+                then(None, _after_loss(partition.name, out) or exc, node.url)
+
+        conn.send(out.head(node.host_line), out.body, out.method, settled)
+        return True
 
     def send(
         self, partition: Partition, out: Outgoing, exclude: Collection[str] = ()
@@ -125,17 +154,30 @@ class Forwarder:
                 NODE_RETRIES.labels(pool.partition, "not_sent").inc()
                 continue
             except Lost:
-                if not out.replayable:
-                    raise PartitionUnavailable(
-                        f"The connection to partition {pool.partition} was lost; the request "
-                        "may or may not have been applied."
-                    ) from None
-                NODE_RETRIES.labels(pool.partition, "idempotent").inc()
+                refused = _after_loss(pool.partition, out)
+                if refused is not None:
+                    raise refused from None
                 continue
             finally:
                 node.outstanding -= 1
-            FORWARDED.add((pool.partition, STATUS_CLASSES[answer.status // 100]))
-            return answer
+            return _answered(pool.partition, answer)
+
+
+def _answered(partition: str, answer: Answer) -> Answer:
+    FORWARDED.add((partition, STATUS_CLASSES[answer.status // 100]))
+    return answer
+
+
+def _after_loss(partition: str, out: Outgoing) -> PartitionUnavailable | None:
+    """After a request may have reached a node and its answer was lost: None when it may be
+    sent to another node (the retry counted), else the error to answer with."""
+    if not out.replayable:
+        return PartitionUnavailable(
+            f"The connection to partition {partition} was lost; the request "
+            "may or may not have been applied."
+        )
+    NODE_RETRIES.labels(partition, "idempotent").inc()
+    return None
 
 
 def answer_response(answer: Answer) -> web.Response:

@@ -29,8 +29,9 @@ MAX_REROUTES = 8  # placements followed for one request (each after a fence)
 
 
 @dataclass(frozen=True, slots=True)
-class Proxy:
-    """What the handlers work with; built once per application."""
+class RequestPath:
+    """The request path after the steps every request passes (`proxy.steps`): placing new
+    queues, forwarding to the owning partition, following fences; built once per application."""
 
     settings: ProxySettings
     router: Router

@@ -7,8 +7,8 @@ validated token), and refuses a request by raising a `ProxyError` subclass, whic
 table turns into HTTP. A hook that holds something for the request's duration (a per-project
 count of requests in flight) returns a `Release`, called once the request is answered, failed or
 abandoned; if a later hook refuses the request, the earlier ones' releases run at once. Hooks run
-in order, after the request id and metrics and inside the error handling, on both servers: the
-lean path calls them itself, aiohttp's through `hooks_middleware`, so each is written once.
+in order, after the request id and metrics and inside the error handling, on both servers: both
+run them through `proxy.steps.Steps.admit`, so each is written once.
 
 Cost: with any hook, every lean request runs in a task (the usual path answers in callbacks
 only without hooks), which costs some CPU per request, plus the hooks' own work.
@@ -19,14 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
-from multidict import CIMultiDict, CIMultiDictProxy
-
-from ground.requestid import REQUEST_ID, request_id
-from ground.types import Handler
-from proxy.forward import Outgoing, copy_headers
-from proxy.http1 import HOP_BY_HOP
+from proxy.forward import Outgoing
 
 Release = Callable[[], None]
 Hook = Callable[[Outgoing], Awaitable[Release | None]]
@@ -49,28 +42,3 @@ async def run_hooks(hooks: Sequence[Hook], out: Outgoing) -> list[Release]:
 def release_all(releases: Sequence[Release]) -> None:
     for release in reversed(releases):
         release()
-
-
-def hooks_middleware(hooks: Sequence[Hook]) -> Middleware:
-    """The hooks for requests that came through aiohttp's server (admin, listing, the rest)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not hooks:
-            return await handler(request)
-        headers = copy_headers(request.headers)
-        headers[REQUEST_ID] = request_id(request)
-        before = headers.copy()
-        out = Outgoing(request.method, request.raw_path, headers, b"")
-        releases = await run_hooks(hooks, out)
-        try:
-            if out.headers != before:  # what a hook changed, the handlers see
-                kept = ((k, v) for k, v in request.headers.items() if k.lower() in HOP_BY_HOP)
-                merged = CIMultiDict(kept)
-                merged.extend(out.headers)
-                request = request.clone(headers=CIMultiDictProxy(merged))
-            return await handler(request)
-        finally:
-            release_all(releases)
-
-    return middleware

@@ -165,10 +165,17 @@ class Router:
         self.policy = policy
         self.hits = LOOKUPS.labels("hit")
 
-    async def placement(self, project: str, queue: str) -> Placement | None:
+    def cached(self, project: str, queue: str) -> Placement | bool | None:
+        """The cached placement, None if known absent, False if unknown (not counted: `placement`
+        reads it from etcd and the cache counts the miss). Every hit is counted here."""
         found = self.cache.cached(project, queue)
-        if found is None or isinstance(found, Placement):
+        if found is not False:
             self.hits.inc()  # the cache's own count, with its label child looked up once
+        return found
+
+    async def placement(self, project: str, queue: str) -> Placement | None:
+        found = self.cached(project, queue)
+        if found is None or isinstance(found, Placement):
             return found
         return await self.cache.placement(project, queue)  # a cold queue: counted there
 

@@ -79,11 +79,14 @@ def unexpected(request_id: str) -> web.Response:
     """The answer to an error nobody expected: a generic body naming the request id (the log
     has the rest), never the exception's text."""
     return error_response(
-        503,
-        UNAVAILABLE_TITLE,
+        503, UNAVAILABLE_TITLE, unexpected_description(request_id), {"Retry-After": RETRY_AFTER}
+    )
+
+
+def unexpected_description(request_id: str) -> str:
+    return (
         f"The request could not be completed (request id {request_id}). "
-        "Please try again in a few seconds.",
-        {"Retry-After": RETRY_AFTER},
+        "Please try again in a few seconds."
     )
 
 

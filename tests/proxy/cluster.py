@@ -22,9 +22,9 @@ from catalog.store import CatalogStore
 from node.api.app import create_app as create_node
 from node.api.deps import Deps
 from node.storage import open_storage
-from proxy.app import PROXY, create_app
+from proxy.app import REQUEST_PATH, create_app
 from proxy.front import ProxyRunner
-from proxy.handler import Proxy
+from proxy.handler import RequestPath
 from proxy.hooks import Hook
 from proxy.settings import ProxySettings
 from tests.conftest import FakeClock, unique_prefix
@@ -65,10 +65,10 @@ class Cluster:
     def proxy(self) -> TestClient:
         return self.proxies[0]
 
-    def state(self, index: int = 0) -> Proxy:
+    def state(self, index: int = 0) -> RequestPath:
         app = self.proxies[index].app
         assert app is not None
-        return app[PROXY]
+        return app[REQUEST_PATH]
 
 
 def store_factory(etcd_url: str | None) -> Callable[[], CatalogStore]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from proxy.front import FrontServer
@@ -179,3 +180,49 @@ async def test_closing_the_server_answers_requests_in_flight_first(
         assert status in (200, 204)
         await closing
         assert await client.reader.read() == b""
+
+
+def stats_with(*lines: bytes) -> bytes:
+    """A queue route's request (the lean path's kind) with extra header lines."""
+    head = request("GET", "/v2/queues/q/stats").decode()[:-2].encode()
+    return head + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+# Heads aiohttp's parser refuses: the lean path hands each over, and aiohttp answers it.
+MALFORMED = {
+    "control character in a value": stats_with(b"X-A: a\x01b"),
+    "DEL in a value": stats_with(b"X-A: a\x7fb"),
+    "control character in the target": request("GET", "/v2/queues/q/stats\x1b"),
+    "invalid header name": stats_with(b"X@A: b"),
+    "line without a colon": stats_with(b"X-A b"),
+    "line over 8190 bytes": stats_with(b"X-A: " + b"x" * 8191),
+    "too many headers": stats_with(*(b"X-%d: v" % n for n in range(130))),
+    "a second Host": stats_with(b"Host: other"),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_heads_get_aiohttps_400_and_the_connection_closes(
+    tmp_path: Path, clock: FakeClock, raw: bytes
+) -> None:
+    async with cluster(tmp_path, clock) as c, connected(c) as client:
+        assert (await client.call(request("PUT", "/v2/queues/q", b"{}")))[0] == 201
+        assert len(front(c).fronts) == 1  # a lean connection, until the malformed head
+        await client.send(raw)
+        async with asyncio.timeout(5):
+            answer = await client.reader.read()  # to the end: the proxy closed the connection
+        assert answer.split(b" ", 2)[1] == b"400", answer[:200]
+        assert b"Bad Request" in answer.split(b"\r\n", 1)[0]
+        assert len(front(c).fronts) == 0
+
+
+async def test_heads_past_the_lean_limits_but_within_aiohttps_are_answered_by_aiohttp(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with cluster(tmp_path, clock) as c, connected(c) as client:
+        assert (await client.call(request("PUT", "/v2/queues/q", b"{}")))[0] == 201
+        raw = stats_with(*(b"X-%d: v" % n for n in range(101)))  # aiohttp takes up to 128
+        status, headers, _ = await client.call(raw)
+        assert status == 200 and headers["X-Openstack-Request-ID"].startswith("req-")
+        assert len(front(c).fronts) == 0  # handed over, and kept alive by aiohttp
+        assert (await client.call(request("GET", "/v2/queues/q/stats")))[0] == 200

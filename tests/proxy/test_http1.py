@@ -88,6 +88,42 @@ def test_anything_unusual_is_left_to_aiohttp(raw: bytes) -> None:
         parse_request(raw)
 
 
+def headers(count: int, line: bytes = b"X-A: b") -> bytes:
+    """A request head of `count` header lines (Host among them)."""
+    return b"GET /q HTTP/1.1\r\nHost: a\r\n" + (line + b"\r\n") * (count - 1) + b"\r\n"
+
+
+# What aiohttp's parser refuses with a 400, the lean path leaves to it.
+MALFORMED = {
+    "control character in a value": headers(2, b"X-A: a\x01b"),
+    "DEL in a value": headers(2, b"X-A: a\x7fb"),
+    "control character in the target": b"GET /q\x1b HTTP/1.1\r\nHost: a\r\n\r\n",
+    "invalid header name": headers(2, b"X@A: b"),
+    "empty header name": headers(2, b": b"),
+    "line without a colon": headers(2, b"X-A b"),
+    "line over 8190 bytes": headers(2, b"X-A: " + b"x" * 8191),
+    "target over 8190 bytes": b"GET /" + b"q" * 8190 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    "more than 100 headers": headers(101),
+    "a second Host": headers(1)[:-2] + b"host: b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_heads_are_left_to_aiohttp(raw: bytes) -> None:
+    with pytest.raises(Unusual):
+        parse_request(raw)
+
+
+def test_heads_at_the_limits_are_taken() -> None:
+    for raw in (
+        headers(100),
+        headers(2, b"X-A: " + b"x" * 8185),  # a line of 8190 bytes
+        headers(2, b"X-A: a\tb \xc3\xa9"),  # tabs and non-ASCII bytes are values' own
+    ):
+        head = parse_request(raw)
+        assert head is not None and head.size == len(raw)
+
+
 def test_header_lines_decode_as_aiohttp_does_without_hop_by_hop() -> None:
     headers = parse_lines(b"Host: a\r\nX-Project-ID:  t\xc3\xa9 \r\nContent-Length: 3\r\nB: 1\r\n")
     assert list(headers.items()) == [("X-Project-ID", "t\u00e9"), ("B", "1")]

@@ -1,44 +1,18 @@
-"""The lean path's own pieces: request ids as the node makes them, only faster; and the usual
-path's hand-over to the whole path when a kept connection loses a request."""
+"""The lean path's own pieces: the usual path's hand-over to the whole path when a kept
+connection loses a request."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from proxy.pipeline import new_request_id
 from tests.conftest import FakeClock
 from tests.proxy.cluster import cluster
 from tests.proxy.conftest import PROJECT, call
 from tests.proxy.test_forward import Q, set_nodes
-
-
-def test_request_ids_are_unique_uuid4s() -> None:
-    ids = [new_request_id() for _ in range(1000)]
-    assert len(set(ids)) == len(ids)
-    for rid in ids:
-        assert rid.startswith("req-")
-        parsed = uuid.UUID(rid[4:])
-        assert str(parsed) == rid[4:] and parsed.version == 4
-        assert parsed.variant == uuid.RFC_4122
-
-
-def test_a_forked_child_draws_its_own_ids() -> None:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next id, to the parent
-        os.write(write, new_request_id().encode())
-        os._exit(0)
-    os.close(write)
-    child = os.read(read, 100).decode()
-    os.waitpid(pid, 0)
-    os.close(read)
-    assert child.rsplit("-", 1)[0] != new_request_id().rsplit("-", 1)[0]
 
 
 @asynccontextmanager
@@ -103,3 +77,27 @@ async def test_a_post_lost_on_a_kept_connection_is_not_sent_again(
         assert status == 503 and "may or may not" in body["description"]
         assert len(seen) == 2 and seen[1].startswith(b"POST ")
         assert (await c.partitions["p1"].deps.storage.queues.exists(PROJECT, "q")) is False
+
+
+async def test_the_usual_head_goes_to_the_node_as_the_client_sent_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with (
+        cluster(tmp_path, clock, partitions=("p1",)) as c,
+        dropping_second_request() as (url, seen),
+    ):
+        await set_nodes(c, "p1", (url,))
+        await c.state().forwarder.pools.check_all()
+        server = c.proxy.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            lines = b"x-Project-ID: %s\r\nX-odd-CASE:  kept as is \r\n" % PROJECT.encode()
+            writer.write(b"GET %s/stats HTTP/1.1\r\nHost: proxy\r\n%s\r\n" % (Q.encode(), lines))
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        finally:
+            writer.close()
+        # Its request line and lines as they came, Host aside; a request id and the node's Host
+        # added after them.
+        sent, rest = seen[0].split(b"X-Openstack-Request-ID: req-", 1)
+        assert sent == b"GET %s/stats HTTP/1.1\r\n%s" % (Q.encode(), lines)
+        assert re.fullmatch(rb"[0-9a-f-]{36}\r\nHost: 127\.0\.0\.1:\d+\r\n\r\n", rest), rest

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from catalog.records import PlacementState
 from tests.conftest import FakeClock
 from tests.proxy.cluster import Cluster, cluster
 from tests.proxy.conftest import PROJECT, call
+from tests.proxy.test_front import connected, request
 from tests.services import Etcd
 
 
@@ -137,3 +140,29 @@ async def test_requests_naming_no_queue_reach_a_node(tmp_path: Path, clock: Fake
             ("/v3/queues", 404),
         ):
             assert (await call(c.proxy, "GET", path))[0] == status, path
+
+
+def cache_hits() -> float:
+    return REGISTRY.get_sample_value("marconi_placement_cache_lookups_total", {"outcome": "hit"})
+
+
+async def test_each_request_counts_one_cache_hit_on_either_server(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with cluster(tmp_path, clock) as c:
+        assert (await call(c.proxy, "PUT", "/v2/queues/q"))[0] == 201
+        before = cache_hits()
+        for _ in range(3):  # the lean path, answered at once
+            assert (await call(c.proxy, "GET", "/v2/queues/q/stats"))[0] == 200
+        assert cache_hits() - before == 3
+        # With no idle connection to a node, the lean path's request goes the whole path: still
+        # one hit.
+        await c.state().forwarder.upstreams.close()
+        assert (await call(c.proxy, "GET", "/v2/queues/q/stats"))[0] == 200
+        assert cache_hits() - before == 4
+        # On aiohttp's server (which the listing hands the connection to): one hit too.
+        async with connected(c) as client:
+            assert (await client.call(request("GET", "/v2/queues")))[0] == 200
+            assert cache_hits() - before == 4
+            assert (await client.call(request("GET", "/v2/queues/q/stats")))[0] == 200
+        assert cache_hits() - before == 5
