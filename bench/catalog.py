@@ -280,7 +280,11 @@ async def watch_lag(etcd: str, url: str, count: int, rate: float, seconds: float
             await churner
             await store.close()
             await client.close()
-    print(f"== {changed / (time.monotonic() - began):.0f} changes/s while timing the lag")
+    print(
+        f"== {changed / (time.monotonic() - began):.0f} changes/s while timing the lag: "
+        f"p50 {percentile(lags, 50):.1f} ms, p99 {percentile(lags, 99):.1f} ms ({len(lags)})",
+        flush=True,
+    )
     return lags
 
 
@@ -289,7 +293,16 @@ def rebalance(url: str, pid: int) -> tuple[float, float]:
     before = rss_mb(pid)
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "marconi.cli", "rebalance", "--dry-run", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "marconi.cli",
+            "rebalance",
+            "--dry-run",
+            "--json",
+            "--timeout",
+            "600",
+        ],
         env={**os.environ, "MARCONI_URL": url},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
