@@ -15,7 +15,7 @@ from aiohttp import web
 from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
-from catalog.records import Partition, PartitionState
+from catalog.records import Partition, PartitionState, node_url_problem, storage_uri_problem
 from catalog.registry import Registry
 from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
@@ -31,9 +31,11 @@ def _project(raw: str) -> str:
 
 
 def _storage(raw: Any) -> str:
-    """A storage URI for migration workers: sqlite:///path or mongodb://..., or empty."""
-    if not isinstance(raw, str) or (raw and raw.split(":", 1)[0] not in ("sqlite", "mongodb")):
-        raise BadRequest('"storage" must be a sqlite:/// or mongodb:// URI.')
+    """A storage URI for migration workers (checked before it is stored), or empty."""
+    problem = None if raw == "" else storage_uri_problem(raw)
+    if problem is not None:
+        raise BadRequest(f'"storage": {problem}.')
+    assert isinstance(raw, str)
     return raw
 
 
@@ -58,12 +60,12 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 
 
 def _nodes(value: Any) -> tuple[str, ...]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in value)
-    ):
-        raise BadRequest('"nodes" must be a non-empty list of http(s) URLs.')
+    if not isinstance(value, list) or not value:
+        raise BadRequest('"nodes" must be a non-empty list of http(s)://host[:port] URLs.')
+    for url in value:
+        problem = node_url_problem(url)
+        if problem is not None:
+            raise BadRequest(f'"nodes": {problem}.')
     return tuple(value)
 
 
