@@ -110,6 +110,9 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", proxy.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        moved = await catalog.upgrade_layout()  # an older release's keys, before any lookup
+        if moved:
+            log.info("catalog_keys_upgraded", moved=moved)
         await cache.start()
         await pools.start()
         log.info(

@@ -155,7 +155,7 @@ def may_create(headers: Mapping[str, str], target: Target) -> bool:
         validation.queue_identification(target.queue, target.project)
     except (ValueError, ApiError):
         return False
-    return "/" not in target.project  # a project id is one catalog key segment
+    return True
 
 
 class Router:
