@@ -6,7 +6,6 @@ Paths name a project's queues with "_" for the project "" (v1 requests without a
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -21,6 +20,9 @@ from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
 from proxy.routing import Router
 from wire.answers import no_content, ok
+from wire.errors import ApiError
+from wire.limits import ApiLimits
+from wire.request import parse_json
 
 NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 STATES = ", ".join(s.value for s in PartitionState)
@@ -51,9 +53,9 @@ def _partition_doc(p: Partition) -> dict[str, Any]:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     try:
-        document = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Request body could not be parsed.") from None
+        document = parse_json(await request.read(), ApiLimits().max_json_depth)
+    except ApiError as exc:
+        raise BadRequest(exc.description) from None
     if not isinstance(document, dict):
         raise BadRequest("Request body must be a JSON object.")
     return document

@@ -170,6 +170,8 @@ class Router:
         if found is None or isinstance(found, Placement):
             self.hits.inc()  # the cache's own count, with its label child looked up once
             return found
+        if not validation.utf8(project):
+            return None  # no key can name it; the node answers the request 400
         return await self.cache.placement(project, queue)  # a cold queue: counted there
 
     async def place(self, project: str, queue: str) -> Placement:
@@ -185,6 +187,8 @@ class Router:
         await self.cache.refresh(project, queue)  # forget it here now; the watch confirms
 
     def choose(self, project: str, queue: str) -> str:
+        if not validation.utf8(project):
+            project = ""  # a project id that is not UTF-8 cannot be hashed; the node refuses it
         return self.policy.choose(project, queue, self.cache.partitions, self.cache.pins)
 
     def partition_for(self, project: str, queue: str, placement: Placement | None) -> Partition:
