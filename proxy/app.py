@@ -39,6 +39,7 @@ from proxy.probes import Probes
 from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
 from proxy.upstream import Upstreams
+from wire import openapi
 from wire.limits import MAX_BODY
 
 log = get_logger("proxy")
@@ -101,6 +102,7 @@ def create_app(
     app[PROXY] = proxy
     app[LEAN] = LeanPath(proxy, hooks, recorder)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_get(openapi.PATH, openapi.handle, allow_head=False)
     app.router.add_routes(Probes(cache, pools).routes())
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
