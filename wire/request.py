@@ -64,18 +64,26 @@ def _int_within_range(text: str) -> int:
     return value
 
 
-# A JSON string (escapes included), and every byte that is not a bracket.
+# A JSON string (escapes included); every byte that is not a bracket; an innermost pair.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_LEAVES = re.compile(rb"\[\]|\{\}")
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def json_depth(raw: bytes, limit: int) -> int:
-    """How deeply arrays and objects nest in `raw`, read without parsing it; any figure over
-    `limit` may stand for the depth when that much is certain (`raw` need not be valid JSON)."""
+    """How deeply arrays and objects nest in `raw`, read without parsing it; any figure up to
+    `limit` stands for "no deeper than `limit`" (`raw` need not be valid JSON)."""
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return limit  # cannot nest deeper than it has brackets: the usual body stops here
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    brackets = left = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):  # each pass removes the innermost level, in C
+        if not left:
+            return limit
+        left = _LEAVES.sub(b"", left)
+    if not left:
+        return limit
+    # Deeper, or brackets that do not pair (not JSON): the running count says which.
     return max(accumulate(_DEPTH_STEP[b] for b in brackets), default=0)
 
 
