@@ -7,12 +7,14 @@ same steps run there as in this app's middlewares, and the same hooks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
+from catalog.errors import CatalogUnavailable
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.registry import Registry
@@ -112,7 +114,7 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", proxy.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        moved = await catalog.upgrade_layout()  # an older release's keys, before any lookup
+        moved = await upgrade_layout(catalog)  # an older release's keys, before any lookup
         if moved:
             log.info("catalog_keys_upgraded", moved=moved)
         await cache.start()
@@ -136,3 +138,16 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(auth.lifecycle)
     return app
+
+
+async def upgrade_layout(catalog: Catalog, wait: float = 10.0, retry: float = 0.5) -> int:
+    """`catalog.upgrade_layout()`, retried while etcd does not answer, for `wait` seconds (as
+    the cache waits for its first load); however long the scan itself takes."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await catalog.upgrade_layout()
+        except CatalogUnavailable:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(retry)

@@ -6,10 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from catalog.records import Placement
-from proxy.app import create_app
+from catalog.catalog import Catalog
+from catalog.errors import CatalogUnavailable
+from catalog.keys import Keys
+from catalog.memory import MemoryStore
+from catalog.records import Placement, Versioned
+from proxy.app import create_app, upgrade_layout
 from tests.conftest import FakeClock
 from tests.proxy.cluster import Cluster, ProxyTestServer, cluster
 from tests.proxy.conftest import CLIENT_ID, call
@@ -101,3 +106,25 @@ async def test_a_new_proxy_finds_the_placements_an_older_release_wrote(
         finally:
             await client.close()
         assert await c.catalog.store.get(f"{prefix}_/Q") is None
+
+
+class SlowToAnswer(MemoryStore):
+    """An etcd that does not answer its first `failures` reads."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def get(self, key: str) -> Versioned | None:
+        if self.failures:
+            self.failures -= 1
+            raise CatalogUnavailable("etcd: timed out")
+        return await super().get(key)
+
+
+async def test_the_start_up_upgrade_waits_for_etcd_a_while() -> None:
+    store = SlowToAnswer(failures=3)
+    await store.create("/t/placements/_/q", Placement("", "q", "p1").to_json())
+    assert await upgrade_layout(Catalog(store, Keys("/t/")), wait=5.0, retry=0.01) == 1
+    with pytest.raises(CatalogUnavailable):
+        await upgrade_layout(Catalog(SlowToAnswer(10**6), Keys("/t/")), wait=0.05, retry=0.01)
