@@ -6,12 +6,13 @@ anyway, then is retried, changes nothing twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from catalog import scan
 from catalog.errors import Conflict, NotFound, Refused
-from catalog.keys import Keys
+from catalog.keys import LAYOUT, Keys, escape, unescape
 from catalog.records import Partition, PartitionState, Pin, Placement, Versioned
 from catalog.store import CatalogStore
 
@@ -98,11 +99,15 @@ class Catalog:
         return Placement.from_json(now.value)
 
     async def unplace(self, project: str, queue: str) -> None:
+        """Remove the queue's placement: only its own project's (the record says whose it is)."""
         key = self.keys.placement(project, queue)
         for _ in range(CAS_ATTEMPTS):
             found = await self.store.get(key)
             if found is None:
                 return
+            placed = Placement.from_json(found.value)
+            if (placed.project, placed.queue) != (project, queue):
+                return  # another tenant's record under this key (an older layout's collision)
             try:
                 await self.store.delete(key, found.mod_revision)
                 return
@@ -112,9 +117,9 @@ class Catalog:
 
     async def queue_names(self, project: str, marker: str | None, limit: int) -> list[str]:
         prefix = self.keys.project_placements(project)
-        start = prefix + marker if marker else ""
+        start = prefix + escape(marker) if marker else ""
         found = await self.store.range(prefix, start, limit)
-        return [v.key[len(prefix) :] for v in found]
+        return [unescape(v.key[len(prefix) :]) for v in found]
 
     async def count_placements(self, partition: str, stop_at: int | None = None) -> int:
         """How many queues `partition` owns (a scan a page at a time at one revision: for admin
@@ -127,6 +132,59 @@ class Catalog:
                     if stop_at is not None and count >= stop_at:
                         return count
         return count
+
+    # --- key layout ------------------------------------------------------------------------------
+
+    async def upgrade_layout(self) -> int:
+        """Move every placement and pin an older release wrote under another key than this
+        layout's; returns how many moved. Idempotent, safe to run from several proxies at once.
+
+        The whole catalog is read once (then `keys.layout` records it); the placements of "no
+        project" are read at every call, since a proxy of the older release, still running in a
+        rolling upgrade, writes them under the old key. Each record names its project and
+        queue, so its right key is known whatever key it sits under."""
+        done = await self.store.get(self.keys.layout)
+        whole = done is None or json.loads(done.value).get("placements", 1) < LAYOUT
+        prefix = self.keys.placements if whole else self.keys.legacy_no_project_placements
+        moved = 0
+        start = ""
+        while True:
+            page = await self.store.range(prefix, start, 1000)
+            for item in page:
+                placed = Placement.from_json(item.value)
+                moved += await self._move(item, self.keys.placement(placed.project, placed.queue))
+            if len(page) < 1000:
+                break
+            start = page[-1].key
+        if whole:
+            for item in (await self.store.snapshot(self.keys.pins)).items:
+                moved += await self._move(item, self.keys.pin(Pin.from_json(item.value).project))
+            record = json.dumps({"placements": LAYOUT}).encode()
+            created, now = await self.store.create(self.keys.layout, record)
+            if not created and now.value != record:
+                await self.store.replace(self.keys.layout, record, now.mod_revision)
+        return moved
+
+    async def _move(self, item: Versioned, key: str) -> int:
+        """Put `item` at `key`, then delete it where it was; 1 if moved, else 0.
+
+        When `key` already holds another value, the higher placement epoch wins (an older
+        release's worker may have switched the queue since, or this release's since the copy)."""
+        if item.key == key:
+            return 0
+        current: Versioned | None = item
+        for _ in range(CAS_ATTEMPTS):
+            if current is None:
+                return 1  # gone meanwhile (unplaced, or moved by another proxy)
+            created, now = await self.store.create(key, current.value)
+            try:
+                if not created and _epoch(current.value) > _epoch(now.value):
+                    await self.store.replace(key, current.value, now.mod_revision)
+                await self.store.delete(current.key, current.mod_revision)
+                return 1
+            except Conflict:
+                current = await self.store.get(item.key)
+        raise Conflict(item.key)
 
     # --- pins ------------------------------------------------------------------------------------
 
@@ -174,3 +232,9 @@ class Catalog:
             except Conflict:
                 continue
         raise Conflict(key)
+
+
+def _epoch(raw: bytes) -> int:
+    """A placement's epoch; 0 for any other record (pins)."""
+    epoch = json.loads(raw).get("epoch", 0)
+    return epoch if isinstance(epoch, int) else 0

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
+
+# The storage schemes a partition may name (the node's drivers; migration workers open them).
+STORAGE_SCHEMES = frozenset({"sqlite", "mongodb", "postgresql"})
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 
 
 class PartitionState(StrEnum):
@@ -17,6 +25,63 @@ class PartitionState(StrEnum):
 class PlacementState(StrEnum):
     ACTIVE = "active"
     FROZEN = "frozen"  # a migration's freeze: writes wait until the switch
+
+
+def _host_port(hostport: str) -> bool:
+    """Whether `hostport` is `host[:port]`: a DNS name, an IPv4 address or a bracketed IPv6 one,
+    and a port from 1 to 65535."""
+    if hostport.startswith("["):
+        address, _, rest = hostport[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+        port = rest[1:] if rest.startswith(":") else None
+        if rest and port is None:
+            return False
+    else:
+        host, colon, port_text = hostport.partition(":")
+        if not _HOSTNAME.match(host):
+            return False
+        port = port_text if colon else None
+    return port is None or (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+
+
+def node_url_problem(url: Any) -> str | None:
+    """What is wrong with `url` as a partition's node address (`http(s)://host[:port]`), or None.
+
+    The proxy calls these addresses (health checks every few seconds, forwarded requests): no
+    credentials, path, query or fragment that could aim it at anything but a node's root."""
+    if not isinstance(url, str):
+        return "a node address must be a string"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r}: a node address is http:// or https://"
+    if "@" in parts.netloc or not _host_port(parts.netloc):
+        return f"{url!r}: a node address names host[:port] only (no credentials)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
+        return f"{url!r}: a node address has no path, query or fragment"
+    return None
+
+
+def storage_uri_problem(uri: Any) -> str | None:
+    """What is wrong with `uri` as a partition's storage URI, or None: `sqlite:///path`, or
+    `mongodb://` / `postgresql://` with hosts (`host[:port]`, comma-separated) and a database."""
+    if not isinstance(uri, str):
+        return "a storage URI must be a string"
+    parts = urlsplit(uri)
+    if parts.scheme not in STORAGE_SCHEMES:
+        return f"a storage URI's scheme is one of: {', '.join(sorted(STORAGE_SCHEMES))}"
+    if parts.fragment or any(ord(c) < 32 for c in uri):
+        return "a storage URI has no fragment and no control characters"
+    if parts.scheme == "sqlite":
+        if parts.netloc or len(parts.path) < 2 or parts.query:
+            return "a SQLite storage URI is sqlite:///path/to/file.db"
+        return None
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts or not all(_host_port(h) for h in hosts.split(",")):
+        return f"a {parts.scheme} storage URI names host[:port] (comma-separated)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

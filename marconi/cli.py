@@ -80,6 +80,8 @@ def proxy_settings(args: argparse.Namespace) -> ProxySettings:
         overrides["placement_key"] = PlacementKey(args.placement_key)
     if args.auth is not None:
         overrides["auth"] = AuthMode(args.auth)
+    if args.insecure_noauth:
+        overrides["insecure_noauth"] = True
     settings = ProxySettings.from_env()
     flags = {"rate_limit": "rate", "rate_burst": "burst", "concurrency_limit": "concurrency"}
     limits = {f: getattr(args, a) for a, f in flags.items() if getattr(args, a) is not None}
@@ -161,7 +163,14 @@ def _auth_flags(parser: argparse.ArgumentParser) -> None:
         "--auth",
         choices=["noauth", "keystone"],
         help="noauth trusts X-Project-ID and X-Roles (development); keystone validates each "
-        "X-Auth-Token with Keystone v3 and takes project and roles from it (default: noauth)",
+        "X-Auth-Token with Keystone v3 and takes project and roles from it (default: noauth, "
+        "which serves only on loopback addresses)",
+    )
+    parser.add_argument(
+        "--insecure-noauth",
+        action="store_true",
+        help="let --auth noauth serve on an address other than loopback: any client may then "
+        "name any project and the admin role (only behind a trusted edge that sets them)",
     )
     parser.add_argument(
         "--keystone-url", metavar="URL", help="Keystone's endpoint, e.g. http://keystone:5000"
@@ -237,7 +246,7 @@ def _add_servers(commands: admin.Subcommands) -> None:
         "through a placement cache fed by an etcd watch, and serves the admin API under /admin. "
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
         "MARCONI_PROXY_PORT, MARCONI_PROXY_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_AUTH, "
-        "MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
+        "MARCONI_INSECURE_NOAUTH, MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
         "MARCONI_KEYSTONE_PASSWORD, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
         "MARCONI_CONCURRENCY_LIMIT, MARCONI_MIGRATIONS_OUT, MARCONI_MIGRATIONS_IN, "
         "MARCONI_MIGRATION_COOLDOWN, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning "

@@ -6,7 +6,6 @@ Paths name a project's queues with "_" for the project "" (v1 requests without a
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -15,12 +14,15 @@ from aiohttp import web
 from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
 from catalog.errors import NotFound, Refused
-from catalog.records import Partition, PartitionState
+from catalog.records import Partition, PartitionState, node_url_problem, storage_uri_problem
 from catalog.registry import Registry
 from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
 from proxy.routing import Router
 from wire.answers import no_content, ok
+from wire.errors import ApiError
+from wire.limits import ApiLimits
+from wire.request import parse_json
 
 NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 STATES = ", ".join(s.value for s in PartitionState)
@@ -31,11 +33,11 @@ def _project(raw: str) -> str:
 
 
 def _storage(raw: Any) -> str:
-    """A storage URI for migration workers: sqlite:///path, mongodb://... or postgresql://...,
-    or empty."""
-    schemes = ("sqlite", "mongodb", "postgresql")
-    if not isinstance(raw, str) or (raw and raw.split(":", 1)[0] not in schemes):
-        raise BadRequest('"storage" must be a sqlite:///, mongodb:// or postgresql:// URI.')
+    """A storage URI for migration workers (checked before it is stored), or empty."""
+    problem = None if raw == "" else storage_uri_problem(raw)
+    if problem is not None:
+        raise BadRequest(f'"storage": {problem}.')
+    assert isinstance(raw, str)
     return raw
 
 
@@ -51,21 +53,21 @@ def _partition_doc(p: Partition) -> dict[str, Any]:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     try:
-        document = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Request body could not be parsed.") from None
+        document = parse_json(await request.read(), ApiLimits().max_json_depth)
+    except ApiError as exc:
+        raise BadRequest(exc.description) from None
     if not isinstance(document, dict):
         raise BadRequest("Request body must be a JSON object.")
     return document
 
 
 def _nodes(value: Any) -> tuple[str, ...]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in value)
-    ):
-        raise BadRequest('"nodes" must be a non-empty list of http(s) URLs.')
+    if not isinstance(value, list) or not value:
+        raise BadRequest('"nodes" must be a non-empty list of http(s)://host[:port] URLs.')
+    for url in value:
+        problem = node_url_problem(url)
+        if problem is not None:
+            raise BadRequest(f'"nodes": {problem}.')
     return tuple(value)
 
 

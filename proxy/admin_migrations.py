@@ -29,7 +29,7 @@ from proxy.errors import BadRequest
 from proxy.load import LoadReader
 from wire.answers import ok
 from wire.request import param_bool
-from wire.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME
+from wire.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME, utf8
 
 log = get_logger("proxy.admin")
 
@@ -55,7 +55,7 @@ def _text(doc: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) ->
 
 def _project(doc: dict[str, Any]) -> str:
     project = doc.get("project", "")
-    if not isinstance(project, str) or len(project) > PROJECT_ID_MAX_LEN or "/" in project:
+    if not isinstance(project, str) or len(project) > PROJECT_ID_MAX_LEN or not utf8(project):
         raise BadRequest('"project" must be a project id ("" or "_" for none).')
     return "" if project == "_" else project
 

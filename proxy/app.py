@@ -7,12 +7,14 @@ same steps run there as in this app's middlewares, and the same hooks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
+from catalog.errors import CatalogUnavailable
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.registry import Registry
@@ -38,6 +40,7 @@ from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
 from proxy.steps import Steps
 from proxy.upstream import Upstreams
+from wire import openapi
 from wire.limits import MAX_BODY
 
 log = get_logger("proxy")
@@ -93,6 +96,7 @@ def create_app(
     app[REQUEST_PATH] = path
     app[LEAN] = LeanPath(path, steps)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_get(openapi.PATH, openapi.handle, allow_head=False)
     app.router.add_routes(Probes(cache, pools).routes())
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
@@ -102,6 +106,9 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        moved = await upgrade_layout(catalog)  # an older release's keys, before any lookup
+        if moved:
+            log.info("catalog_keys_upgraded", moved=moved)
         await cache.start()
         await pools.start()
         log.info(
@@ -123,3 +130,16 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(auth.lifecycle)
     return app
+
+
+async def upgrade_layout(catalog: Catalog, wait: float = 10.0, retry: float = 0.5) -> int:
+    """`catalog.upgrade_layout()`, retried while etcd does not answer, for `wait` seconds (as
+    the cache waits for its first load); however long the scan itself takes."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await catalog.upgrade_layout()
+        except CatalogUnavailable:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(retry)

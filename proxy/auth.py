@@ -1,8 +1,8 @@
 """Who a request comes from: `noauth` trusts its headers, `keystone` its token alone.
 
 With Keystone, every request but `GET /` (the versions document, which load balancers probe),
-the proxy's own probes `/healthz` and `/readyz`, and `/metrics` (scraped by Prometheus; none of
-them part of Zaqar's API) needs an `X-Auth-Token`
+the proxy's own probes `/healthz` and `/readyz`, `/metrics` (scraped by Prometheus) and
+`/openapi.json` (the API's description; none of them part of Zaqar's API) needs an `X-Auth-Token`
 that Keystone validates, as keystonemiddleware in front of Zaqar requires for ping and health
 too. The proxy then forwards the token's project as `X-Project-ID` and its roles as `X-Roles`,
 whatever the client sent, and never the token itself. A client that names another project in
@@ -29,8 +29,9 @@ from proxy.keystone import AUTH, SUBJECT, KeystoneClient, ServiceUser
 from proxy.probes import PROBES
 from proxy.settings import AuthMode, ProxySettings
 from proxy.tokens import Identity, Refused, TokenCache, token_key
+from wire import openapi
 
-PUBLIC = frozenset({"/", "/metrics", *PROBES})
+PUBLIC = frozenset({"/", "/metrics", openapi.PATH, *PROBES})
 PROJECT = "X-Project-ID"
 ROLES = "X-Roles"
 # Identity headers a client might send to pass for someone else (keystonemiddleware's set, as

@@ -155,7 +155,7 @@ def may_create(headers: Mapping[str, str], target: Target) -> bool:
         validation.queue_identification(target.queue, target.project)
     except (ValueError, ApiError):
         return False
-    return "/" not in target.project  # a project id is one catalog key segment
+    return True
 
 
 class Router:
@@ -177,6 +177,8 @@ class Router:
         found = self.cached(project, queue)
         if found is None or isinstance(found, Placement):
             return found
+        if not validation.utf8(project):
+            return None  # no key can name it; the node answers the request 400
         return await self.cache.placement(project, queue)  # a cold queue: counted there
 
     async def place(self, project: str, queue: str) -> Placement:
@@ -192,6 +194,8 @@ class Router:
         await self.cache.refresh(project, queue)  # forget it here now; the watch confirms
 
     def choose(self, project: str, queue: str) -> str:
+        if not validation.utf8(project):
+            project = ""  # a project id that is not UTF-8 cannot be hashed; the node refuses it
         return self.policy.choose(project, queue, self.cache.partitions, self.cache.pins)
 
     def partition_for(self, project: str, queue: str, placement: Placement | None) -> Partition:

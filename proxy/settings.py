@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -64,6 +65,9 @@ class ProxySettings:
     rebalance_stats_limit: int = 10_000
     limits: LimitSettings = LimitSettings()
     auth: AuthMode = AuthMode.NOAUTH
+    # noauth on an address other than loopback, said by name: anyone who reaches the proxy can
+    # then name any project and the admin role.
+    insecure_noauth: bool = False
     keystone_url: str = ""  # Keystone's public endpoint, e.g. http://keystone:5000
     # The service user that validates tokens (keystonemiddleware's way); with no username, each
     # token validates itself (Keystone's default policy lets a token's own user do that).
@@ -88,6 +92,14 @@ class ProxySettings:
 
     def check(self) -> None:
         """Raise ValueError when the settings cannot work together."""
+        if self.auth is AuthMode.NOAUTH and not self.insecure_noauth and not loopback(self.host):
+            raise ValueError(
+                f"--auth noauth trusts every client's X-Project-ID and X-Roles (the admin role "
+                f"included), so it serves only on loopback addresses (127.0.0.1, ::1, "
+                f"localhost), not on {self.host!r}: use --auth keystone, or add "
+                "--insecure-noauth (MARCONI_INSECURE_NOAUTH=true) if a trusted edge in front of "
+                "the proxy sets those headers"
+            )
         if self.auth is AuthMode.KEYSTONE:
             if not self.keystone_url.startswith(("http://", "https://")):
                 raise ValueError("--auth keystone needs --keystone-url http(s)://...")
@@ -115,6 +127,16 @@ class ProxySettings:
         return MigrationLimits(self.migrations_out, self.migrations_in, self.migration_cooldown)
 
 
+def loopback(host: str) -> bool:
+    """Whether `host` (an address or `localhost`) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name, or "" (every address)
+
+
 # Each setting's environment variable.
 _VARIABLES = {
     "catalog_url": "MARCONI_CATALOG_URL",
@@ -133,6 +155,7 @@ _VARIABLES = {
     "cache_capacity": "MARCONI_CACHE_CAPACITY",
     "rebalance_stats_limit": "MARCONI_REBALANCE_STATS_LIMIT",
     "auth": "MARCONI_AUTH",
+    "insecure_noauth": "MARCONI_INSECURE_NOAUTH",
     "keystone_url": "MARCONI_KEYSTONE_URL",
     "keystone_username": "MARCONI_KEYSTONE_USERNAME",
     "keystone_password": "MARCONI_KEYSTONE_PASSWORD",

@@ -73,6 +73,11 @@ def _project(request: web.Request, required: bool) -> str:
         if required:
             raise BadHeader("The header X-PROJECT-ID was missing", title="Project-Id Missing")
         return ""
+    if not validation.utf8(project):
+        raise BadHeader(
+            "X-PROJECT-ID must be UTF-8 text. Specify the right header X-PROJECT-ID and retry.",
+            title="Invalid project header",
+        )
     return project
 
 

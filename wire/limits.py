@@ -25,6 +25,9 @@ class ApiLimits:
     default_message_delay: int = 0
     default_claim_ttl: int = 300
     default_claim_grace: int = 60
+    # How deeply arrays and objects may nest in a request body (Zaqar sets no bound): deeper
+    # is refused with 400, so that nothing stored is too deep to be answered later.
+    max_json_depth: int = 32
 
     @classmethod
     def from_env(cls, prefix: str = "MARCONI_LIMIT_") -> ApiLimits:

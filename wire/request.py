@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from itertools import accumulate
 from typing import Any
 
 from aiohttp import web
@@ -62,28 +64,56 @@ def _int_within_range(text: str) -> int:
     return value
 
 
-def parse_json(raw: bytes) -> Any:
+# A JSON string (escapes included); every byte that is not a bracket; an innermost pair.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_LEAVES = re.compile(rb"\[\]|\{\}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(raw: bytes, limit: int) -> int:
+    """How deeply arrays and objects nest in `raw`, read without parsing it; any figure up to
+    `limit` stands for "no deeper than `limit`" (`raw` need not be valid JSON)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return limit  # cannot nest deeper than it has brackets: the usual body stops here
+    brackets = left = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):  # each pass removes the innermost level, in C
+        if not left:
+            return limit
+        left = _LEAVES.sub(b"", left)
+    if not left:
+        return limit
+    # Deeper, or brackets that do not pair (not JSON): the running count says which.
+    return max(accumulate(_DEPTH_STEP[b] for b in brackets), default=0)
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """`raw` parsed; 400 for a body that is not JSON, holds an integer out of range, or nests
+    arrays and objects deeper than `max_depth` (checked first, so that neither the parser nor
+    any answer that would carry the document later hits Python's recursion limit)."""
+    if json_depth(raw, max_depth) > max_depth:
+        raise BadRequestBody(f"JSON may not nest arrays and objects more than {max_depth} deep.")
     try:
         return json.loads(raw, parse_int=_int_within_range)
     except OverflowError:
         raise BadRequestBody("JSON contains integer that is too large.") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequestBody("Request body could not be parsed.") from None
 
 
-async def json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request, max_depth: int) -> Any:
     """The parsed body; a missing body is an error (Zaqar's `deserialize`)."""
     if not request.body_exists:
         raise BadRequestBody("Request body can not be empty")
-    return parse_json(await request.read())
+    return parse_json(await request.read(), max_depth)
 
 
-async def optional_json_body(request: web.Request) -> Any | None:
+async def optional_json_body(request: web.Request, max_depth: int) -> Any | None:
     """The parsed body, or None when the request has none (or an empty one)."""
     if not request.body_exists:
         return None
     raw = await request.read()
-    return parse_json(raw) if raw else None
+    return parse_json(raw, max_depth) if raw else None
 
 
 def content_length(request: web.Request) -> int | None:

@@ -15,8 +15,20 @@ PURGEABLE = frozenset({"messages", "subscriptions"})
 PATCH_OPS = ("add", "remove", "replace")
 
 
+def utf8(text: str) -> bool:
+    """Whether a header value came as UTF-8 (servers decode other bytes as lone surrogates,
+    which neither storage nor hashing can encode again)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def queue_identification(queue: str, project: str | None) -> None:
-    if (project is not None and len(project) > PROJECT_ID_MAX_LEN) or not QUEUE_NAME.match(queue):
+    if (
+        project is not None and (len(project) > PROJECT_ID_MAX_LEN or not utf8(project))
+    ) or not QUEUE_NAME.match(queue):
         raise ApiError(
             "The format of the submitted queue name or project id is not valid.",
             title="Invalid queue identification",
@@ -73,6 +85,16 @@ def queue_listing(limit: int | None, limits: ApiLimits) -> None:
         )
 
 
+MAX_MARKER = 2**63 - 1  # markers are signed 64-bit counters in every store
+
+
+def message_marker(marker: int) -> None:
+    if marker > MAX_MARKER:
+        raise ValidationFailed(
+            f'The "marker" parameter is invalid. It may not be greater than {MAX_MARKER}.'
+        )
+
+
 def message_listing(limit: int | None, limits: ApiLimits) -> None:
     if limit is not None and not 0 < limit <= limits.max_messages_per_page:
         raise ValidationFailed(
@@ -107,6 +129,16 @@ def claim_ttl(ttl: int, limits: ApiLimits) -> None:
         raise ValidationFailed(
             f"The TTL for a claim may not exceed {limits.max_claim_ttl} seconds, and must be at "
             f"least {limits.min_claim_ttl} seconds long."
+        )
+
+
+def claim_updating(ttl: int, grace: int, limits: ApiLimits) -> None:
+    """A claim's new TTL, and the grace its messages get (0 when the body leaves it out)."""
+    claim_ttl(ttl, limits)
+    if not 0 <= grace <= limits.max_claim_grace:
+        raise ValidationFailed(
+            f"The grace for a claim may not exceed {limits.max_claim_grace} seconds, and must "
+            "not be negative."
         )
 
 
@@ -174,7 +206,7 @@ def queue_purging(document: Any) -> list[str]:
     if "resource_types" not in document:
         raise ValidationFailed('Post body must contain key "resource_types".')
     types = document["resource_types"]
-    if not isinstance(types, list) or not set(types) <= PURGEABLE:
+    if not isinstance(types, list) or not all(isinstance(t, str) and t in PURGEABLE for t in types):
         raise ValidationFailed(f"Resource types must be a sub set of {sorted(PURGEABLE)}.")
     return types
 

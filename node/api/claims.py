@@ -32,13 +32,23 @@ class ClaimCollection(Endpoint):
         if not held:
             return no_content()
         now = self.deps.clock()
-        return self.claimed(
-            request, claim.id, [self.format_message(m, queue, now, claim.id) for m in held]
-        )
+        try:
+            return self.claimed(
+                request, claim.id, [self.format_message(m, queue, now, claim.id) for m in held]
+            )
+        except Exception:
+            # No answer, no claim: a client that never learns the claim's id could neither
+            # delete its messages nor release them, and nobody else could claim them.
+            await self.storage.claims.delete(project, queue, claim.id)
+            raise
 
     async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
         """(ttl, grace) from the body; a missing body means the defaults."""
-        document = await optional_json_body(request) if request.content_length else None
+        document = (
+            await optional_json_body(request, self.limits.max_json_depth)
+            if request.content_length
+            else None
+        )
         if document is None:
             return self.limits.default_claim_ttl, self.limits.default_claim_grace
         return validation.claim_metadata(document, self.limits)
@@ -71,14 +81,16 @@ class ClaimItem(Endpoint):
     async def patch(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         ttl, grace = await self.claim_metadata(request)
-        validation.claim_ttl(ttl, self.limits)
+        validation.claim_updating(ttl, grace, self.limits)
         await self.storage.claims.update(
             project, queue, request.match_info["claim_id"], ttl=ttl, grace=grace
         )
         return no_content()
 
     async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
-        return validation.claim_metadata(await json_body(request), self.limits)
+        return validation.claim_metadata(
+            await json_body(request, self.limits.max_json_depth), self.limits
+        )
 
     async def delete(self, request: web.Request) -> web.Response:
         project, queue = scope(request)

@@ -36,7 +36,7 @@ class MessageCollection(Endpoint):
             request.content_length, self.limits, metadata.get("_max_messages_post_size")
         )
         messages = messages_to_post(
-            self.message_documents(await json_body(request)),
+            self.message_documents(await json_body(request, self.limits.max_json_depth)),
             self.limits,
             default_ttl=metadata.get("_default_message_ttl") or self.limits.default_message_ttl,
             default_delay=metadata.get("_default_message_delay")
@@ -106,6 +106,8 @@ class MessageCollection(Endpoint):
             marker = int(params["marker"]) if "marker" in params else None
         except ValueError:
             return []  # as Zaqar's storage: a marker it cannot read lists nothing
+        if marker is not None:
+            validation.message_marker(marker)  # no message is past it: never a 503 from storage
         return await self.storage.messages.list(
             project,
             queue,

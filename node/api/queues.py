@@ -69,7 +69,7 @@ class QueueItem(Endpoint):
         validation.queue_metadata_length(request.content_length, self.limits)
         metadata = None
         if request.content_length:
-            metadata = await json_body(request)
+            metadata = await json_body(request, self.limits.max_json_depth)
             validation.document_type(metadata, dict)
         self.check_metadata(metadata)
         created = await self.storage.queues.create(*scope(request), metadata)
@@ -87,7 +87,7 @@ class QueueItem(Endpoint):
         if request.content_type != JSON_PATCH:
             raise UnsupportedMediaType(f"Accepted media type for PATCH: {JSON_PATCH}.")
         validation.queue_metadata_length(request.content_length, self.limits)
-        changes = validation.queue_patching(await json_body(request))
+        changes = validation.queue_patching(await json_body(request, self.limits.max_json_depth))
         project, queue = scope(request)
         metadata = await self.storage.queues.get_metadata(project, queue)
         reserved = self.reserved()
@@ -131,7 +131,7 @@ class QueueStats(Endpoint):
 
 class QueuePurge(Endpoint):
     async def post(self, request: web.Request) -> web.Response:
-        document = await optional_json_body(request)
+        document = await optional_json_body(request, self.limits.max_json_depth)
         if document is None:
             document = {"resource_types": ["messages", "subscriptions"]}
         types = validation.queue_purging(document)

@@ -60,7 +60,7 @@ class QueueMetadata(endpoint.Endpoint):
 
     async def put(self, request: web.Request) -> web.Response:
         validation.queue_metadata_length(request.content_length, self.limits)
-        metadata = await json_body(request)
+        metadata = await json_body(request, self.limits.max_json_depth)
         validation.document_type(metadata, dict)
         if any(key.startswith("_") for key in metadata):
             raise ApiError(
@@ -150,10 +150,12 @@ class MessageItem(v1_1.MessageItem):
         return fmt.message_v1(m, self.queue_path(queue), now)
 
 
-async def claim_fields(request: web.Request, grace_default: int | None) -> tuple[int, int]:
+async def claim_fields(
+    request: web.Request, grace_default: int | None, max_depth: int
+) -> tuple[int, int]:
     """(ttl, grace) from a v1 claim body: the body and its `ttl` are required, and so is
     `grace` when `grace_default` is None."""
-    document = await json_body(request)
+    document = await json_body(request, max_depth)
     validation.document_type(document, dict)
     ttl = validation.field(document, "ttl", int, None)
     return ttl, validation.field(document, "grace", int, grace_default)
@@ -168,7 +170,7 @@ class ClaimCollection(v1_1.ClaimCollection):
         return fmt.message_v1(m, self.queue_path(queue), now, claim_id)
 
     async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
-        return await claim_fields(request, grace_default=None)
+        return await claim_fields(request, None, self.limits.max_json_depth)
 
     def claimed(
         self, request: web.Request, claim_id: str, messages: list[dict[str, Any]]
@@ -186,7 +188,7 @@ class ClaimItem(v1_1.ClaimItem):
         return fmt.message_v1(m, self.queue_path(queue), now, claim_id)
 
     async def claim_metadata(self, request: web.Request) -> tuple[int, int]:
-        return await claim_fields(request, grace_default=0)
+        return await claim_fields(request, 0, self.limits.max_json_depth)
 
 
 class Health(v1_1.Ping):

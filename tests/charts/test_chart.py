@@ -387,8 +387,9 @@ def test_the_image_is_the_projects_version(default: Manifests) -> None:
             },
             "state",
         ),
+        ({"proxy.auth.mode": "noauth"}, "insecureNoauth=true"),
     ],
-    ids=["name", "no-uri", "twice", "too-long", "no-catalog", "bad-state"],
+    ids=["name", "no-uri", "twice", "too-long", "no-catalog", "bad-state", "noauth"],
 )
 def test_values_that_cannot_work_are_refused(
     helm: Helm, sets: dict[str, str], message: str

@@ -13,7 +13,7 @@ import pytest
 
 from marconi.cli import build_parser, node_settings, proxy_settings, worker_settings
 from proxy.settings import AuthMode, PlacementKey
-from tests.charts.chart import EXAMPLE_VALUES, FULLNAME, Manifests, container
+from tests.charts.chart import EXAMPLE_VALUES, FULLNAME, Helm, Manifests, container
 
 # What a secretKeyRef would give the container.
 STAND_IN_URI = "mongodb://stand-in:27017/marconi"
@@ -103,14 +103,29 @@ def test_the_proxy_reads_the_catalog_and_its_tuning(
     )
 
 
-def test_the_default_proxy_trusts_headers_and_has_no_limits(
+def test_the_default_proxy_validates_tokens_and_has_no_limits(
     monkeypatch: pytest.MonkeyPatch, default: Manifests
 ) -> None:
     workload = default.named("Deployment", f"{FULLNAME}-proxy")
     settings = start(monkeypatch, workload, "proxy", proxy_settings)
-    assert settings.auth is AuthMode.NOAUTH
+    assert settings.auth is AuthMode.KEYSTONE
+    assert not settings.insecure_noauth
     assert not settings.limits.enabled
     assert settings.workers == 1
+    assert "noauth" not in str(container(workload)["env"])
+
+
+def test_noauth_renders_only_when_named_insecure_and_then_starts_on_the_pod_address(
+    monkeypatch: pytest.MonkeyPatch, helm: Helm
+) -> None:
+    sets = {"proxy.auth.mode": "noauth", "proxy.auth.insecureNoauth": "true"}
+    workload = helm.template(**sets).named("Deployment", f"{FULLNAME}-proxy")
+    settings = start(monkeypatch, workload, "proxy", proxy_settings)
+    assert (settings.auth, settings.insecure_noauth, settings.host) == (
+        AuthMode.NOAUTH,
+        True,
+        "0.0.0.0",
+    )
 
 
 def test_the_worker_serves_its_metrics_on_the_declared_port(

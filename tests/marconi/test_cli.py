@@ -43,9 +43,8 @@ def test_proxy_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert settings.log_level == "debug"
     assert settings.host == "127.0.0.1"
 
-    flags = build_parser().parse_args(
-        ["proxy", "--host", "0.0.0.0", "--port", "8888", "--catalog-prefix", "/x/", "--log-json"]
-    )
+    argv = ["proxy", "--host", "0.0.0.0", "--port", "8888", "--catalog-prefix", "/x/"]
+    flags = build_parser().parse_args([*argv, "--log-json", "--insecure-noauth"])
     settings = proxy_settings(flags)
     assert (settings.host, settings.port, settings.key_prefix) == ("0.0.0.0", 8888, "/x/")
     assert settings.log_json is True
@@ -173,6 +172,10 @@ def test_proxy_auth_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> No
             ["--keystone-username", "marconi"],
             "MARCONI_KEYSTONE_PASSWORD",
         ),
+        ({}, ["--host", "0.0.0.0"], "--insecure-noauth"),
+        ({"MARCONI_PROXY_HOST": "10.1.2.3"}, ["--auth", "noauth"], "'10.1.2.3'"),
+        ({}, ["--host", ""], "serves only on loopback"),
+        ({"MARCONI_INSECURE_NOAUTH": "false"}, ["--host", "::"], "--insecure-noauth"),
     ],
 )
 def test_proxy_auth_settings_that_cannot_work_exit_2(
@@ -186,10 +189,30 @@ def test_proxy_auth_settings_that_cannot_work_exit_2(
 
     for name in ("MARCONI_AUTH", "MARCONI_KEYSTONE_URL", "MARCONI_KEYSTONE_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MARCONI_PROXY_HOST", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert main(["proxy", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"])
+def test_noauth_serves_on_loopback_addresses(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.settings import AuthMode
+
+    monkeypatch.delenv("MARCONI_AUTH", raising=False)
+    settings = proxy_settings(build_parser().parse_args(["proxy", "--host", host]))
+    assert (settings.auth, settings.insecure_noauth) == (AuthMode.NOAUTH, False)
+
+
+def test_noauth_elsewhere_only_when_named_insecure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MARCONI_AUTH", raising=False)
+    monkeypatch.setenv("MARCONI_INSECURE_NOAUTH", "true")
+    settings = proxy_settings(build_parser().parse_args(["proxy", "--host", "0.0.0.0"]))
+    assert settings.insecure_noauth and settings.host == "0.0.0.0"
+    monkeypatch.delenv("MARCONI_INSECURE_NOAUTH")
+    args = ["proxy", "--host", "0.0.0.0", "--auth", "keystone", "--keystone-url", "http://k:5000"]
+    assert not proxy_settings(build_parser().parse_args(args)).insecure_noauth
 
 
 def test_proxy_migration_limits(

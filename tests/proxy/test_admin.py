@@ -156,3 +156,47 @@ async def test_health(c: Cluster) -> None:
         health = body["partitions"][name]
         assert health["healthy"] is True
         assert health["nodes"] == {url: {"healthy": True, "outstanding": 0} for url in part.urls}
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        ["ftp://127.0.0.1:1"],
+        ["http://user:secret@127.0.0.1:1"],
+        ["http://127.0.0.1:1/admin?x=1"],
+        ["http://127.0.0.1:99999"],
+        ["http://bad host:1"],
+        ["http://127.0.0.1:1", "http://"],
+        ["http://127.0.0.1:1#f"],
+    ],
+)
+async def test_node_addresses_are_checked_before_they_are_stored(
+    c: Cluster, nodes: list[str]
+) -> None:
+    status, body = await admin(c, "PUT", "/admin/partitions/p3", {"nodes": nodes})
+    assert status == 400 and body["description"].startswith('"nodes": ')
+    status, body = await admin(c, "PATCH", "/admin/partitions/p1", {"nodes": nodes})
+    assert status == 400
+    assert (await c.catalog.partition("p1")).nodes == c.partitions["p1"].urls
+    assert [p.name for p in await c.catalog.partitions()] == ["p1", "p2"]
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["file:///etc/passwd", "sqlite://host/x.db", "sqlite:///", "mongodb:///db", "mongodb://a b/"],
+)
+async def test_storage_uris_are_checked_before_they_are_stored(c: Cluster, storage: str) -> None:
+    doc = {"nodes": NODES, "storage": storage}
+    status, body = await admin(c, "PUT", "/admin/partitions/p3", doc)
+    assert status == 400 and body["description"].startswith('"storage": ')
+    status, _ = await admin(c, "PATCH", "/admin/partitions/p1", {"storage": storage})
+    assert status == 400 and (await c.catalog.partition("p1")).storage == ""
+
+
+async def test_well_formed_addresses_are_stored(c: Cluster) -> None:
+    nodes = ["http://node-0.p3.svc.cluster.local:8889", "https://[::1]:8443/", "http://10.0.0.7"]
+    storage = "mongodb://user:pw@m0:27017,m1:27017/marconi?replicaSet=rs0"
+    status, body = await admin(c, "PUT", "/admin/partitions/p3", {"nodes": nodes})
+    assert status == 201 and body["nodes"] == nodes
+    status, body = await admin(c, "PATCH", "/admin/partitions/p3", {"storage": storage})
+    assert status == 200 and body["storage"] == storage

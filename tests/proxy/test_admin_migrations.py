@@ -196,7 +196,7 @@ async def test_no_move_onto_a_partition_that_takes_no_queues(c: Cluster) -> None
         {"queue": "a", "to": 3},
         {"queue": "bad name!", "to": "p2"},
         {"project": 7, "queue": "a", "to": "p2"},
-        {"project": "x/y", "queue": "a", "to": "p2"},
+        {"project": "caf\udce9", "queue": "a", "to": "p2"},  # not UTF-8
         ["a", "p2"],
     ],
 )
