@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from catalog import scan
 from catalog.errors import CatalogUnavailable, Compacted
-from catalog.keys import Keys
+from catalog.keys import Keys, escape, parse_project, project_segment, unescape
 from catalog.records import Event, Partition, Pin, Placement, PlacementState, Versioned
 from catalog.store import CatalogStore
 from ground.logs import get_logger
@@ -331,8 +331,8 @@ class PlacementCache:
         code, migration = value if isinstance(value, tuple) else (value, None)
         project, _, queue = ident.partition("/")
         return Placement(
-            project="" if project == "_" else project,
-            queue=queue,
+            project=parse_project(project),
+            queue=unescape(queue),
             partition=self._names[code & (_FROZEN - 1)],
             epoch=code >> _EPOCH_SHIFT,
             state=PlacementState.FROZEN if code & _FROZEN else PlacementState.ACTIVE,
@@ -342,7 +342,8 @@ class PlacementCache:
     # --- reading ---------------------------------------------------------------------------------
 
     def _ident(self, project: str, queue: str) -> str:
-        return f"{project or '_'}/{queue}"
+        """The placement's key below the placements prefix: what the fill and the watch see."""
+        return f"{project_segment(project)}/{escape(queue)}"
 
     def cached(self, project: str, queue: str) -> Placement | bool | None:
         """The cached placement, None if known absent, or False if unknown (a cold queue, or

@@ -161,3 +161,29 @@ async def test_serves_last_known_while_etcd_is_down_then_catches_up(tmp_path: Pa
         await cache.stop()
         await store.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("project", "queue"), [("", "legacy"), ("_", "q"), ("a/b", "q"), ("%", "q")]
+)
+async def test_escaped_tenant_keys_are_cached_under_their_own_project(
+    project: str, queue: str
+) -> None:
+    """The fill and the watch see escaped key segments (`catalog/keys.py`); a lookup by project
+    and queue must find them there, and answer with the names as the client gave them."""
+    store = MemoryStore()
+    catalog = Catalog(store)
+    await catalog.add_partition(Partition("p1", ("http://n1",)))
+    await catalog.place(project, queue, "p1")
+    cache = PlacementCache(store)
+    await cache.start()
+    try:
+        await wait_until(lambda: cache.cached(project, queue) not in (False, None))
+        loaded = cache.cached(project, queue)
+        assert loaded and (loaded.project, loaded.queue) == (project, queue)  # type: ignore[union-attr]
+        await catalog.place(project, queue + "-2", "p1")  # through the watch
+        await wait_until(lambda: bool(cache.cached(project, queue + "-2")))
+        other = "" if project else "_"
+        assert cache.cached(other, queue) in (False, None)
+    finally:
+        await cache.stop()
