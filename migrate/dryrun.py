@@ -87,6 +87,9 @@ class DryRunSteps:
         self._plan("catch_up", "copy what changed meanwhile, delete what the source deleted")
         return 0
 
+    def arrived(self) -> int:
+        return 0
+
     async def verify_baseline(self) -> int:
         self._plan(
             "verify_baseline",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class Steps(Protocol):
         """Bring the target level with the source (queue record, messages, claims); return the
         lag: how many records had to change."""
 
+    def arrived(self) -> int:
+        """How many changes the source recorded while the last `catch_up` ran."""
+
     async def verify_baseline(self) -> int:
         """While the source is live: compare the marker ranges either partition changed since
         the last baseline (all of them the first time) and level those that differ, so that the
@@ -122,6 +126,7 @@ class LiveSteps:
         batch: int = 500,
         settle: float = 0.05,
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.move = move
         self.catalog = catalog
@@ -129,7 +134,11 @@ class LiveSteps:
         self.target = target
         self.copier = Copier(move.project, move.queue, source, target, batch, settle=settle)
         self.verifier = Verifier(
-            self.copier, pinned=pinned, source_name=move.source, target_name=move.target
+            self.copier,
+            pinned=pinned,
+            source_name=move.source,
+            target_name=move.target,
+            clock=clock,
         )
         self._key = catalog.keys.placement(move.project, move.queue)
 
@@ -148,6 +157,9 @@ class LiveSteps:
 
     async def catch_up(self) -> int:
         return await self.copier.catch_up()
+
+    def arrived(self) -> int:
+        return self.copier.arrived
 
     async def verify_baseline(self) -> int:
         assert self.copier.cursor is not None, "a catch-up sets the cursor"

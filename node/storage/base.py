@@ -173,9 +173,11 @@ class TransferStore(Protocol):
     renewed or released, an import) stamps the message with the next value of the queue's
     change sequence, and every delete of one (by a client, a pop, a catch-up) leaves a tombstone
     so stamped, kept `transfer.TOMBSTONE_RETENTION` seconds. `changes(since=p)` then reports what
-    was written and deleted after `sequence` returned p. Expiry is no change: it happens alike on
-    both partitions, by the clock. Claims themselves are not tracked (they are few: a catch-up
-    compares them all). Atomicity, per driver:
+    was written and deleted after `sequence` returned p. Claims are tracked alike: a claim made or
+    renewed (by a client, or an import) is stamped with the write, and a claim released (by a
+    client, or `delete_claims`) leaves a tombstone so stamped, so a catch-up reads only the claims
+    that changed, however many are live. Expiry is no change, for messages and claims alike: it
+    happens on both partitions at the same absolute time, by the clock. Atomicity, per driver:
 
     - SQLite: the stamp is taken in the transaction of the write, so `changes` misses nothing.
     - MongoDB: a write takes its stamp, then lands, like a post's markers; one still landing
@@ -219,8 +221,11 @@ class TransferStore(Protocol):
     ) -> list[MessageRow]:
         """`export_messages`, with each body as its stored JSON text: for bulk copies."""
 
-    async def export_claims(self, project: str, queue: str) -> Claims:
-        """The queue's live claims, oldest first."""
+    async def export_claims(
+        self, project: str, queue: str, *, ids: Sequence[str] | None = None
+    ) -> Claims:
+        """The queue's live claims, oldest first; with `ids`, only those among them (unknown,
+        expired or another queue's ids are skipped)."""
 
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
         """Create the queue, or update it: metadata and `created` as exported, and the marker
@@ -276,8 +281,9 @@ class TransferStore(Protocol):
 
     async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
         """What changed after position `since`, in the order of the stamps: the messages written
-        (as they are now, expired or not, their claims as `export_messages` reports them) and the
-        messages deleted, about `limit` of each (one write's stamp is never split between pages).
+        (as they are now, expired or not, their claims as `export_messages` reports them), the
+        messages deleted, the claims made or renewed (as they are now, expired or not) and the
+        claims deleted, about `limit` of each (one write's stamp is never split between pages).
         Raises `ChangesLost` when that can no longer be told: the queue is not tracked,
         tombstones after `since` were collected, or the queue was purged or created again since.
         """
