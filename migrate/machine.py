@@ -207,7 +207,9 @@ class Machine:
             # as long as the takeover did, which is past any sane limit.
             await self._abort_freeze("the worker that froze it stopped", 0.0)
             return
-        await self.steps.freeze_source()
+        # The fence lifts itself shortly after this freeze's limit: a worker that vanishes
+        # mid-freeze (hung, partitioned away, killed) holds the queue's writes no longer.
+        await self.steps.freeze_source(self.settings.freeze_limit + self.settings.fence_grace)
         try:
             async with asyncio.timeout(self.settings.freeze_limit):
                 await self.sleep(self.settings.settle)  # writes that passed the fence land now
@@ -226,11 +228,36 @@ class Machine:
             return
         progress = _progress(self.migration.progress, verified_marker=digest.max_marker)
         self.guard()
+        # Why a fence that lifts itself never lets two writers exist. The source refuses writes
+        # while its fence is in force; the target takes none until the placement names it, which
+        # only the switch's compare-and-swap does, after the point of no return. `keep_fence`
+        # extends the fence only if it is still in force (atomically, by the source's clock):
+        # True proves the source took no write since `freeze_source`, so what verify compared
+        # is the queue, and the fence now lasts `switch_fence` more seconds, within which the
+        # switch is made (a worker whose lease lapses stops acting: `guard`). Had it lapsed,
+        # writes may have landed after verify: the freeze is aborted, nothing switched. A worker
+        # that resumes SWITCHED checks the same way and freezes, catches up and verifies again
+        # if the fence lapsed before the switch (`_switched`).
+        if not await self.steps.keep_fence(self.settings.switch_fence):
+            held = time.monotonic() - started
+            await self._abort_freeze("the fence lifted itself before the switch", held)
+            return
         # THE POINT OF NO RETURN: from this save on, the switch happens (a resumed SWITCHED
         # switches too), and a cancel is refused.
         await self._advance(POINT_OF_NO_RETURN, progress=progress)
 
     async def _switched(self) -> None:
+        if not await self.steps.keep_fence(self.settings.switch_fence):
+            # Resumed after the fence lifted itself (the worker that froze it vanished past its
+            # deadline): the source may have taken writes since verify, and it still owns the
+            # queue. Past the point of no return, the move ends on the target all the same:
+            # freeze again, catch up, verify, then switch.
+            self.log.warning("fence_lapsed_before_switch", migration=self.migration.id)
+            await self.steps.freeze_source(self.settings.switch_fence)
+            await self.sleep(self.settings.settle)
+            await self.steps.catch_up()
+            await self.steps.verify()
+        self.guard()
         await self.steps.switch_placement()
         await self.steps.mark_moved()
         progress = self.migration.progress

@@ -24,6 +24,11 @@ class WorkerSettings:
     freeze_lag: int = 50
     freeze_limit: float = 0.5
     freeze_attempts: int = 5
+    # The source's fence lifts itself `fence_grace` seconds after the freeze limit, should this
+    # worker vanish mid-freeze; at the point of no return it is made to last `switch_fence`
+    # seconds, time enough for the switch's compare-and-swap (see `Machine._frozen`).
+    fence_grace: float = 1.0
+    switch_fence: float = 30.0
     # After the source is frozen, wait this long before the final catch-up: on MongoDB a write
     # that passed its fence check just before the freeze may still land (see TransferStore).
     settle: float = 0.05
@@ -67,7 +72,9 @@ class WorkerSettings:
             raise ValueError(
                 "batch, max_running, freeze_attempts and stall_rounds must be at least 1"
             )
-        if min(self.stall_seconds, self.stall_limit) <= 0:
-            raise ValueError("stall_seconds and stall_limit must be positive")
+        if min(self.stall_seconds, self.stall_limit, self.fence_grace, self.switch_fence) <= 0:
+            raise ValueError(
+                "stall_seconds, stall_limit, fence_grace and switch_fence must be positive"
+            )
         if min(self.copy_rate, self.purge_rate, self.freeze_limit) <= 0:
             raise ValueError("copy_rate, purge_rate and freeze_limit must be positive")

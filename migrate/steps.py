@@ -83,8 +83,14 @@ class Steps(Protocol):
         the last baseline (all of them the first time) and level those that differ, so that the
         freeze's verify compares only what changes after this. Returns the ranges read."""
 
-    async def freeze_source(self) -> None:
-        """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now."""
+    async def freeze_source(self, lasts: float) -> None:
+        """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now,
+        for `lasts` seconds at most (the fence lifts itself then, should this worker vanish)."""
+
+    async def keep_fence(self, lasts: float) -> bool:
+        """The source's fence, if it has held without a gap since `freeze_source`, made to last
+        `lasts` seconds from now; False when it lapsed meanwhile. True as well once the
+        placement names the target (the switch is done: the fence no longer matters)."""
 
     async def verify(self) -> QueueDigest:
         """Compare the frozen source with the target, the whole queue (counts, ids, checksums),
@@ -165,7 +171,7 @@ class LiveSteps:
         assert self.copier.cursor is not None, "a catch-up sets the cursor"
         return await self.verifier.refresh(self.copier.cursor)
 
-    async def freeze_source(self) -> None:
+    async def freeze_source(self, lasts: float) -> None:
         m = self.move
 
         def frozen(p: Placement) -> Placement | None:
@@ -178,7 +184,14 @@ class LiveSteps:
             return dataclasses.replace(p, state=PlacementState.FROZEN, migration=m.migration)
 
         await self._update_placement(frozen)
-        await self.source.freeze(m.project, m.queue, Fence.FROZEN)
+        await self.source.freeze(m.project, m.queue, Fence.FROZEN, lasts=lasts)
+
+    async def keep_fence(self, lasts: float) -> bool:
+        m = self.move
+        placement = await self.catalog.placement(m.project, m.queue)
+        if placement is not None and placement.partition == m.target:
+            return True
+        return await self.source.extend(m.project, m.queue, lasts)
 
     async def verify(self) -> QueueDigest:
         m = self.move

@@ -188,8 +188,16 @@ class TransferStore(Protocol):
       at once.
     """
 
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         """Fence the queue on this partition: writes raise `QueueFrozen(reason)` from now on.
+
+        With `lasts`, the fence lifts itself that many seconds from now (by the partition's own
+        clock, so no other machine's clock matters): from then on the queue behaves as unfenced
+        (writes land, `fence` says None), and `QueueFrozen.lifts` tells a refused write how many
+        seconds remain. A migration worker's freeze lasts a while, so that a freeze whose worker
+        vanished ends on its own.
 
         With `Fence.MOVED` reads raise it too (the queue lives on another partition: a stale
         route). A queue that does not exist gets a tombstone: it cannot be created here, lazily or
@@ -197,6 +205,11 @@ class TransferStore(Protocol):
         `reason` is a short lowercase token (it travels as an HTTP header); raises `ValueError`
         otherwise.
         """
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        """Make the queue's fence lift `lasts` seconds from now, if it is still in force (it has
+        a deadline, not yet passed); False when it lapsed or has none. Atomic on both drivers:
+        True proves the fence has held without a gap since it was set."""
 
     async def unfreeze(self, project: str, queue: str) -> None:
         """Lift the fence (and a tombstone with it); an unfenced queue is not an error."""

@@ -45,8 +45,11 @@ class Busy:
         await asyncio.sleep(self.refresh_seconds)
         return 1
 
-    async def freeze_source(self) -> None:
+    async def freeze_source(self, lasts: float) -> None:
         self.frozen = True
+
+    async def keep_fence(self, lasts: float) -> bool:
+        return True
 
     async def verify(self) -> QueueDigest:
         return QueueDigest(0, 0, "0" * 16, ())

@@ -85,7 +85,7 @@ async def test_freeze_switch_and_purge_are_idempotent(bench: Bench) -> None:
     await s.copy_queue()
     await s.catch_up()
     for _ in range(2):
-        await s.freeze_source()
+        await s.freeze_source(30.0)
     placement = await bench.catalog.placement(P, Q)
     assert placement is not None and placement.state is PlacementState.FROZEN
     with pytest.raises(QueueFrozen):
@@ -116,7 +116,7 @@ async def test_unfreeze_and_remove_partial_copy(bench: Bench) -> None:
     s = bench.steps
     await s.copy_queue()
     await s.catch_up()
-    await s.freeze_source()
+    await s.freeze_source(30.0)
     for _ in range(2):
         await s.unfreeze_source()
     placement = await bench.catalog.placement(P, Q)

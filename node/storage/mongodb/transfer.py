@@ -156,9 +156,15 @@ class MongoTransfer:
         self._s = storage
 
     @backend()
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         transfer.check_reason(reason)
-        await self._s.fences.put(project, queue, reason)
+        await self._s.fences.put(project, queue, reason, lasts)
+
+    @backend()
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        return await self._s.fences.extend(project, queue, lasts)
 
     @backend()
     async def unfreeze(self, project: str, queue: str) -> None:

@@ -46,6 +46,7 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.create_function("now", 0, self.clock)  # fences lift themselves by this clock
         create_schema(conn)
         self._conn = conn
 

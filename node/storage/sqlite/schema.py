@@ -67,10 +67,12 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 CREATE INDEX IF NOT EXISTS claims_by_queue ON claims (project, queue, expires);
 -- A fenced queue (see node.storage.base.TransferStore); a row without a queue is a tombstone.
+-- `until`: when the fence lifts itself (the partition's clock; 0: never).
 CREATE TABLE IF NOT EXISTS fences (
     project TEXT NOT NULL,
     queue TEXT NOT NULL,
     reason TEXT NOT NULL,
+    until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (project, queue)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS removed (
@@ -95,6 +97,7 @@ ADDED = {
     "messages": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
     "claims": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
     "removed": {"claim": "INTEGER NOT NULL DEFAULT 0"},
+    "fences": {"until": "REAL NOT NULL DEFAULT 0"},
 }
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_stamp ON messages (project, queue, stamp) WHERE stamp > 0;
@@ -106,7 +109,12 @@ MESSAGE_COLUMNS = (
 )
 LIVE = "project = ? AND queue = ? AND expires > ?"
 FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"
-FENCE = "SELECT reason FROM fences WHERE project = ? AND queue = ?"
+# A fence in force: its reason, and the seconds until it lifts itself (None: never). `now()` is
+# the partition's clock (`Database` registers it on its connection).
+FENCE = (
+    "SELECT reason, CASE WHEN until > 0 THEN until - now() END FROM fences"
+    " WHERE project = ? AND queue = ? AND (until = 0 OR until > now())"
+)
 # The queue's condition on a statement that names its rows by id: the unary `+` keeps SQLite's
 # planner from scanning the whole queue through the (project, queue, ...) indexes instead of
 # looking each id up, which it does from five ids on.
@@ -191,7 +199,7 @@ def check_writable(conn: sqlite3.Connection, project: str, queue: str) -> None:
     """Refuse a write to a fenced queue; called inside the write's own transaction."""
     row = conn.execute(FENCE, (project, queue)).fetchone()
     if row is not None:
-        raise QueueFrozen(project, queue, row[0])
+        raise QueueFrozen(project, queue, row[0], lifts=row[1])
 
 
 def check_readable(conn: sqlite3.Connection, project: str, queue: str) -> None:

@@ -162,17 +162,33 @@ class SqliteTransfer:
     def __init__(self, storage: Database) -> None:
         self._s = storage
 
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         transfer.check_reason(reason)
 
         def freeze(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO fences (project, queue, reason) VALUES (?,?,?)"
-                " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason",
-                (project, queue, reason),
+                "INSERT INTO fences (project, queue, reason, until)"
+                " VALUES (?, ?, ?, CASE WHEN ? IS NULL THEN 0 ELSE now() + ? END)"
+                " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason,"
+                " until = excluded.until",
+                (project, queue, reason, lasts, lasts),
             )
 
         await self._s.write(freeze)
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        def extend(conn: sqlite3.Connection) -> bool:
+            return bool(
+                conn.execute(
+                    "UPDATE fences SET until = now() + ?"
+                    " WHERE project = ? AND queue = ? AND until > now()",
+                    (lasts, project, queue),
+                ).rowcount
+            )
+
+        return await self._s.write(extend)
 
     async def unfreeze(self, project: str, queue: str) -> None:
         def unfreeze(conn: sqlite3.Connection) -> None:
