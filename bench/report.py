@@ -27,6 +27,7 @@ TITLES = {
     "node": "## Node (one partition, API v2)",
     "proxy": "## Proxy (one partition: direct vs through the proxy)",
     "migration": "## Migration",
+    "busy": "## Busy-queue move",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 
