@@ -103,7 +103,8 @@ class DryRunSteps:
         self._plan(
             "freeze_source",
             f"placement FROZEN (epoch {p.epoch}), then fence {self.move.source}: writes wait"
-            f" (at most {self.settings.freeze_limit:g}s, else the freeze is aborted)",
+            f" (at most {self.settings.freeze_limit:g}s, else the freeze is aborted; the"
+            f" fence lifts itself after {lasts:g}s should the worker vanish)",
         )
 
     async def keep_fence(self, lasts: float) -> bool:
