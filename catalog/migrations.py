@@ -65,6 +65,9 @@ class Progress:
     # source at cleanup landed after the verify (MongoDB) and is adopted by the target.
     verified_marker: int = 0
     adopted: int | None = None  # such late messages copied at cleanup; None: not looked for yet
+    # SWITCHED, not switched yet, and the fence lapsed since verify: freeze, catch up and verify
+    # again before the switch (set until that verify passes).
+    reverify: bool = False
     purged: int = 0
 
 

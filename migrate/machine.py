@@ -146,12 +146,14 @@ class Machine:
             lag = await self.steps.catch_up()
             done = Round(lag, time.monotonic() - started)
             watch.note(done)
+            stalled = watch.stalled()
             progress = _progress(
                 self.migration.progress,
                 lag=lag,
                 rounds=self.migration.progress.rounds + 1,
                 arrived=self.steps.arrived(),
                 rate=round(done.rate, 1),
+                stalled=self.migration.progress.stalled if stalled else None,  # converging again
             )
             if time.monotonic() >= self._refreeze_at:
                 if lag <= s.freeze_lag:
@@ -159,7 +161,7 @@ class Machine:
                     if read <= FREEZE_RANGES:
                         await self._freeze(progress)
                         return
-                if watch.stalled():
+                if stalled:
                     progress, fits = await self._escalate(watch, done, progress)
                     if fits:
                         await self._freeze(progress)
@@ -247,16 +249,10 @@ class Machine:
         await self._advance(POINT_OF_NO_RETURN, progress=progress)
 
     async def _switched(self) -> None:
-        if not await self.steps.keep_fence(self.settings.switch_fence):
-            # Resumed after the fence lifted itself (the worker that froze it vanished past its
-            # deadline): the source may have taken writes since verify, and it still owns the
-            # queue. Past the point of no return, the move ends on the target all the same:
-            # freeze again, catch up, verify, then switch.
-            self.log.warning("fence_lapsed_before_switch", migration=self.migration.id)
-            await self.steps.freeze_source(self.settings.switch_fence)
-            await self.sleep(self.settings.settle)
-            await self.steps.catch_up()
-            await self.steps.verify()
+        if self.migration.progress.reverify or not await self.steps.keep_fence(
+            self.settings.switch_fence
+        ):
+            await self._reverify()
         self.guard()
         await self.steps.switch_placement()
         await self.steps.mark_moved()
@@ -268,6 +264,37 @@ class Machine:
             self._froze_at = None
         await self.steps.stop_tracking()
         await self._advance(Phase.CLEANUP, progress=progress)
+
+    async def _reverify(self) -> None:
+        """Resumed after the fence lifted itself (the worker that froze it vanished past its
+        deadline): the source may have taken writes since verify, and it still owns the queue.
+        Past the point of no return the move ends on the target all the same: freeze again,
+        catch up and verify until it passes, then switch. `reverify` is saved first, so that a
+        worker dying in here leaves the next one to do it again rather than trust the new
+        fence."""
+        m = self.migration
+        self.log.warning("fence_lapsed_before_switch", migration=m.id)
+        if not m.progress.reverify:
+            await self.journal.save(
+                dataclasses.replace(m, progress=_progress(m.progress, reverify=True))
+            )
+        await self.steps.freeze_source(self.settings.switch_fence)
+        for attempt in range(1, self.settings.freeze_attempts + 1):
+            self.guard()
+            await self.sleep(self.settings.settle)
+            await self.steps.catch_up()
+            try:
+                digest = await self.steps.verify()
+            except (FenceLeaked, Diverged) as exc:  # writes still landing: catch up again
+                if attempt == self.settings.freeze_attempts:
+                    raise
+                self.log.warning("reverify_failed", migration=m.id, reason=str(exc))
+                continue
+            progress = _progress(
+                self.migration.progress, reverify=False, verified_marker=digest.max_marker
+            )
+            await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+            return
 
     async def _cleanup(self) -> None:
         await self.steps.mark_moved()  # a resumed cleanup: the switch's last step again

@@ -110,7 +110,31 @@ async def test_a_worker_resuming_the_switch_after_the_fence_lapsed_copies_what_l
         await c.worker()
         done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED)
         assert done.phase is Phase.DONE, done.error
+        assert not done.progress.reverify
         # The delete is not undone, the post not lost: the target is the source as it was.
         assert await on_target(c, m) == [0, 1, *range(3, 10), "after verify"]
         status, found, _ = await call(c.proxy, "GET", f"{Q}/messages/{late}")
         assert status == 200 and found["body"] == "after verify"
+
+
+async def test_a_worker_dying_while_it_verifies_again_leaves_that_to_the_next(
+    etcd_server: Etcd, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The fence lapsed and the source took a delete; a worker froze it again (a fence in
+    force now) and died before its verify passed. The next must not trust that fence."""
+    async with migration_cluster(etcd_server.url, uris(tmp_path), clock) as c:
+        m = await frozen_by_a_vanished_worker(c, Phase.FROZEN, Phase.SWITCHED)
+        clock.advance(LASTS)
+        [third] = await c.storage(m.source).transfer.export_messages(
+            PROJECT, QUEUE, after_marker=2, limit=1
+        )
+        assert (await call(c.proxy, "DELETE", f"{Q}/messages/{third.id}"))[0] == 204
+        registry = Registry(c.catalog)
+        stored = await registry.get(m.id)
+        progress = dataclasses.replace(stored.migration.progress, reverify=True)
+        await registry.save(stored, dataclasses.replace(stored.migration, progress=progress))
+        await c.storage(m.source).transfer.freeze(PROJECT, QUEUE, "frozen", lasts=30)
+        await c.worker()
+        done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED)
+        assert done.phase is Phase.DONE, done.error
+        assert await on_target(c, m) == [0, 1, *range(3, 10)]
