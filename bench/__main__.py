@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import catalog, migration, workers
+from bench import busy, catalog, migration, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.reference import compare_nginx
@@ -41,7 +41,7 @@ from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "nginx", "migration", "catalog", "postgresql", "workers")
+SECTIONS = ("node", "proxy", "nginx", "migration", "busy", "catalog", "postgresql", "workers")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -152,6 +152,10 @@ def main() -> int:
             print(f"== load average after: {after}", flush=True)
             sections["workers"] = workers_section(pairs, Context(command, load), (before, after))
             results["workers"] = [asdict(p) for p in pairs]
+        if "busy" in wanted:
+            # A hot queue moved: 10,000 live claims, full-speed clients through the proxy.
+            with migration.cluster(base / "busy") as c:
+                sections["busy"] = asyncio.run(busy.run(c))
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

@@ -35,6 +35,7 @@ TITLES = {
     "catalog": "## Catalog scale",
     "postgresql": "## PostgreSQL driver (against SQLite, same run)",
     "workers": "## Workers (`--workers 2` against one worker)",
+    "busy": "## Busy-queue move",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 

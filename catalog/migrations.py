@@ -52,12 +52,22 @@ class Progress:
     copied: int = 0  # messages written to the target (upserts, counted again on a re-copy)
     copy_marker: int = 0  # the source marker the bulk copy has reached
     lag: int = 0  # records the last catch-up round had to change: a freeze waits until it is small
+    # Convergence, while CATCHING_UP: rounds so far, the changes the source recorded during the
+    # last one (what arrived while it absorbed `lag`), the records absorbed per second, and why
+    # the lag stopped shrinking and what the worker did about it (None while it shrinks).
+    rounds: int = 0
+    arrived: int = 0
+    rate: float = 0.0
+    stalled: str | None = None
     freeze_attempts: int = 0  # freezes aborted (over their limit, or cut short by a worker's death)
     freeze_ms: float = 0.0  # how long the last freeze held writes
     # The source's highest marker when verify passed: a message above it found on the frozen
     # source at cleanup landed after the verify (MongoDB) and is adopted by the target.
     verified_marker: int = 0
     adopted: int | None = None  # such late messages copied at cleanup; None: not looked for yet
+    # SWITCHED, not switched yet, and the fence lapsed since verify: freeze, catch up and verify
+    # again before the switch (set until that verify passes).
+    reverify: bool = False
     purged: int = 0
 
 

@@ -41,6 +41,19 @@ def state(m: dict[str, Any]) -> str:
     text = f"{queue_name(m)} {route} {m.get('phase')}, {copied:,} copied"
     if m.get("phase") == Phase.CLEANUP:
         text += f" (served by {m.get('target')}; the old copy goes after a grace period)"
+    if m.get("phase") == Phase.CATCHING_UP:
+        text += f", {convergence(m.get('progress') or {})}"
+    return text
+
+
+def convergence(progress: dict[str, Any]) -> str:
+    """A catch-up's convergence: rounds, the last round's lag and rate, and a stall."""
+    text = (
+        f"round {progress.get('rounds', 0):,}: lag {progress.get('lag', 0):,}"
+        f" ({progress.get('arrived', 0):,} arrived meanwhile, {progress.get('rate', 0):,.0f}/s)"
+    )
+    if progress.get("stalled"):
+        text += f"; {progress['stalled']}"
     return text
 
 
@@ -51,7 +64,7 @@ def _line(m: dict[str, Any], started: float) -> str:
 def rows(migrations: list[dict[str, Any]]) -> str:
     now = time.time()
     return table(
-        ["ID", "PROJECT", "QUEUE", "FROM", "TO", "PHASE", "COPIED", "UPDATED"],
+        ["ID", "PROJECT", "QUEUE", "FROM", "TO", "PHASE", "COPIED", "LAG", "UPDATED"],
         (
             [
                 m.get("id"),
@@ -61,11 +74,20 @@ def rows(migrations: list[dict[str, Any]]) -> str:
                 m.get("target"),
                 f"{m.get('phase')}" + (" (cancel requested)" if m.get("cancel_requested") else ""),
                 (m.get("progress") or {}).get("copied"),
+                _lag(m),
                 ago(m.get("updated"), now),
             ]
             for m in migrations
         ),
     )
+
+
+def _lag(m: dict[str, Any]) -> str:
+    """The last catch-up round's lag, while catching up ("-" otherwise; "!" once stalled)."""
+    progress = m.get("progress") or {}
+    if m.get("phase") != Phase.CATCHING_UP:
+        return "-"
+    return f"{progress.get('lag', 0):,}" + ("!" if progress.get("stalled") else "")
 
 
 def _fields(m: dict[str, Any]) -> str:
@@ -83,6 +105,7 @@ def _fields(m: dict[str, Any]) -> str:
             ("error", m.get("error")),
             ("messages copied", progress.get("copied")),
             ("copy marker", progress.get("copy_marker")),
+            ("catch-up", convergence(progress) if progress.get("rounds") else None),
             ("freeze attempts", progress.get("freeze_attempts")),
             ("last freeze", f"{progress.get('freeze_ms', 0):.0f} ms"),
             ("purged", progress.get("purged")),

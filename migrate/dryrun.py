@@ -87,6 +87,9 @@ class DryRunSteps:
         self._plan("catch_up", "copy what changed meanwhile, delete what the source deleted")
         return 0
 
+    def arrived(self) -> int:
+        return 0
+
     async def verify_baseline(self) -> int:
         self._plan(
             "verify_baseline",
@@ -95,13 +98,24 @@ class DryRunSteps:
         )
         return 0
 
-    async def freeze_source(self) -> None:
+    async def freeze_source(self, lasts: float) -> None:
         p = await self._placement()
         self._plan(
             "freeze_source",
             f"placement FROZEN (epoch {p.epoch}), then fence {self.move.source}: writes wait"
-            f" (at most {self.settings.freeze_limit:g}s, else the freeze is aborted)",
+            f" (at most {self.settings.freeze_limit:g}s, else the freeze is aborted; the"
+            f" fence lifts itself after {lasts:g}s should the worker vanish)",
         )
+
+    async def keep_fence(self, lasts: float) -> bool:
+        if any(p.verb == "keep_fence" for p in self.planned):
+            return True  # asked again on the switch's side: one line says it
+        self._plan(
+            "keep_fence",
+            f"make sure the fence on {self.move.source} held throughout, and make it last"
+            f" {lasts:g}s for the switch",
+        )
+        return True
 
     async def verify(self) -> QueueDigest:
         self._plan(

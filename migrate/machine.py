@@ -6,7 +6,10 @@
 CATCHING_UP follows the source's changes round after round; once a round had little to do, the
 whole queue is compared range by range while it is still live (`verify_baseline`), and again
 each round for what changed since, until that too is little: only then does the freeze start,
-and its verify compares only what changed after the last of those.
+and its verify compares only what changed after the last of those. On a queue so busy that a
+round never has little to do, the lag stops shrinking (`migrate.convergence`): the machine then
+freezes anyway when a freeze sized to the remaining work fits within its limit, and otherwise
+says so on the record (`progress.stalled`) and fails once that has lasted `stall_limit`.
 
 A machine resumes from whatever record it is given: a worker that died is replaced by one that
 runs the same phase again (its steps are idempotent). A freeze it finds already under way was
@@ -27,6 +30,7 @@ from typing import Any
 from catalog.migrations import Migration, Phase, Progress
 from ground.logs import get_logger
 from migrate import metrics
+from migrate.convergence import Convergence, Round
 from migrate.errors import CancelArrived, Diverged, FenceLeaked, Unmovable
 from migrate.journal import Journal
 from migrate.settings import WorkerSettings
@@ -37,6 +41,9 @@ from node.errors import TransferConflict
 log = get_logger("migrate")
 Hook = Callable[[Migration], Awaitable[None]]
 PROGRESS_EVERY = 0.5  # seconds between saves of the bulk copy's progress
+# An escalated freeze starts only if the work it must do is expected to take at most this share
+# of the freeze limit: the rest is margin for a round that absorbs more than the last one did.
+FREEZE_SHARE = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,18 +138,69 @@ class Machine:
 
     async def _catching_up(self) -> None:
         await self.steps.unfreeze_source()  # an aborted freeze, whose worker died before this
+        s = self.settings
+        watch = Convergence(s.stall_rounds, s.stall_seconds)
         while not self.migration.cancel_requested:
             self.guard()
+            started = time.monotonic()
             lag = await self.steps.catch_up()
-            progress = _progress(self.migration.progress, lag=lag)
-            if lag <= self.settings.freeze_lag and time.monotonic() >= self._refreeze_at:
-                read = await self.steps.verify_baseline()
-                if read <= FREEZE_RANGES:
-                    await self._advance(Phase.FROZEN, progress=progress)
-                    self._froze_at = time.monotonic()
-                    return
+            done = Round(lag, time.monotonic() - started)
+            watch.note(done)
+            stalled = watch.stalled()
+            progress = _progress(
+                self.migration.progress,
+                lag=lag,
+                rounds=self.migration.progress.rounds + 1,
+                arrived=self.steps.arrived(),
+                rate=round(done.rate, 1),
+                stalled=self.migration.progress.stalled if stalled else None,  # converging again
+            )
+            if time.monotonic() >= self._refreeze_at:
+                if lag <= s.freeze_lag:
+                    read = await self.steps.verify_baseline()
+                    if read <= FREEZE_RANGES:
+                        await self._freeze(progress)
+                        return
+                if stalled:
+                    progress, fits = await self._escalate(watch, done, progress)
+                    if fits:
+                        await self._freeze(progress)
+                        return
+                    if watch.stalled_for >= s.stall_limit:
+                        error = f"the catch-up did not converge: {progress.stalled}"
+                        await self.journal.save(
+                            dataclasses.replace(self.migration, progress=progress, error=error)
+                        )
+                        return
             await self.journal.save(dataclasses.replace(self.migration, progress=progress))
-            await self.sleep(self.settings.catch_up_pause)
+            await self.sleep(s.catch_up_pause)
+
+    async def _escalate(
+        self, watch: Convergence, last: Round, progress: Progress
+    ) -> tuple[Progress, bool]:
+        """The lag stopped shrinking: freeze anyway if a freeze sized to the remaining work fits
+        well within the limit. A freeze runs one catch-up and one verify, which read what the
+        last round and a baseline refresh now read; both are timed here."""
+        started = time.monotonic()
+        await self.steps.verify_baseline()
+        needed = last.seconds + (time.monotonic() - started) + self.settings.settle
+        limit = self.settings.freeze_limit
+        stuck = f"the lag stopped shrinking at {watch.best} records over {watch.rounds} rounds"
+        fits = needed <= FREEZE_SHARE * limit
+        if fits:
+            why = f"{stuck}: frozen for the remaining work (about {needed * 1000:.0f} ms)"
+        else:
+            why = (
+                f"{stuck}: a freeze would take about {needed * 1000:.0f} ms, over"
+                f" {FREEZE_SHARE:.0%} of the {limit:g}s limit; still catching up"
+            )
+        if why != progress.stalled:
+            self.log.warning("catch_up_stalled", migration=self.migration.id, reason=why)
+        return _progress(progress, stalled=why), fits
+
+    async def _freeze(self, progress: Progress) -> None:
+        await self._advance(Phase.FROZEN, progress=progress)
+        self._froze_at = time.monotonic()
 
     async def _frozen(self) -> None:
         started = self._froze_at
@@ -151,7 +209,9 @@ class Machine:
             # as long as the takeover did, which is past any sane limit.
             await self._abort_freeze("the worker that froze it stopped", 0.0)
             return
-        await self.steps.freeze_source()
+        # The fence lifts itself shortly after this freeze's limit: a worker that vanishes
+        # mid-freeze (hung, partitioned away, killed) holds the queue's writes no longer.
+        await self.steps.freeze_source(self.settings.freeze_limit + self.settings.fence_grace)
         try:
             async with asyncio.timeout(self.settings.freeze_limit):
                 await self.sleep(self.settings.settle)  # writes that passed the fence land now
@@ -170,11 +230,30 @@ class Machine:
             return
         progress = _progress(self.migration.progress, verified_marker=digest.max_marker)
         self.guard()
+        # Why a fence that lifts itself never lets two writers exist. The source refuses writes
+        # while its fence is in force; the target takes none until the placement names it, which
+        # only the switch's compare-and-swap does, after the point of no return. `keep_fence`
+        # extends the fence only if it is still in force (atomically, by the source's clock):
+        # True proves the source took no write since `freeze_source`, so what verify compared
+        # is the queue, and the fence now lasts `switch_fence` more seconds, within which the
+        # switch is made (a worker whose lease lapses stops acting: `guard`). Had it lapsed,
+        # writes may have landed after verify: the freeze is aborted, nothing switched. A worker
+        # that resumes SWITCHED checks the same way and freezes, catches up and verifies again
+        # if the fence lapsed before the switch (`_switched`).
+        if not await self.steps.keep_fence(self.settings.switch_fence):
+            held = time.monotonic() - started
+            await self._abort_freeze("the fence lifted itself before the switch", held)
+            return
         # THE POINT OF NO RETURN: from this save on, the switch happens (a resumed SWITCHED
         # switches too), and a cancel is refused.
         await self._advance(POINT_OF_NO_RETURN, progress=progress)
 
     async def _switched(self) -> None:
+        if self.migration.progress.reverify or not await self.steps.keep_fence(
+            self.settings.switch_fence
+        ):
+            await self._reverify()
+        self.guard()
         await self.steps.switch_placement()
         await self.steps.mark_moved()
         progress = self.migration.progress
@@ -185,6 +264,37 @@ class Machine:
             self._froze_at = None
         await self.steps.stop_tracking()
         await self._advance(Phase.CLEANUP, progress=progress)
+
+    async def _reverify(self) -> None:
+        """Resumed after the fence lifted itself (the worker that froze it vanished past its
+        deadline): the source may have taken writes since verify, and it still owns the queue.
+        Past the point of no return the move ends on the target all the same: freeze again,
+        catch up and verify until it passes, then switch. `reverify` is saved first, so that a
+        worker dying in here leaves the next one to do it again rather than trust the new
+        fence."""
+        m = self.migration
+        self.log.warning("fence_lapsed_before_switch", migration=m.id)
+        if not m.progress.reverify:
+            await self.journal.save(
+                dataclasses.replace(m, progress=_progress(m.progress, reverify=True))
+            )
+        await self.steps.freeze_source(self.settings.switch_fence)
+        for attempt in range(1, self.settings.freeze_attempts + 1):
+            self.guard()
+            await self.sleep(self.settings.settle)
+            await self.steps.catch_up()
+            try:
+                digest = await self.steps.verify()
+            except (FenceLeaked, Diverged) as exc:  # writes still landing: catch up again
+                if attempt == self.settings.freeze_attempts:
+                    raise
+                self.log.warning("reverify_failed", migration=m.id, reason=str(exc))
+                continue
+            progress = _progress(
+                self.migration.progress, reverify=False, verified_marker=digest.max_marker
+            )
+            await self.journal.save(dataclasses.replace(self.migration, progress=progress))
+            return
 
     async def _cleanup(self) -> None:
         await self.steps.mark_moved()  # a resumed cleanup: the switch's last step again

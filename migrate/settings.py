@@ -24,10 +24,22 @@ class WorkerSettings:
     freeze_lag: int = 50
     freeze_limit: float = 0.5
     freeze_attempts: int = 5
+    # The source's fence lifts itself `fence_grace` seconds after the freeze limit, should this
+    # worker vanish mid-freeze; at the point of no return it is made to last `switch_fence`
+    # seconds, time enough for the switch's compare-and-swap (see `Machine._frozen`).
+    fence_grace: float = 1.0
+    switch_fence: float = 30.0
     # After the source is frozen, wait this long before the final catch-up: on MongoDB a write
     # that passed its fence check just before the freeze may still land (see TransferStore).
     settle: float = 0.05
     catch_up_pause: float = 0.05  # seconds between catch-up rounds
+    # Convergence: once the lag has not reached a new low for `stall_rounds` rounds or
+    # `stall_seconds` seconds, the worker escalates: it freezes anyway if the last round and
+    # baseline refresh took well within `freeze_limit` (a freeze does one of each); otherwise it
+    # says so on the record, and fails the migration after `stall_limit` seconds more.
+    stall_rounds: int = 20
+    stall_seconds: float = 5.0
+    stall_limit: float = 120.0
     # Cleanup: keep the source copy this long after the switch (stale routes still find its
     # "moved" fence), then drop it at this rate (records per second) in batches of `batch`.
     purge_grace: float = 60.0
@@ -56,7 +68,13 @@ class WorkerSettings:
         """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""
         if self.lease_ttl < 2:
             raise ValueError("lease_ttl must be at least 2 seconds (etcd's minimum)")
-        if min(self.batch, self.max_running, self.freeze_attempts) < 1:
-            raise ValueError("batch, max_running and freeze_attempts must be at least 1")
+        if min(self.batch, self.max_running, self.freeze_attempts, self.stall_rounds) < 1:
+            raise ValueError(
+                "batch, max_running, freeze_attempts and stall_rounds must be at least 1"
+            )
+        if min(self.stall_seconds, self.stall_limit, self.fence_grace, self.switch_fence) <= 0:
+            raise ValueError(
+                "stall_seconds, stall_limit, fence_grace and switch_fence must be positive"
+            )
         if min(self.copy_rate, self.purge_rate, self.freeze_limit) <= 0:
             raise ValueError("copy_rate, purge_rate and freeze_limit must be positive")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -74,13 +75,22 @@ class Steps(Protocol):
         """Bring the target level with the source (queue record, messages, claims); return the
         lag: how many records had to change."""
 
+    def arrived(self) -> int:
+        """How many changes the source recorded while the last `catch_up` ran."""
+
     async def verify_baseline(self) -> int:
         """While the source is live: compare the marker ranges either partition changed since
         the last baseline (all of them the first time) and level those that differ, so that the
         freeze's verify compares only what changes after this. Returns the ranges read."""
 
-    async def freeze_source(self) -> None:
-        """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now."""
+    async def freeze_source(self, lasts: float) -> None:
+        """Placement FROZEN (compare-and-swap), then the source's fence: writes wait from now,
+        for `lasts` seconds at most (the fence lifts itself then, should this worker vanish)."""
+
+    async def keep_fence(self, lasts: float) -> bool:
+        """The source's fence, if it has held without a gap since `freeze_source`, made to last
+        `lasts` seconds from now; False when it lapsed meanwhile. True as well once the
+        placement names the target (the switch is done: the fence no longer matters)."""
 
     async def verify(self) -> QueueDigest:
         """Compare the frozen source with the target, the whole queue (counts, ids, checksums),
@@ -122,6 +132,7 @@ class LiveSteps:
         batch: int = 500,
         settle: float = 0.05,
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.move = move
         self.catalog = catalog
@@ -129,7 +140,11 @@ class LiveSteps:
         self.target = target
         self.copier = Copier(move.project, move.queue, source, target, batch, settle=settle)
         self.verifier = Verifier(
-            self.copier, pinned=pinned, source_name=move.source, target_name=move.target
+            self.copier,
+            pinned=pinned,
+            source_name=move.source,
+            target_name=move.target,
+            clock=clock,
         )
         self._key = catalog.keys.placement(move.project, move.queue)
 
@@ -149,11 +164,14 @@ class LiveSteps:
     async def catch_up(self) -> int:
         return await self.copier.catch_up()
 
+    def arrived(self) -> int:
+        return self.copier.arrived
+
     async def verify_baseline(self) -> int:
         assert self.copier.cursor is not None, "a catch-up sets the cursor"
         return await self.verifier.refresh(self.copier.cursor)
 
-    async def freeze_source(self) -> None:
+    async def freeze_source(self, lasts: float) -> None:
         m = self.move
 
         def frozen(p: Placement) -> Placement | None:
@@ -166,7 +184,14 @@ class LiveSteps:
             return dataclasses.replace(p, state=PlacementState.FROZEN, migration=m.migration)
 
         await self._update_placement(frozen)
-        await self.source.freeze(m.project, m.queue, Fence.FROZEN)
+        await self.source.freeze(m.project, m.queue, Fence.FROZEN, lasts=lasts)
+
+    async def keep_fence(self, lasts: float) -> bool:
+        m = self.move
+        placement = await self.catalog.placement(m.project, m.queue)
+        if placement is not None and placement.partition == m.target:
+            return True
+        return await self.source.extend(m.project, m.queue, lasts)
 
     async def verify(self) -> QueueDigest:
         m = self.move

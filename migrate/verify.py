@@ -11,13 +11,19 @@ wrote since it was found equal is still equal. Frozen, the same refresh is the v
 compares the touched ranges and adds every range's digest up into the whole queue's (count,
 fingerprints of every id, marker, body, expiry and claim), and any difference is a divergence.
 
-Two things stay out of the ranges and are compared whole at every verify: the queue's record
-(metadata, marker counter) and its claims.
+Claims are compared the same way, by id rather than by range: the baseline keeps the claims
+found equal on both partitions, and a refresh (or the verify) compares again only the claims
+either partition made, renewed or released since (`Changes.claims`, `Changes.released`). A claim
+expires at the same instant on both, so the claims known equal stay equal until one is written.
+
+The queue's record (metadata, marker counter) stays out of both and is compared whole at every
+verify.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from migrate.copy import Copier
 from migrate.errors import Diverged
 from node.errors import ChangesLost
-from node.models import QueueDigest
+from node.models import Claim, QueueDigest
 from node.storage.base import TransferStore
 from node.storage.transfer import checksum
 
@@ -33,8 +39,9 @@ RANGE = 256  # markers per range
 PAGE = 2000  # fingerprints per read
 CHUNK = 64  # ranges compared at one pinned instant, when comparing everything
 # A freeze starts only once a refresh of the baseline had to read at most this many ranges: the
-# freeze's own verify then reads about as few.
+# freeze's own verify then reads about as few. Claims compared count as ranges, `RANGE` a range.
 FREEZE_RANGES = 8
+ClaimPair = tuple[Claim | None, Claim | None]  # a claim on the source, and on the target
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,16 @@ class Baseline:
     target_at: int
     ranges: dict[int, RangeDigest] = field(default_factory=dict)  # equal on both; empty: absent
     dirty: set[int] = field(default_factory=set)  # levelled since, to compare again
+    claims: dict[str, Claim] = field(default_factory=dict)  # equal on both, by id
+    dirty_claims: set[str] = field(default_factory=set)  # levelled since, to compare again
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What either partition wrote since the baseline."""
+
+    ranges: set[int]
+    claims: set[str]
 
 
 def range_of(marker: int) -> int:
@@ -76,6 +93,7 @@ class Verifier:
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
         source_name: str = "the source",
         target_name: str = "the target",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.copier = copier
         self.source: TransferStore = copier.source
@@ -84,6 +102,7 @@ class Verifier:
         self.queue = copier.queue
         self._pinned = pinned
         self._names = (source_name, target_name)
+        self._clock = clock
         self.baseline: Baseline | None = None
 
     async def refresh(self, source_at: int) -> int:
@@ -94,7 +113,8 @@ class Verifier:
             await self.target.track(self.project, self.queue, True)
         target_at = await self.target.sequence(self.project, self.queue)
         touched = await self._touched()
-        found = await self._compare(touched)
+        found = await self._compare(None if touched is None else touched.ranges)
+        claims = await self._compare_claims(None if touched is None else touched.claims)
         baseline = self.baseline if touched is not None else None
         if baseline is None:
             baseline = Baseline(source_at, target_at)
@@ -106,20 +126,31 @@ class Verifier:
                 baseline.dirty.add(r)
             elif theirs is not None:
                 baseline.ranges[r] = theirs
+        differ = [cid for cid, (src, dst) in claims.items() if src != dst]
+        for cid, (src, _) in claims.items():
+            baseline.claims.pop(cid, None)
+            baseline.dirty_claims.discard(cid)
+            if src is not None and cid not in differ:
+                baseline.claims[cid] = src
+        if differ:
+            await self.copier.level_claims(differ)
+            baseline.dirty_claims.update(differ)
         baseline.source_at, baseline.target_at = source_at, target_at
         self.baseline = baseline
-        return len(found)
+        return len(found) + len(claims) // RANGE
 
     async def verify(self) -> QueueDigest:
         """Frozen: compare what changed since the baseline (everything, without one) and add
-        the whole queue's digest up; raises `Diverged` when a range differs."""
+        the whole queue's digest up; raises `Diverged` when a range or a claim differs."""
         touched = await self._touched() if self.baseline is not None else None
-        if touched is not None:
+        ranges_touched = None if touched is None else touched.ranges
+        if ranges_touched is not None:
             # The top of the queue is read fresh, for an exact highest marker.
             counter = await self.source.export_queue(self.project, self.queue)
             tops = [r for r, d in self._known().items() if d.count]
-            touched |= {max(tops, default=0), range_of(max(1, counter.counter if counter else 1))}
-        found = await self._compare(touched)
+            top = range_of(max(1, counter.counter if counter else 1))
+            ranges_touched |= {max(tops, default=0), top}
+        found = await self._compare(ranges_touched)
         ranges = self._known()
         for r, (theirs, ours) in sorted(found.items()):
             if theirs != ours:
@@ -127,37 +158,44 @@ class Verifier:
             ranges.pop(r, None)
             if theirs is not None:
                 ranges[r] = theirs
-        claims = await self.source.export_claims(self.project, self.queue)
-        if claims != await self.target.export_claims(self.project, self.queue):
-            copied = await self.target.export_claims(self.project, self.queue)
-            source, target = self._names
-            raise Diverged(
-                f"verify: {target} differs from {source}: {len(copied)} claims instead of"
-                f" {len(claims)}, or claims that differ"
-            )
+        found_claims = await self._compare_claims(None if touched is None else touched.claims)
+        claims = dict(self.baseline.claims) if touched is not None and self.baseline else {}
+        for cid, (src, dst) in found_claims.items():
+            if src != dst:
+                source, target = self._names
+                raise Diverged(
+                    f"verify: {target} differs from {source} in claim {cid}:"
+                    f" {_claim_state(dst)} instead of {_claim_state(src)}"
+                )
+            claims.pop(cid, None)
+            if src is not None:
+                claims[cid] = src
+        now = self._clock()
         digests = ranges.values()
         return QueueDigest(
             count=sum(d.count for d in digests),
             max_marker=max((d.top for d in digests if d.count), default=0),
             checksum=checksum(sum(d.total for d in digests)),
-            claim_ids=tuple(sorted(c.id for c in claims)),
+            claim_ids=tuple(sorted(c.id for c in claims.values() if c.expires > now)),
         )
 
     def _known(self) -> dict[int, RangeDigest]:
         return dict(self.baseline.ranges) if self.baseline is not None else {}
 
-    async def _touched(self) -> set[int] | None:
-        """The ranges either partition wrote since the baseline; None when that cannot be told."""
+    async def _touched(self) -> Touched | None:
+        """What either partition wrote since the baseline; None when that cannot be told."""
         b = self.baseline
         if b is None:
             return None
-        touched = set(b.dirty)
+        touched = Touched(set(b.dirty), set(b.dirty_claims))
         try:
             for store, since in ((self.source, b.source_at), (self.target, b.target_at)):
                 while True:
                     page = await store.changes(self.project, self.queue, since=since, limit=PAGE)
-                    touched |= {range_of(m.marker) for m in page.messages}
-                    touched |= {range_of(r.marker) for r in page.removed}
+                    touched.ranges.update(range_of(m.marker) for m in page.messages)
+                    touched.ranges.update(range_of(r.marker) for r in page.removed)
+                    touched.claims.update(c.id for c in page.claims)
+                    touched.claims.update(page.released)
                     if not page.more:
                         break
                     since = page.upto
@@ -165,6 +203,23 @@ class Verifier:
         except ChangesLost:
             return None
         return touched
+
+    async def _compare_claims(self, ids: set[str] | None) -> dict[str, ClaimPair]:
+        """The claims among `ids` (None: all) on the source and on the target, by id."""
+        if ids is not None and not ids:
+            return {}
+        wanted = None if ids is None else sorted(ids)
+        found: dict[str, ClaimPair] = {}
+        with self._pinned():  # both read at one instant: nothing expires in between
+            theirs = await self.source.export_claims(self.project, self.queue, ids=wanted)
+            ours = await self.target.export_claims(self.project, self.queue, ids=wanted)
+        for c in theirs:
+            found[c.id] = (c, None)
+        for c in ours:
+            found[c.id] = (found.get(c.id, (None, None))[0], c)
+        for cid in wanted or ():
+            found.setdefault(cid, (None, None))
+        return found
 
     async def _compare(
         self, touched: set[int] | None
@@ -237,3 +292,7 @@ class Verifier:
         else:
             what = "same counts, different contents (checksum)"
         return f"verify: {target} differs from {source} in {where}: {what}"
+
+
+def _claim_state(claim: Claim | None) -> str:
+    return "none" if claim is None else f"expiring at {claim.expires!r} (ttl {claim.ttl})"

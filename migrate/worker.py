@@ -189,6 +189,7 @@ class Worker:
             batch=self.settings.batch,
             settle=self.settings.settle,
             pinned=self.storages.clock.pinned,
+            clock=self.storages.clock,
         )
         machine = Machine(
             journal,

@@ -62,8 +62,11 @@ class MessageIsClaimed(StorageError):
 class QueueFrozen(StorageError):
     """The queue is frozen for a migration, or has moved away: writes are refused here."""
 
-    def __init__(self, project: str, queue: str, reason: str = "frozen") -> None:
+    def __init__(
+        self, project: str, queue: str, reason: str = "frozen", *, lifts: float | None = None
+    ) -> None:
         self.reason = reason
+        self.lifts = lifts  # seconds until the fence lifts itself; None: until it is lifted
         super().__init__(f"Queue {queue} of project {project or '(none)'} is {reason}")
 
 

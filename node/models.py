@@ -145,3 +145,5 @@ class Changes:
     removed: tuple[Removed, ...]  # deleted after the position
     upto: int  # the position the next page (or the next catch-up) continues from
     more: bool  # another page follows at once
+    claims: tuple[Claim, ...] = ()  # claims made or renewed after the position, as they are now
+    released: tuple[str, ...] = ()  # ids of the claims deleted after the position

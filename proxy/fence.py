@@ -5,7 +5,9 @@ or has moved away; the write was not applied, so it is safe to send it again. Th
 that placement: if it now names another partition or epoch, the request goes there at once.
 While the queue is frozen (or the catalog has not caught up yet), the request waits in a bounded
 buffer for the placement to change: woken by the cache's watch, and re-reading the placement now
-and then in case the watch is down. Past the buffer's size or wait, the client gets a 503.
+and then in case the watch is down. A fence that lifts itself (`wire.fences`: a freeze whose
+worker vanished) releases the requests it holds at once, to the same node again. Past the
+buffer's size or wait, the client gets a 503.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from prometheus_client import Counter, Histogram
 from catalog.cache import PlacementCache
 from catalog.records import Placement, PlacementState
 from proxy.errors import QueueFrozen
+from wire.fences import parse_fence
 
 POLL = 0.2  # seconds between re-reads while waiting, should the watch miss the change
+LIFT_MARGIN = 0.01  # seconds past a fence's announced lifting before the request goes again
 
 STALE_ROUTES = Counter(
     "marconi_proxy_stale_route_retries_total",
@@ -51,15 +55,25 @@ class FrozenBuffer:
 
         `deadline` (loop time) bounds the whole request's waiting. Raises `QueueFrozen`.
         """
+        reason, lifts = parse_fence(reason)
         STALE_ROUTES.labels(reason).inc()
         current = await self.cache.refresh(project, queue)
         if _moved_on(current, routed):
             return current
-        # Frozen, or the catalog has not caught up with the node: wait for the next change.
-        return await self._hold(project, queue, current, deadline)
+        # Frozen, or the catalog has not caught up with the node: wait for the next change, or
+        # for the node's fence to lift itself (a freeze whose worker vanished), then try again.
+        lifted = None
+        if lifts is not None:
+            lifted = asyncio.get_running_loop().time() + max(lifts, LIFT_MARGIN) + LIFT_MARGIN
+        return await self._hold(project, queue, current, deadline, lifted)
 
     async def _hold(
-        self, project: str, queue: str, seen: Placement | None, deadline: float
+        self,
+        project: str,
+        queue: str,
+        seen: Placement | None,
+        deadline: float,
+        lifted: float | None = None,
     ) -> Placement | None:
         if self.waiting >= self.size:
             FROZEN_WAITS.labels("overflow").inc()
@@ -67,8 +81,9 @@ class FrozenBuffer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.waiting += 1
+        until = deadline if lifted is None else min(deadline, lifted)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(until):
                 while True:
                     changed = self.cache.changed  # replaced at every change: take it first
                     current = await self.cache.refresh(project, queue)
@@ -81,6 +96,9 @@ class FrozenBuffer:
                     except TimeoutError:
                         pass
         except TimeoutError:
+            if until < deadline:  # the node's fence has lifted: the same partition again
+                FROZEN_WAITS.labels("lifted").inc()
+                return seen
             FROZEN_WAITS.labels("timeout").inc()
             raise QueueFrozen(_frozen(queue, "it stayed frozen too long")) from None
         finally:

@@ -16,6 +16,7 @@ from wire.errors import (
     error_response,
     unexpected,
 )
+from wire.fences import fence_header
 
 log = get_logger("node.api")
 
@@ -48,7 +49,7 @@ def to_response(exc: Exception, request_id: str) -> web.Response:
             503,
             UNAVAILABLE_TITLE,
             f"{exc} Please try again in a few seconds.",
-            {"Retry-After": "1", "X-Marconi-Fence": exc.reason},
+            {"Retry-After": "1", "X-Marconi-Fence": fence_header(exc.reason, exc.lifts)},
         )
     found = _lookup(exc)
     if found is not None:

@@ -173,9 +173,11 @@ class TransferStore(Protocol):
     renewed or released, an import) stamps the message with the next value of the queue's
     change sequence, and every delete of one (by a client, a pop, a catch-up) leaves a tombstone
     so stamped, kept `transfer.TOMBSTONE_RETENTION` seconds. `changes(since=p)` then reports what
-    was written and deleted after `sequence` returned p. Expiry is no change: it happens alike on
-    both partitions, by the clock. Claims themselves are not tracked (they are few: a catch-up
-    compares them all). Atomicity, per driver:
+    was written and deleted after `sequence` returned p. Claims are tracked alike: a claim made or
+    renewed (by a client, or an import) is stamped with the write, and a claim released (by a
+    client, or `delete_claims`) leaves a tombstone so stamped, so a catch-up reads only the claims
+    that changed, however many are live. Expiry is no change, for messages and claims alike: it
+    happens on both partitions at the same absolute time, by the clock. Atomicity, per driver:
 
     - SQLite: the stamp is taken in the transaction of the write, so `changes` misses nothing.
     - MongoDB: a write takes its stamp, then lands, like a post's markers; one still landing
@@ -186,8 +188,16 @@ class TransferStore(Protocol):
       at once.
     """
 
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         """Fence the queue on this partition: writes raise `QueueFrozen(reason)` from now on.
+
+        With `lasts`, the fence lifts itself that many seconds from now (by the partition's own
+        clock, so no other machine's clock matters): from then on the queue behaves as unfenced
+        (writes land, `fence` says None), and `QueueFrozen.lifts` tells a refused write how many
+        seconds remain. A migration worker's freeze lasts a while, so that a freeze whose worker
+        vanished ends on its own.
 
         With `Fence.MOVED` reads raise it too (the queue lives on another partition: a stale
         route). A queue that does not exist gets a tombstone: it cannot be created here, lazily or
@@ -195,6 +205,11 @@ class TransferStore(Protocol):
         `reason` is a short lowercase token (it travels as an HTTP header); raises `ValueError`
         otherwise.
         """
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        """Make the queue's fence lift `lasts` seconds from now, if it is still in force (it has
+        a deadline, not yet passed); False when it lapsed or has none. Atomic on both drivers:
+        True proves the fence has held without a gap since it was set."""
 
     async def unfreeze(self, project: str, queue: str) -> None:
         """Lift the fence (and a tombstone with it); an unfenced queue is not an error."""
@@ -219,8 +234,11 @@ class TransferStore(Protocol):
     ) -> list[MessageRow]:
         """`export_messages`, with each body as its stored JSON text: for bulk copies."""
 
-    async def export_claims(self, project: str, queue: str) -> Claims:
-        """The queue's live claims, oldest first."""
+    async def export_claims(
+        self, project: str, queue: str, *, ids: Sequence[str] | None = None
+    ) -> Claims:
+        """The queue's live claims, oldest first; with `ids`, only those among them (unknown,
+        expired or another queue's ids are skipped)."""
 
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
         """Create the queue, or update it: metadata and `created` as exported, and the marker
@@ -276,8 +294,9 @@ class TransferStore(Protocol):
 
     async def changes(self, project: str, queue: str, *, since: int, limit: int) -> Changes:
         """What changed after position `since`, in the order of the stamps: the messages written
-        (as they are now, expired or not, their claims as `export_messages` reports them) and the
-        messages deleted, about `limit` of each (one write's stamp is never split between pages).
+        (as they are now, expired or not, their claims as `export_messages` reports them), the
+        messages deleted, the claims made or renewed (as they are now, expired or not) and the
+        claims deleted, about `limit` of each (one write's stamp is never split between pages).
         Raises `ChangesLost` when that can no longer be told: the queue is not tracked,
         tombstones after `since` were collected, or the queue was purged or created again since.
         """

@@ -5,10 +5,12 @@ change since the queue was tracked."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from node.errors import ChangesLost, QueueDoesNotExist
-from node.models import Changes, Message, NewMessage, QueueExport, Removed, new_id
+from node.models import Changes, Claim, Message, NewMessage, QueueExport, Removed, new_id
 from node.storage.base import Storage
 from node.storage.transfer import TOMBSTONE_RETENTION
 from tests.conftest import FakeClock
@@ -26,13 +28,19 @@ async def everything_after(s: Storage, since: int, limit: int = 100) -> Changes:
     """Every page of changes after `since`, as one."""
     messages: list[Message] = []
     removed: list[Removed] = []
+    claims: list[Claim] = []
+    released: list[str] = []
     while True:
         page = await s.transfer.changes(P, Q, since=since, limit=limit)
         messages += page.messages
         removed += page.removed
+        claims += page.claims
+        released += page.released
         since = page.upto
         if not page.more:
-            return Changes(tuple(messages), tuple(removed), since, False)
+            return Changes(
+                tuple(messages), tuple(removed), since, False, tuple(claims), tuple(released)
+            )
 
 
 async def test_every_write_after_a_position_is_a_change(storage: Storage) -> None:
@@ -63,6 +71,57 @@ async def test_every_write_after_a_position_is_a_change(storage: Storage) -> Non
     assert {f, quiet[0], a, b} <= {m.id for m in later.messages} <= {f, quiet[0], a, b, c, d, e}
     assert all(m.claim_id is None for m in later.messages)  # released
     assert {r.id for r in later.removed} <= {c, d, e}
+
+
+async def test_claims_made_renewed_and_released_are_changes(
+    storage: Storage, clock: FakeClock
+) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.messages.post(P, Q, msgs(*"abcdef"), CLIENT)
+    untracked, _ = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    await storage.transfer.track(P, Q, True)
+    start = await storage.transfer.sequence(P, Q)
+    made, _ = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    renewed, [held] = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    gone, _ = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    clock.advance(5)
+    await storage.claims.update(P, Q, renewed.id, ttl=120, grace=60)
+    await storage.claims.delete(P, Q, gone.id)
+    # A claim whose messages were all deleted stays a claim (until it expires): no change.
+    await storage.messages.delete(P, Q, held.id, renewed.id)
+
+    changes = await everything_after(storage, start)
+    live = {c.id: c for c in await storage.transfer.export_claims(P, Q)}
+    written = {c.id: c for c in changes.claims}
+    assert set(written) == {made.id, renewed.id}  # not the one claimed before tracking
+    assert written[renewed.id] == live[renewed.id]  # as it is now: renewed
+    assert written[renewed.id].expires == clock() + 120
+    assert set(changes.released) == {gone.id}
+
+    # After a later position: only what changed after it; the copy's own writes count too.
+    middle = await storage.transfer.sequence(P, Q)
+    await storage.transfer.delete_claims(P, Q, [made.id])
+    await storage.transfer.import_claims(
+        P, Q, [dataclasses.replace(live[untracked.id], expires=clock() + 9)]
+    )
+    later = await everything_after(storage, middle)
+    assert {c.id for c in later.claims} <= {untracked.id, made.id, renewed.id, gone.id}
+    assert untracked.id in {c.id for c in later.claims}
+    assert made.id in later.released
+
+
+async def test_claims_are_exported_by_id(storage: Storage) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.messages.post(P, Q, msgs(*"abc"), CLIENT)
+    first, _ = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    second, _ = await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    await storage.queues.create(P, "other", None)
+    await storage.messages.post(P, "other", msgs("x"), CLIENT)
+    theirs, _ = await storage.claims.create(P, "other", ttl=60, grace=60, limit=1)
+    wanted = [second.id, theirs.id, new_id(), "not-an-id"]
+    assert [c.id for c in await storage.transfer.export_claims(P, Q, ids=wanted)] == [second.id]
+    assert await storage.transfer.export_claims(P, Q, ids=[]) == []
+    assert [c.id for c in await storage.transfer.export_claims(P, Q)] == [first.id, second.id]
 
 
 async def test_pages_never_split_one_write(storage: Storage) -> None:

@@ -559,3 +559,32 @@ async def test_catch_up_brings_the_target_level_again(
     assert await source.transfer.fence(P, Q) == "moved"
     assert await source.transfer.export_queue(P, Q) is None
     assert len(await everything(target)) == 5
+
+
+async def test_a_fence_with_a_deadline_lifts_itself(storage: Storage, clock: FakeClock) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.messages.post(P, Q, [NewMessage("before", 300)], "c")
+    await storage.transfer.freeze(P, Q, Fence.FROZEN, lasts=10)
+    with pytest.raises(QueueFrozen) as refused:
+        await storage.messages.post(P, Q, [NewMessage("refused", 300)], "c")
+    assert refused.value.lifts == pytest.approx(10)
+    assert await storage.transfer.extend(P, Q, 20)  # still in force: now 20 s from now
+    clock.advance(19.5)
+    assert await storage.transfer.fence(P, Q) == Fence.FROZEN
+    with pytest.raises(QueueFrozen) as refused:
+        await storage.claims.create(P, Q, ttl=60, grace=60, limit=1)
+    assert refused.value.lifts == pytest.approx(0.5)
+    clock.advance(1)  # lifted: the queue takes writes again, by this partition's clock
+    assert await storage.transfer.fence(P, Q) is None
+    assert (await storage.transfer.export_queue(P, Q) or QueueExport({}, 0, 0.0)).fence is None
+    await storage.messages.post(P, Q, [NewMessage("after", 300)], "c")
+    claim, held = await storage.claims.create(P, Q, ttl=60, grace=60, limit=5)
+    assert [m.body for m in held] == ["before", "after"]
+    assert not await storage.transfer.extend(P, Q, 20)  # lapsed: it cannot be kept any more
+    await storage.transfer.freeze(P, Q, Fence.FROZEN)  # no deadline: never lifts itself
+    assert not await storage.transfer.extend(P, Q, 20)
+    clock.advance(3600)
+    assert await storage.transfer.fence(P, Q) == Fence.FROZEN
+    with pytest.raises(QueueFrozen) as refused:
+        await storage.messages.post(P, Q, [NewMessage("refused", 300)], "c")
+    assert refused.value.lifts is None

@@ -3,6 +3,7 @@ stand-in worker moving records along when a test needs one."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -169,7 +170,17 @@ async def test_list_and_status(live: Cluster, live_cli: Cli) -> None:
     listed = await live_cli("migrate", "list")
     assert listed.code == 0
     header, *rows = listed.out.splitlines()
-    assert header.split() == ["ID", "PROJECT", "QUEUE", "FROM", "TO", "PHASE", "COPIED", "UPDATED"]
+    assert header.split() == [
+        "ID",
+        "PROJECT",
+        "QUEUE",
+        "FROM",
+        "TO",
+        "PHASE",
+        "COPIED",
+        "LAG",
+        "UPDATED",
+    ]
     assert [row.split()[:7] for row in rows] == [
         [moving.id, PROJECT, "b", "p1", "p3", "COPYING", "1234"]
     ]
@@ -214,3 +225,24 @@ async def test_cancel(live: Cluster, live_cli: Cli) -> None:
     refused = await live_cli("migrate", "cancel", switched.id, "--json")
     assert refused.code == 1 and refused.out == ""
     assert "move it back" in refused.err
+
+
+async def test_status_shows_a_catch_up_converging_or_stalled(live: Cluster, live_cli: Cli) -> None:
+    await make_queues(live, "busy")
+    registry = Registry(live.catalog)
+    m = await registry.create(PROJECT, "busy", "p2")
+    await advance(live.catalog, m.id, Phase.COPYING)
+    await advance(live.catalog, m.id, Phase.CATCHING_UP)
+    stored = await registry.get(m.id)
+    stalled = "the lag stopped shrinking at 310 records over 40 rounds: still catching up"
+    progress = dataclasses.replace(
+        stored.migration.progress, rounds=41, lag=320, arrived=335, rate=2900.0, stalled=stalled
+    )
+    await registry.save(stored, dataclasses.replace(stored.migration, progress=progress))
+
+    listed = await live_cli("migrate", "list")
+    [row] = listed.out.splitlines()[1:]
+    assert row.split()[5:8] == ["CATCHING_UP", "0", "320!"]
+    status = await live_cli("migrate", "status", m.id)
+    shown = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in status.out.splitlines())
+    assert shown["catch-up"] == (f"round 41: lag 320 (335 arrived meanwhile, 2,900/s); {stalled}")

@@ -149,6 +149,7 @@ class Load:
     proxy: Client
     producers: int = 3
     consumers: int = 3
+    pause: float = 0.005  # seconds a producer waits between posts (0: full speed)
     acked: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (producer, n)
     consumed: list[tuple[int, str, int, int]] = field(default_factory=list)  # consumer, id, p, n
     errors: list[str] = field(default_factory=list)
@@ -190,7 +191,7 @@ class Load:
             else:
                 self.errors.append(f"producer {producer}: POST gave {status}: {body}")
             n += 1
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(self.pause)
 
     async def _consume(self, consumer: int) -> None:
         client = str(uuid.uuid4())

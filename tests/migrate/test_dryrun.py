@@ -43,6 +43,7 @@ async def test_dry_run_plans_every_step_and_writes_nothing(
             "freeze_source",
             "catch_up",
             "verify",
+            "keep_fence",
             "switch_placement",
             "mark_moved",
             "stop_tracking",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from node.errors import QueueDoesNotExist
 from node.models import NewMessage
@@ -100,5 +102,38 @@ async def test_statements_naming_messages_by_id_look_each_id_up(tmp_path: Path) 
         for sql in by_id:
             plan = " ".join(row[3] for row in storage.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
             assert "(id=?)" in plan, (sql, plan)
+    finally:
+        await storage.close()
+
+
+async def test_the_write_ahead_log_returns_under_its_bound_after_a_write_burst(
+    tmp_path: Path,
+) -> None:
+    """SQLite never shrinks its log by itself, and under sustained writes its passive
+    checkpoints never let the log start over: a burst would leave the file at its largest."""
+    limit = 256 * 1024
+    storage = await SqliteStorage.open(
+        f"sqlite:///{tmp_path}/burst.db", checkpoint_interval=0.05, wal_limit=limit
+    )
+    try:
+        await storage.queues.create("p", "q", None)
+        body = {"text": "x" * 200}
+
+        async def producer() -> None:
+            for _ in range(150):
+                await storage.messages.post("p", "q", [NewMessage(body, 300)] * 10, "c")
+
+        await asyncio.gather(*(producer() for _ in range(8)))  # 12,000 messages, ~4 MB
+        for _ in range(200):  # idle: the checkpoints bring it back within 10 s
+            if storage.wal_bytes() <= limit:
+                break
+            await asyncio.sleep(0.05)
+        assert storage.wal_bytes() <= limit
+        metric = REGISTRY.get_sample_value(
+            "marconi_node_sqlite_wal_bytes", {"path": f"{tmp_path}/burst.db"}
+        )
+        assert metric is not None and metric <= limit
+        # The burst wrote far more than the bound: a log that kept it all would be over it.
+        assert await asyncio.to_thread(os.path.getsize, f"{tmp_path}/burst.db") > 4 * limit
     finally:
         await storage.close()

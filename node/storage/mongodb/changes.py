@@ -4,10 +4,11 @@ A tracked queue has a document in `sequences` (its change sequence `stamp`, `for
 `tracked`), apart from the queue's own document so that its increments never race the counter's
 or the fence's updates there (FerretDB 1.x writes a whole document back). A write of a tracked
 queue takes a stamp with one conditional `$inc`; a write of an untracked queue gets 0 and leaves
-no trace. Deleted messages leave tombstones in `removed`. Most queues are never tracked: a node
-that found a queue untracked believes it for `QUIET` seconds without asking again (so untracked
-queues pay no round trip), and `track` waits that long before it returns, so that every write
-starting after it asks.
+no trace. Deleted messages leave tombstones in `removed` (with `mid`), deleted claims too (with
+`cid`); a claim document carries the stamp of its last write, as a message does. Most queues
+are never tracked: a node that found a queue untracked believes it for `QUIET` seconds without
+asking again (so untracked queues pay no round trip), and `track` waits that long before it
+returns, so that every write starting after it asks.
 
 A write takes its stamp just before the update (or the tombstone's insert) that carries it, and
 then lands, so one in flight may land with a stamp at or below a position read meanwhile, within
@@ -35,7 +36,7 @@ from pymongo.errors import DuplicateKeyError
 from node.errors import ChangesLost
 from node.models import Changes, Removed
 from node.storage import transfer
-from node.storage.mongodb.documents import Doc, to_message
+from node.storage.mongodb.documents import Doc, to_claim, to_message
 
 MARGIN = 64
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
@@ -47,10 +48,16 @@ def _scope(project: str, queue: str) -> Doc:
 
 
 class Tracking:
-    def __init__(self, db: AsyncDatabase[Doc], message_docs: AsyncCollection[Doc]) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        message_docs: AsyncCollection[Doc],
+        claim_docs: AsyncCollection[Doc],
+    ) -> None:
         self.sequences: AsyncCollection[Doc] = db["sequences"]
         self.removed: AsyncCollection[Doc] = db["removed"]
         self._messages = message_docs
+        self._claims = claim_docs
         self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def create_indexes(self) -> None:
@@ -61,9 +68,10 @@ class Tracking:
             [("project", ASCENDING), ("queue", ASCENDING), ("stamp", ASCENDING)]
         )
         await self.removed.create_index("at")
-        await self._messages.create_index(
-            [("project", ASCENDING), ("queue", ASCENDING), ("stamp", ASCENDING)]
-        )
+        for docs in (self._messages, self._claims):
+            await docs.create_index(
+                [("project", ASCENDING), ("queue", ASCENDING), ("stamp", ASCENDING)]
+            )
 
     # --- what writes call ------------------------------------------------------------------------
 
@@ -95,6 +103,15 @@ class Tracking:
                     {**_scope(project, queue), "stamp": stamp, "mid": mid, "marker": m, "at": now}
                     for mid, m in gone
                 ]
+            )
+
+    async def bury_claims(
+        self, project: str, queue: str, stamp: int, ids: Sequence[ObjectId], now: float
+    ) -> None:
+        """Tombstones for the claims `ids` deleted by a write stamped `stamp` (0: untracked)."""
+        if stamp and ids:
+            await self.removed.insert_many(
+                [{**_scope(project, queue), "stamp": stamp, "cid": cid, "at": now} for cid in ids]
             )
 
     async def forget(self, project: str, queue: str) -> None:
@@ -153,23 +170,33 @@ class Tracking:
         if doc is None or not doc["tracked"] or not doc["forgotten"] <= since <= doc["stamp"]:
             raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
         after = {**_scope(project, queue), "stamp": {"$gt": since}}
-        messages = await self._page(self._messages, after, limit)
-        removed = await self._page(self.removed, after, limit)
-        full = [int(rows[-1]["stamp"]) for rows in (messages, removed) if len(rows) == limit]
+        # Four streams: messages written, messages deleted, claims written, claims deleted.
+        streams: list[tuple[AsyncCollection[Doc], Doc]] = [
+            (self._messages, {}),
+            (self.removed, {"mid": {"$exists": True}}),
+            (self._claims, {}),
+            (self.removed, {"cid": {"$exists": True}}),
+        ]
+        pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
+        full = [int(rows[-1]["stamp"]) for rows in pages if len(rows) == limit]
         upto, more = max(since, _lowered(doc)), bool(full)
         if more:
             # Up to the smaller last stamp of a full page, and all of that stamp's write.
             upto = min(full)
             exactly = {**_scope(project, queue), "stamp": upto}
-            messages = [m for m in messages if m["stamp"] < upto]
-            messages += [m async for m in self._messages.find(exactly)]
-            removed = [r for r in removed if r["stamp"] < upto]
-            removed += [r async for r in self.removed.find(exactly)]
+            pages = [
+                [d for d in rows if d["stamp"] < upto]
+                + [d async for d in coll.find({**exactly, **kind})]
+                for (coll, kind), rows in zip(streams, pages, strict=True)
+            ]
+        messages, removed, claims, released = pages
         return Changes(
             messages=tuple(transfer.exported(to_message(m), now) for m in messages),
             removed=tuple(Removed(str(r["mid"]), int(r["marker"])) for r in removed),
             upto=upto,
             more=more,
+            claims=tuple(to_claim(c) for c in claims),
+            released=tuple(str(r["cid"]) for r in released),
         )
 
     @staticmethod

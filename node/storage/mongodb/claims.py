@@ -41,6 +41,7 @@ class MongoClaims:
                 "grace": grace,
                 "created": now,
                 "expires": claim.expires,
+                "stamp": await self._s.tracking.stamp(project, queue),
             }
         )
         held = self._s.message_docs.find({"_id": {"$in": ids}, "claim_id": cid})
@@ -75,9 +76,10 @@ class MongoClaims:
         await self._s.fences.check_write(project, queue)
         now = self._s.clock()
         cid = ObjectId(claim_id)
+        stamp = await self._s.tracking.stamp(project, queue)
         doc = await self._s.claim_docs.find_one_and_update(
             {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}},
-            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl}},
+            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl, "stamp": stamp}},
         )
         if doc is None:
             raise ClaimDoesNotExist(project, queue, claim_id)
@@ -102,7 +104,8 @@ class MongoClaims:
         )
         if released.matched_count:  # the claim belongs to this queue
             await self._s.holds.docs.delete_many({"holder": cid})
-        await self._s.claim_docs.delete_one({"_id": cid, **scope})
+        if (await self._s.claim_docs.delete_one({"_id": cid, **scope})).deleted_count:
+            await self._s.tracking.bury_claims(project, queue, stamp, [cid], self._s.clock())
 
     async def _mark(
         self, project: str, queue: str, held: Doc, claim: Claim, *, extend: bool = True

@@ -45,9 +45,9 @@ class Database:
         self.queue_docs: AsyncCollection[Doc] = db["queues"]
         self.message_docs: AsyncCollection[Doc] = db["messages"]
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
-        self.fences = Fences(db["fences"], self.queue_docs)
+        self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences)
-        self.tracking = Tracking(db, self.message_docs)
+        self.tracking = Tracking(db, self.message_docs, self.claim_docs)
 
     async def create_indexes(self) -> None:
         """Create the indexes every query needs (idempotent)."""

@@ -12,7 +12,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from node.errors import StorageUnavailable
-from node.models import Message, is_id
+from node.models import Claim, Message, is_id
 
 Doc = dict[str, Any]
 Messages = list[Message]
@@ -67,6 +67,10 @@ def to_message(doc: Doc) -> Message:
         claim_id=None if claim_id is None else str(claim_id),
         claim_expires=doc["claim_expires"],
     )
+
+
+def to_claim(doc: Doc) -> Claim:
+    return Claim(str(doc["_id"]), doc["ttl"], doc["grace"], doc["created"], doc["expires"])
 
 
 async def to_messages(cursor: AsyncCursor[Doc]) -> Messages:

@@ -23,7 +23,7 @@ that were in flight.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -34,6 +34,7 @@ from node.models import Fence
 from node.storage.mongodb.documents import Doc, queue_key
 
 T = TypeVar("T")
+Clock = Callable[[], float]
 # `freeze` reads the queue document's copy of the fence back after this pause, and sets it again
 # (up to COPY_ATTEMPTS times) if a racing update on FerretDB wrote the document back without it.
 COPY_SETTLE = 0.02
@@ -56,20 +57,39 @@ def _scope(project: str, queue: str) -> Doc:
 
 
 class Fences:
-    """The partition's fences: the `fences` collection, and its copies on queue documents."""
+    """The partition's fences: the `fences` collection, and its copies on queue documents.
 
-    def __init__(self, docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc]) -> None:
+    A fence with a deadline (`until`, by the partition's clock) lifts itself then: its record
+    counts as none from that instant, and the first post refused by the queue document's stale
+    copy clears the copy (`refused`)."""
+
+    def __init__(
+        self, docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc], clock: Clock
+    ) -> None:
         self.docs = docs
         self._queue_docs = queue_docs
+        self._clock = clock
+
+    async def in_force(self, project: str, queue: str) -> tuple[str, float | None] | None:
+        """The fence's reason and the seconds until it lifts itself (None: never); None when
+        the queue has no fence in force."""
+        doc = await self.docs.find_one(_scope(project, queue), {"reason": 1, "until": 1})
+        if doc is None:
+            return None
+        until = float(doc.get("until") or 0.0)
+        if not until:
+            return str(doc["reason"]), None
+        lifts = until - self._clock()
+        return (str(doc["reason"]), lifts) if lifts > 0 else None
 
     async def reason(self, project: str, queue: str) -> str | None:
-        doc = await self.docs.find_one(_scope(project, queue), {"reason": 1})
-        return None if doc is None else str(doc["reason"])
+        fence = await self.in_force(project, queue)
+        return None if fence is None else fence[0]
 
     async def check_write(self, project: str, queue: str) -> None:
-        reason = await self.reason(project, queue)
-        if reason is not None:
-            raise QueueFrozen(project, queue, reason)
+        fence = await self.in_force(project, queue)
+        if fence is not None:
+            raise QueueFrozen(project, queue, fence[0], lifts=fence[1])
 
     async def check_read(self, project: str, queue: str) -> None:
         if await self.reason(project, queue) == Fence.MOVED:
@@ -78,23 +98,42 @@ class Fences:
     async def refused(self, project: str, queue: str) -> bool:
         """Why a reservation matched no queue document: raises `QueueFrozen` if the queue is
         fenced; else True if the queue exists (it was unfenced meanwhile), False if it does not."""
-        reason, doc = await asyncio.gather(
-            self.reason(project, queue),
+        fence, record, doc = await asyncio.gather(
+            self.in_force(project, queue),
+            self.docs.find_one(_scope(project, queue), {"until": 1}),
             self._queue_docs.find_one(queue_key(project, queue), {"fence": 1}),
         )
-        reason = reason or (doc or {}).get("fence")
-        if reason:
-            raise QueueFrozen(project, queue, reason)
+        if fence is not None:
+            raise QueueFrozen(project, queue, fence[0], lifts=fence[1])
+        copied = (doc or {}).get("fence")
+        if copied and record is not None and record.get("until"):
+            # The fence lifted itself: its copy goes, unless it was set again meanwhile (then
+            # the next try is refused by the record).
+            await self._queue_docs.update_one(
+                {**queue_key(project, queue), "fence": copied}, {"$set": {"fence": None}}
+            )
+            return True
+        if copied:
+            raise QueueFrozen(project, queue, copied)
         return doc is not None
 
-    async def put(self, project: str, queue: str, reason: str) -> None:
+    async def put(self, project: str, queue: str, reason: str, lasts: float | None) -> None:
         """The record first, then the copy: a copy never outlives its record."""
         key = _scope(project, queue)
+        fields = {"reason": reason, "until": 0.0 if lasts is None else self._clock() + lasts}
         try:
-            await self.docs.update_one(key, {"$set": {"reason": reason}}, upsert=True)
+            await self.docs.update_one(key, {"$set": fields}, upsert=True)
         except DuplicateKeyError:  # a concurrent freeze inserted it first
-            await self.docs.update_one(key, {"$set": {"reason": reason}})
+            await self.docs.update_one(key, {"$set": fields})
         await self._copy(project, queue, reason)
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        """Move the deadline of a fence still in force; False if it lapsed (or has none)."""
+        now = self._clock()
+        found = await self.docs.update_one(
+            {**_scope(project, queue), "until": {"$gt": now}}, {"$set": {"until": now + lasts}}
+        )
+        return found.matched_count > 0
 
     async def lift(self, project: str, queue: str) -> None:
         """The copy first, then the record."""

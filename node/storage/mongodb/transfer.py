@@ -37,6 +37,7 @@ from node.storage.mongodb.documents import (
     duplicates,
     live_query,
     queue_key,
+    to_claim,
     to_messages,
 )
 
@@ -155,9 +156,15 @@ class MongoTransfer:
         self._s = storage
 
     @backend()
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         transfer.check_reason(reason)
-        await self._s.fences.put(project, queue, reason)
+        await self._s.fences.put(project, queue, reason, lasts)
+
+    @backend()
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        return await self._s.fences.extend(project, queue, lasts)
 
     @backend()
     async def unfreeze(self, project: str, queue: str) -> None:
@@ -250,13 +257,14 @@ class MongoTransfer:
         return [_row(doc, now) async for doc in cursor]
 
     @backend()
-    async def export_claims(self, project: str, queue: str) -> list[Claim]:
+    async def export_claims(
+        self, project: str, queue: str, *, ids: Sequence[str] | None = None
+    ) -> list[Claim]:
         query = {**_scope(project, queue), "expires": {"$gt": self._s.clock()}}
+        if ids is not None:
+            query["_id"] = {"$in": [ObjectId(i) for i in ids if is_id(i)]}
         cursor = self._s.claim_docs.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)])
-        return [
-            Claim(str(d["_id"]), d["ttl"], d["grace"], d["created"], d["expires"])
-            async for d in cursor
-        ]
+        return [to_claim(d) async for d in cursor]
 
     @backend()
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
@@ -301,7 +309,11 @@ class MongoTransfer:
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
         transfer.check_ids([c.id for c in claims])
         docs = [_claim_doc(project, queue, c) for c in claims]
-        return await _upsert(self._s.claim_docs, project, queue, docs)
+
+        def stamp() -> Awaitable[int]:
+            return self._s.tracking.stamp(project, queue)
+
+        return await _upsert(self._s.claim_docs, project, queue, docs, stamp)
 
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
@@ -316,7 +328,13 @@ class MongoTransfer:
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return await _delete(self._s.claim_docs, project, queue, ids)
+        query = {**_scope(project, queue), "_id": {"$in": [ObjectId(i) for i in ids if is_id(i)]}}
+        gone = [d["_id"] async for d in self._s.claim_docs.find(query, {"_id": 1})]
+        if not gone:
+            return 0
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.tracking.bury_claims(project, queue, stamp, gone, self._s.clock())
+        return await _delete(self._s.claim_docs, project, queue, [str(g) for g in gone])
 
     async def digest(self, project: str, queue: str) -> QueueDigest:
         return await transfer.digest(self, project, queue)

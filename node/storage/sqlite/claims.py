@@ -13,6 +13,7 @@ from node.storage.sqlite.schema import (
     FREE,
     LIVE,
     MESSAGE_COLUMNS,
+    bury_claims,
     check_readable,
     check_writable,
     next_stamp,
@@ -42,11 +43,12 @@ class SqliteClaims:
             ]
             if not ids:
                 return []
-            _hold(conn, claim, next_stamp(conn, project, queue), ids=ids)
+            stamp = next_stamp(conn, project, queue)
+            _hold(conn, claim, stamp, ids=ids)
             conn.execute(
-                "INSERT INTO claims (id, project, queue, ttl, grace, created, expires)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (claim.id, project, queue, ttl, grace, now, claim.expires),
+                "INSERT INTO claims (id, project, queue, ttl, grace, created, expires, stamp)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (claim.id, project, queue, ttl, grace, now, claim.expires, stamp),
             )
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? ORDER BY marker",
@@ -87,16 +89,17 @@ class SqliteClaims:
 
         def update(conn: sqlite3.Connection) -> None:
             check_writable(conn, project, queue)
+            stamp = next_stamp(conn, project, queue)  # undone with the rest if none matches
             row = conn.execute(
-                "UPDATE claims SET ttl = ?, grace = ?, expires = ?"
+                "UPDATE claims SET ttl = ?, grace = ?, expires = ?, stamp = ?"
                 " WHERE id = ? AND project = ? AND queue = ? AND expires > ?"
                 " RETURNING created",
-                (ttl, grace, now + ttl, claim_id, project, queue, now),
+                (ttl, grace, now + ttl, stamp, claim_id, project, queue, now),
             ).fetchone()
             if row is None:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             claim = Claim(id=claim_id, ttl=ttl, grace=grace, created=row[0], expires=now + ttl)
-            _hold(conn, claim, next_stamp(conn, project, queue), now=now)
+            _hold(conn, claim, stamp, now=now)
 
         await self._s.write(update)
 
@@ -105,19 +108,21 @@ class SqliteClaims:
             await self._s.read(check_writable, project, queue)
             return
 
-        def delete(conn: sqlite3.Connection) -> None:
+        def delete(conn: sqlite3.Connection, now: float) -> None:
             check_writable(conn, project, queue)
+            stamp = next_stamp(conn, project, queue)
             conn.execute(
                 "UPDATE messages SET claim_id = NULL, claim_expires = 0, stamp = ?"
                 " WHERE claim_id = ? AND project = ? AND queue = ?",
-                (next_stamp(conn, project, queue), claim_id, project, queue),
+                (stamp, claim_id, project, queue),
             )
-            conn.execute(
+            if conn.execute(
                 "DELETE FROM claims WHERE id = ? AND project = ? AND queue = ?",
                 (claim_id, project, queue),
-            )
+            ).rowcount:
+                bury_claims(conn, project, queue, stamp, [claim_id], now)
 
-        await self._s.write(delete)
+        await self._s.write(delete, self._s.clock())
 
 
 def _hold(

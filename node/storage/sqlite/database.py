@@ -13,17 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from prometheus_client import Gauge
+
 from ground.logs import get_logger
 from node.errors import StorageUnavailable
 from node.storage.sqlite.schema import create_schema
 
 T = TypeVar("T")
+# The write-ahead log is truncated to this size when it starts over (`journal_size_limit`), and
+# a checkpoint that finds it larger is made to complete and truncate it: SQLite never shrinks
+# the file by itself, and under sustained writes its passive checkpoints never let it restart.
+WAL_LIMIT = 64 * 1024 * 1024
+WAL_BYTES = Gauge(
+    "marconi_node_sqlite_wal_bytes",
+    "Size of a SQLite partition's write-ahead log file, after the last checkpoint.",
+    ["path"],
+)
 log = get_logger("node.storage.sqlite")
 Clock = Callable[[], float]
 
@@ -32,11 +44,18 @@ class Database:
     """One SQLite file: the connection, its group commits and its checkpoints. The
     controllers share it; `SqliteStorage` opens it."""
 
-    def __init__(self, path: str, clock: Clock = time.time, checkpoint_interval: float = 1.0):
+    def __init__(
+        self,
+        path: str,
+        clock: Clock = time.time,
+        checkpoint_interval: float = 1.0,
+        wal_limit: int = WAL_LIMIT,
+    ):
         self.path = path
         self.clock = clock
         self._conn: sqlite3.Connection | None = None
         self._checkpoint_interval = checkpoint_interval
+        self._wal_limit = wal_limit
         self._checkpointer: asyncio.Task[None] | None = None
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
 
@@ -46,19 +65,37 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
+        conn.create_function("now", 0, self.clock)  # fences lift themselves by this clock
         create_schema(conn)
         self._conn = conn
 
     async def _checkpoint_forever(self) -> None:
-        """Fold the WAL into the database now and then, on a thread, without blocking writers."""
+        """Fold the WAL into the database now and then, on a thread, without blocking writers;
+        and keep the WAL file's size bounded (see `WAL_LIMIT`)."""
         with sqlite3.connect(self.path, check_same_thread=False) as conn:
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
             while True:
                 await asyncio.sleep(self._checkpoint_interval)
                 try:
                     await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    if self.wal_bytes() > self._wal_limit:
+                        # Under sustained writes a passive checkpoint never catches up with the
+                        # log's end, so the log never starts over and only grows. The passive
+                        # one just copied nearly everything: this one blocks writers only for
+                        # the rest, then truncates the file.
+                        await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error as exc:
                     log.warning("sqlite_checkpoint_failed", error=str(exc))
+                WAL_BYTES.labels(self.path).set(self.wal_bytes())
+
+    def wal_bytes(self) -> int:
+        """The size of the write-ahead log file (0 when there is none)."""
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)`, translating sqlite3 errors at this edge."""

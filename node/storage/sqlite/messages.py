@@ -42,7 +42,8 @@ class SqliteMessages:
                 "UPDATE queues SET counter = counter + ?, stamp = stamp + tracked"
                 " WHERE project = ? AND name = ?"
                 " AND NOT EXISTS (SELECT 1 FROM fences"
-                " WHERE fences.project = queues.project AND fences.queue = queues.name)"
+                " WHERE fences.project = queues.project AND fences.queue = queues.name"
+                " AND (fences.until = 0 OR fences.until > now()))"
                 " RETURNING counter, stamp * tracked",
                 (len(messages), project, queue),
             ).fetchone()

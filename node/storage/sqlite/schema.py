@@ -8,7 +8,9 @@ place.
 Change tracking (see `node.storage.base.TransferStore`): `queues.stamp` is the queue's change
 sequence, raised by every write of a tracked queue (`queues.tracked`) in its own transaction;
 `messages.stamp` is the sequence at the message's last write (0: written while untracked, and left
-out of the index); `removed` holds the tombstones of a tracked queue's deleted messages.
+out of the index); `claims.stamp` likewise for a claim's last write (made, renewed); `removed`
+holds the tombstones of a tracked queue's deleted messages, and of its deleted claims (`claim` 1,
+marker 0).
 `queues.forgotten` is the position at or below which changes can no longer be told (tombstones
 collected, or the queue purged).
 """
@@ -60,14 +62,17 @@ CREATE TABLE IF NOT EXISTS claims (
     ttl INTEGER NOT NULL,
     grace INTEGER NOT NULL,
     created REAL NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    stamp INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS claims_by_queue ON claims (project, queue, expires);
 -- A fenced queue (see node.storage.base.TransferStore); a row without a queue is a tombstone.
+-- `until`: when the fence lifts itself (the partition's clock; 0: never).
 CREATE TABLE IF NOT EXISTS fences (
     project TEXT NOT NULL,
     queue TEXT NOT NULL,
     reason TEXT NOT NULL,
+    until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (project, queue)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS removed (
@@ -77,6 +82,7 @@ CREATE TABLE IF NOT EXISTS removed (
     id TEXT NOT NULL,
     marker INTEGER NOT NULL,
     at REAL NOT NULL,
+    claim INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, queue, stamp, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS removed_by_age ON removed (at);
@@ -89,9 +95,13 @@ ADDED = {
         "tracked": "INTEGER NOT NULL DEFAULT 0",
     },
     "messages": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
+    "claims": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
+    "removed": {"claim": "INTEGER NOT NULL DEFAULT 0"},
+    "fences": {"until": "REAL NOT NULL DEFAULT 0"},
 }
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_stamp ON messages (project, queue, stamp) WHERE stamp > 0;
+CREATE INDEX IF NOT EXISTS claims_by_stamp ON claims (project, queue, stamp) WHERE stamp > 0;
 """
 
 MESSAGE_COLUMNS = (
@@ -99,7 +109,12 @@ MESSAGE_COLUMNS = (
 )
 LIVE = "project = ? AND queue = ? AND expires > ?"
 FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"
-FENCE = "SELECT reason FROM fences WHERE project = ? AND queue = ?"
+# A fence in force: its reason, and the seconds until it lifts itself (None: never). `now()` is
+# the partition's clock (`Database` registers it on its connection).
+FENCE = (
+    "SELECT reason, CASE WHEN until > 0 THEN until - now() END FROM fences"
+    " WHERE project = ? AND queue = ? AND (until = 0 OR until > now())"
+)
 # The queue's condition on a statement that names its rows by id: the unary `+` keeps SQLite's
 # planner from scanning the whole queue through the (project, queue, ...) indexes instead of
 # looking each id up, which it does from five ids on.
@@ -132,14 +147,32 @@ def bury(
     conn: sqlite3.Connection, project: str, queue: str, gone: Sequence[tuple[str, int]], now: float
 ) -> None:
     """Tombstones for the messages `gone` (id, marker) of a tracked queue; none if untracked."""
-    if not gone:
-        return
-    stamp = next_stamp(conn, project, queue)
-    if stamp:
+    if gone:
+        _tombstones(conn, project, queue, next_stamp(conn, project, queue), gone, now, claim=0)
+
+
+def bury_claims(
+    conn: sqlite3.Connection, project: str, queue: str, stamp: int, ids: Sequence[str], now: float
+) -> None:
+    """Tombstones for the claims `ids` deleted by a write stamped `stamp` (0: untracked)."""
+    _tombstones(conn, project, queue, stamp, [(cid, 0) for cid in ids], now, claim=1)
+
+
+def _tombstones(
+    conn: sqlite3.Connection,
+    project: str,
+    queue: str,
+    stamp: int,
+    gone: Sequence[tuple[str, int]],
+    now: float,
+    *,
+    claim: int,
+) -> None:
+    if stamp and gone:
         conn.executemany(
-            "INSERT OR REPLACE INTO removed (project, queue, stamp, id, marker, at)"
-            " VALUES (?,?,?,?,?,?)",
-            [(project, queue, stamp, mid, marker, now) for mid, marker in gone],
+            "INSERT OR REPLACE INTO removed (project, queue, stamp, id, marker, at, claim)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(project, queue, stamp, mid, marker, now, claim) for mid, marker in gone],
         )
 
 
@@ -166,7 +199,7 @@ def check_writable(conn: sqlite3.Connection, project: str, queue: str) -> None:
     """Refuse a write to a fenced queue; called inside the write's own transaction."""
     row = conn.execute(FENCE, (project, queue)).fetchone()
     if row is not None:
-        raise QueueFrozen(project, queue, row[0])
+        raise QueueFrozen(project, queue, row[0], lifts=row[1])
 
 
 def check_readable(conn: sqlite3.Connection, project: str, queue: str) -> None:

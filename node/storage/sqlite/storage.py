@@ -9,7 +9,7 @@ from pathlib import Path
 
 from node.errors import StorageUnavailable
 from node.storage.sqlite.claims import SqliteClaims
-from node.storage.sqlite.database import Clock, Database, log, sqlite_path
+from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite_path
 from node.storage.sqlite.messages import SqliteMessages
 from node.storage.sqlite.queues import SqliteQueues
 from node.storage.sqlite.transfer import SqliteTransfer
@@ -19,20 +19,33 @@ from node.storage.transfer import TOMBSTONE_RETENTION
 class SqliteStorage(Database):
     """`node.storage.base.Storage` over one SQLite file."""
 
-    def __init__(self, path: str, clock: Clock = time.time, checkpoint_interval: float = 1.0):
-        super().__init__(path, clock, checkpoint_interval)
+    def __init__(
+        self,
+        path: str,
+        clock: Clock = time.time,
+        checkpoint_interval: float = 1.0,
+        wal_limit: int = WAL_LIMIT,
+    ):
+        super().__init__(path, clock, checkpoint_interval, wal_limit)
         self.queues = SqliteQueues(self)
         self.messages = SqliteMessages(self)
         self.claims = SqliteClaims(self)
         self.transfer = SqliteTransfer(self)
 
     @classmethod
-    async def open(cls, uri: str, clock: Clock = time.time) -> SqliteStorage:
+    async def open(
+        cls,
+        uri: str,
+        clock: Clock = time.time,
+        *,
+        checkpoint_interval: float = 1.0,
+        wal_limit: int = WAL_LIMIT,
+    ) -> SqliteStorage:
         """Open the file `sqlite:///path` names, creating it (and its folder) if missing."""
         path = sqlite_path(uri)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        storage = cls(path, clock)
+        storage = cls(path, clock, checkpoint_interval, wal_limit)
         await storage.run(storage._connect)
         if path != ":memory:":
             storage._checkpointer = asyncio.create_task(storage._checkpoint_forever())

@@ -25,6 +25,7 @@ from node.storage.sqlite.schema import (
     LIVE,
     MESSAGE_COLUMNS,
     bury,
+    bury_claims,
     next_stamp,
     placeholders,
     to_message,
@@ -37,6 +38,7 @@ STORED_MESSAGE = (
     " claim_id, claim_expires"
 )
 STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
+CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 # A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
@@ -124,25 +126,35 @@ def _changes(
     ).fetchone()
     if row is None or not row[2] or since > row[0] or since < row[1]:
         raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
-    written = f"SELECT {MESSAGE_COLUMNS}, stamp FROM messages WHERE project = ? AND queue = ?"
-    buried = "SELECT id, marker, stamp FROM removed WHERE project = ? AND queue = ?"
+    scope = "FROM {} WHERE project = ? AND queue = ?"
+    streams = (
+        f"SELECT {MESSAGE_COLUMNS}, stamp " + scope.format("messages"),
+        "SELECT id, marker, stamp " + scope.format("removed") + " AND NOT claim",
+        f"SELECT {CLAIM_COLUMNS}, stamp " + scope.format("claims"),
+        "SELECT id, stamp " + scope.format("removed") + " AND claim",
+    )
     above = " AND stamp > 0 AND stamp > ? ORDER BY stamp LIMIT ?"
-    messages = conn.execute(written + above, (project, queue, since, limit)).fetchall()
-    removed = conn.execute(buried + above, (project, queue, since, limit)).fetchall()
-    full = [rows[-1][-1] for rows in (messages, removed) if len(rows) == limit]
+    pages = [
+        conn.execute(sql + above, (project, queue, since, limit)).fetchall() for sql in streams
+    ]
+    full = [rows[-1][-1] for rows in pages if len(rows) == limit]
     upto, more = row[0], bool(full)
     if more:
         # Up to the smaller last stamp of a full page, and all of that stamp's write.
         upto = min(full)
-        messages = [m for m in messages if m[-1] < upto]
-        removed = [r for r in removed if r[-1] < upto]
-        messages += conn.execute(written + " AND stamp = ?", (project, queue, upto)).fetchall()
-        removed += conn.execute(buried + " AND stamp = ?", (project, queue, upto)).fetchall()
+        pages = [
+            [r for r in rows if r[-1] < upto]
+            + conn.execute(sql + " AND stamp = ?", (project, queue, upto)).fetchall()
+            for sql, rows in zip(streams, pages, strict=True)
+        ]
+    messages, removed, claims, released = pages
     return Changes(
         messages=tuple(transfer.exported(to_message(m), now) for m in messages),
         removed=tuple(Removed(r[0], r[1]) for r in removed),
         upto=upto,
         more=more,
+        claims=tuple(Claim(*c[:-1]) for c in claims),
+        released=tuple(r[0] for r in released),
     )
 
 
@@ -150,17 +162,33 @@ class SqliteTransfer:
     def __init__(self, storage: Database) -> None:
         self._s = storage
 
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         transfer.check_reason(reason)
 
         def freeze(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO fences (project, queue, reason) VALUES (?,?,?)"
-                " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason",
-                (project, queue, reason),
+                "INSERT INTO fences (project, queue, reason, until)"
+                " VALUES (?, ?, ?, CASE WHEN ? IS NULL THEN 0 ELSE now() + ? END)"
+                " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason,"
+                " until = excluded.until",
+                (project, queue, reason, lasts, lasts),
             )
 
         await self._s.write(freeze)
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        def extend(conn: sqlite3.Connection) -> bool:
+            return bool(
+                conn.execute(
+                    "UPDATE fences SET until = now() + ?"
+                    " WHERE project = ? AND queue = ? AND until > now()",
+                    (lasts, project, queue),
+                ).rowcount
+            )
+
+        return await self._s.write(extend)
 
     async def unfreeze(self, project: str, queue: str) -> None:
         def unfreeze(conn: sqlite3.Connection) -> None:
@@ -261,15 +289,25 @@ class SqliteTransfer:
         )
         return [MessageRow._make(row) for row in rows]
 
-    async def export_claims(self, project: str, queue: str) -> list[Claim]:
-        rows = await self._s.read(
-            lambda c: c.execute(
-                "SELECT id, ttl, grace, created, expires FROM claims"
-                " WHERE project = ? AND queue = ? AND expires > ? ORDER BY created, id",
-                (project, queue, self._s.clock()),
-            ).fetchall()
+    async def export_claims(
+        self, project: str, queue: str, *, ids: Sequence[str] | None = None
+    ) -> list[Claim]:
+        now = self._s.clock()
+        query = f"SELECT {CLAIM_COLUMNS} FROM claims WHERE "
+
+        def export(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if ids is None:
+                where = "project = ? AND queue = ? AND expires > ?"
+                return conn.execute(query + where, (project, queue, now)).fetchall()
+            rows: list[tuple[Any, ...]] = []
+            for chunk in _chunks(ids):
+                where = f"id IN ({placeholders(len(chunk))}) AND {BY_ID} AND expires > ?"
+                rows += conn.execute(query + where, (*chunk, project, queue, now)).fetchall()
+            return rows
+
+        return sorted(
+            (Claim(*row) for row in await self._s.read(export)), key=lambda c: (c.created, c.id)
         )
-        return [Claim(*row) for row in rows]
 
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
         def upsert(conn: sqlite3.Connection) -> None:
@@ -320,7 +358,11 @@ class SqliteTransfer:
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
         transfer.check_ids([c.id for c in claims])
         rows = [(c.id, project, queue, c.ttl, c.grace, c.created, c.expires) for c in claims]
-        return await self._s.write(lambda conn: _upsert(conn, "claims", STORED_CLAIM, rows))
+
+        def upsert(conn: sqlite3.Connection) -> int:
+            return _upsert(conn, "claims", STORED_CLAIM, rows, next_stamp(conn, project, queue))
+
+        return await self._s.write(upsert)
 
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
         def delete(conn: sqlite3.Connection, now: float) -> int:
@@ -331,7 +373,13 @@ class SqliteTransfer:
         return await self._s.write(delete, self._s.clock())
 
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        return len(await self._s.write(_delete, "claims", project, queue, ids))
+        def delete(conn: sqlite3.Connection, now: float) -> int:
+            gone = [row[0] for row in _delete(conn, "claims", project, queue, ids)]
+            if gone:
+                bury_claims(conn, project, queue, next_stamp(conn, project, queue), gone, now)
+            return len(gone)
+
+        return await self._s.write(delete, self._s.clock())
 
     async def digest(self, project: str, queue: str) -> QueueDigest:
         return await transfer.digest(self, project, queue)
