@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import migration
+from bench import migration, mongodb
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.report import (
@@ -33,7 +33,7 @@ from bench.report import (
 from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "migration")
+SECTIONS = ("node", "proxy", "migration", "mongodb")
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -102,6 +102,9 @@ def main() -> int:
             # Messages moved per second, freeze times and client latency during moves.
             with migration.cluster(base / "migration") as c:
                 sections["migration"] = asyncio.run(migration.run(c, 100_000, 20, 200))
+        if "mongodb" in wanted:
+            # The MongoDB driver on FerretDB's two backends, posts at 1, 16 and 64 connections.
+            sections["mongodb"] = mongodb.section(base / "mongodb", args.seconds, command)
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

@@ -27,6 +27,7 @@ TITLES = {
     "node": "## Node (one partition, API v2)",
     "proxy": "## Proxy (one partition: direct vs through the proxy)",
     "migration": "## Migration",
+    "mongodb": "## MongoDB driver on FerretDB (both backends)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 

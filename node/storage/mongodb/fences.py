@@ -18,11 +18,16 @@ freeze is refused, whatever the copy says. `freeze` also reads the copy back aft
 and sets it again until it stays, and `export_queue` reports the highest marker stored when it
 is above the counter; the migration worker's settle interval after the freeze covers the posts
 that were in flight.
+
+Most queues are never fenced: a node that found a queue without a fence believes it for `QUIET`
+seconds without asking again (so the writes and reads of open queues pay no round trip for it),
+and `freeze` waits that long before it returns, so that every write starting after it asks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -38,6 +43,10 @@ T = TypeVar("T")
 # (up to COPY_ATTEMPTS times) if a racing update on FerretDB wrote the document back without it.
 COPY_SETTLE = 0.02
 COPY_ATTEMPTS = 5
+# Seconds a node takes a queue found without a fence to stay so: a freeze waits that long, and
+# a migration bounds how long a freeze may take, so it is kept short.
+QUIET = 0.25
+QUIET_QUEUES = 10_000  # queues a node remembers as open, at most
 
 
 async def alongside(check: Awaitable[None], op: Awaitable[T]) -> T:
@@ -61,19 +70,33 @@ class Fences:
     def __init__(self, docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc]) -> None:
         self.docs = docs
         self._queue_docs = queue_docs
+        self._open: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def reason(self, project: str, queue: str) -> str | None:
         doc = await self.docs.find_one(_scope(project, queue), {"reason": 1})
         return None if doc is None else str(doc["reason"])
 
     async def check_write(self, project: str, queue: str) -> None:
-        reason = await self.reason(project, queue)
+        reason = await self._checked(project, queue)
         if reason is not None:
             raise QueueFrozen(project, queue, reason)
 
     async def check_read(self, project: str, queue: str) -> None:
-        if await self.reason(project, queue) == Fence.MOVED:
+        if await self._checked(project, queue) == Fence.MOVED:
             raise QueueFrozen(project, queue, Fence.MOVED)
+
+    async def _checked(self, project: str, queue: str) -> str | None:
+        """The fence's reason, or None, believed for `QUIET` seconds when it is None."""
+        key = (project, queue)
+        asked = time.monotonic()
+        if asked - self._open.get(key, -QUIET) < QUIET:
+            return None
+        reason = await self.reason(project, queue)
+        if reason is None:
+            if len(self._open) >= QUIET_QUEUES:
+                self._open = {k: t for k, t in self._open.items() if asked - t < QUIET}
+            self._open[key] = asked  # as of when it was asked: the answer may be that old
+        return reason
 
     async def refused(self, project: str, queue: str) -> bool:
         """Why a reservation matched no queue document: raises `QueueFrozen` if the queue is
@@ -95,6 +118,8 @@ class Fences:
         except DuplicateKeyError:  # a concurrent freeze inserted it first
             await self.docs.update_one(key, {"$set": {"reason": reason}})
         await self._copy(project, queue, reason)
+        self._open.pop((project, queue), None)
+        await asyncio.sleep(QUIET)  # until every node's belief that it is open has expired
 
     async def lift(self, project: str, queue: str) -> None:
         """The copy first, then the record."""

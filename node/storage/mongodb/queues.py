@@ -79,6 +79,7 @@ class MongoQueues:
         await self._purge(project, queue)
         await self._s.queue_docs.delete_one(queue_key(project, queue))
         await self._s.tracking.end(project, queue)
+        self._s.posts.forget(project, queue)  # a queue created again counts from 0
 
     @backend()
     async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
