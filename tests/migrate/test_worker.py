@@ -244,40 +244,8 @@ async def test_move_under_load_on_mongodb(
         await asyncio.sleep(0.2)
         await load.finish()
         # FerretDB 1.x may still lose an update of the marker counter in a race the driver cannot
-        # see (node/storage/mongodb.py): per-producer order is checked on a real MongoDB only.
+        # see (node/storage/mongodb/posts.py): per-producer order is checked on a real MongoDB only.
         ordered = bool(os.environ.get("MONGODB_URL"))
         await check_after_move(
             c, load, source, target, seeds, max_wait=3.0, min_acked=20, ordered=ordered
         )
-
-
-@pytest.mark.slow
-@pytest.mark.mongodb
-async def test_move_of_a_large_queue_under_load_on_mongodb(
-    etcd_server: Etcd, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
-) -> None:
-    """A queue of 20,000 messages moves between two MongoDB partitions while producers post and
-    consumers claim and delete: every message is accounted for, exactly once."""
-    uris = {name: storage_uri("mongodb", tmp_path, request) for name in ("p1", "p2")}
-    async with migration_cluster(etcd_server.url, uris, clock) as c:
-        source, target, seeds = await prepare(c)
-        load = Load(c.proxy)
-        store = c.storage(source)
-        for start in range(0, 20_000, 1000):
-            numbers = range(start, start + 1000)
-            batch = [NewMessage(body={"p": -1, "n": n}, ttl=3600) for n in numbers]
-            ids = await store.messages.post(PROJECT, QUEUE, batch, "filler")
-            load.acked.update(zip(ids, ((-1, n) for n in numbers), strict=True))
-        await c.worker(settle=0.2, freeze_limit=1.0)
-        load.start()
-        await asyncio.sleep(0.3)
-        m = await c.move(target)
-        done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED, within=120)
-        assert done.phase is Phase.DONE, done.error
-        await asyncio.sleep(0.2)
-        await load.finish(drain=False)
-        ordered = bool(os.environ.get("MONGODB_URL"))  # as in the test above
-        await check_after_move(
-            c, load, source, target, seeds, max_wait=3.0, min_acked=20, ordered=ordered
-        )
-        assert len(await remaining(c.storage(target))) > 15_000

@@ -97,6 +97,7 @@ async def two_stores(server: str, clock: FakeClock) -> AsyncIterator[list[MongoS
             await store.close()
 
 
+@pytest.mark.slow
 async def test_producers_and_claimers_keep_every_guarantee(
     two_stores: list[MongoStorage],
 ) -> None:
