@@ -100,7 +100,7 @@ def section(base: Path, seconds: int, command: str) -> str:
 {table}
 
 - *errors*: non-2xx responses and socket errors, timeouts included (wrk gives up on a request
-  after 2 s).
+  after 2 s). A row of 0 requests/s failed: no request completed within 2 s.
 - Before (issue 10, same kind of machine, a fresh FerretDB per run, single-message posts): 33
   posts/s at 1 connection, 13 at 16 (23 errors), 7.5 at 64 (49 errors, p99 1.9 s), on both
   backends; the node section above (before this driver) shows the same collapse.
