@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import busy, catalog, migration, workers
+from bench import busy, catalog, migration, mongodb, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.reference import compare_nginx
@@ -41,7 +41,17 @@ from bench.scenarios import NODE_SCENARIOS, Load, measure, warm_up
 from bench.statements import measure_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("node", "proxy", "nginx", "migration", "busy", "catalog", "postgresql", "workers")
+SECTIONS = (
+    "node",
+    "proxy",
+    "nginx",
+    "migration",
+    "busy",
+    "catalog",
+    "postgresql",
+    "mongodb",
+    "workers",
+)
 
 
 def node_rows(base: Path, drivers: list[str], counts: list[int], load: Load) -> list[NodeRow]:
@@ -156,6 +166,9 @@ def main() -> int:
             # A hot queue moved: 10,000 live claims, full-speed clients through the proxy.
             with migration.cluster(base / "busy") as c:
                 sections["busy"] = asyncio.run(busy.run(c))
+        if "mongodb" in wanted:
+            # The MongoDB driver on FerretDB's two backends, posts at 1, 16 and 64 connections.
+            sections["mongodb"] = mongodb.section(base / "mongodb", args.seconds, command)
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

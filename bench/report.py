@@ -36,6 +36,7 @@ TITLES = {
     "postgresql": "## PostgreSQL driver (against SQLite, same run)",
     "workers": "## Workers (`--workers 2` against one worker)",
     "busy": "## Busy-queue move",
+    "mongodb": "## MongoDB driver on FerretDB (both backends)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 

@@ -9,7 +9,7 @@ import pytest
 from node.storage import open_storage
 from node.storage.base import Storage
 from tests.keystone import Keystone, keystone
-from tests.services import Etcd, etcd, ferretdb, postgres_cluster
+from tests.services import Etcd, create_database, etcd, ferretdb, postgres_cluster
 
 
 class FakeClock:
@@ -31,12 +31,24 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="session")
-def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`MONGODB_URL` when set (a real MongoDB), else a FerretDB started for this session."""
+def mongodb_url(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """`MONGODB_URL` when set (a real MongoDB), else a FerretDB started for this session over
+    PostgreSQL, which serves equality filters from the database as MongoDB's indexes would."""
     if url := os.environ.get("MONGODB_URL"):
         yield url
         return
-    with ferretdb(tmp_path_factory.mktemp("ferretdb")) as url:
+    # The session's one PostgreSQL (the PostgreSQL driver's tests use it too), a database apart.
+    database = create_database(request.getfixturevalue("postgresql_url"), "ferretdb")
+    with ferretdb(tmp_path_factory.mktemp("ferretdb"), database) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ferretdb_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A FerretDB on its SQLite backend, for the tests that hold on both backends."""
+    with ferretdb(tmp_path_factory.mktemp("ferretdb-sqlite")) as url:
         yield url
 
 

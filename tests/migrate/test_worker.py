@@ -304,7 +304,7 @@ async def test_move_under_load_on_mongodb(
         await asyncio.sleep(0.2)
         await load.finish()
         # FerretDB 1.x may still lose an update of the marker counter in a race the driver cannot
-        # see (node/storage/mongodb.py): per-producer order is checked on a real MongoDB only.
+        # see (node/storage/mongodb/posts.py): per-producer order is checked on a real MongoDB only.
         ordered = bool(os.environ.get("MONGODB_URL"))
         await check_after_move(
             c, load, source, target, seeds, max_wait=3.0, min_acked=20, ordered=ordered

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
 from bson import ObjectId
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 
 from node.errors import ClaimDoesNotExist
 from node.models import Claim, is_id, new_id
 from node.storage.base import Messages
 from node.storage.mongodb.database import Database
-from node.storage.mongodb.documents import Doc, backend, to_messages
+from node.storage.mongodb.documents import Doc, backend, to_message, to_messages
 from node.storage.mongodb.fences import alongside
 
 
@@ -24,28 +28,52 @@ class MongoClaims:
         now = self._s.clock()
         claim = Claim(id=new_id(), ttl=ttl, grace=grace, created=now, expires=now + ttl)
         cid = ObjectId(claim.id)
-        taken = await self._s.holds.take_unless_fenced(
-            project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
+        record = {
+            "_id": cid,
+            "project": project,
+            "queue": queue,
+            "ttl": ttl,
+            "grace": grace,
+            "created": now,
+            "expires": claim.expires,
+        }
+        # The claim's record goes in alongside the read of candidates: no round trip of its own
+        # (the fence is checked first, at no cost while the queue stays open).
+        await self._s.fences.check_write(project, queue)
+        taken, inserted = await asyncio.gather(
+            self._s.holds.take_unless_fenced(
+                project, queue, holder=cid, claim=True, until=claim.expires, limit=limit, now=now
+            ),
+            self._s.claim_docs.insert_one(record),
+            return_exceptions=True,
         )
+        if isinstance(taken, BaseException) or isinstance(inserted, BaseException):
+            await self._s.claim_docs.delete_one({"_id": cid})
+            raise taken if isinstance(taken, BaseException) else inserted  # type: ignore[misc]
         if not taken:
+            await self._s.claim_docs.delete_one({"_id": cid})
             return claim, []
-        ids = [doc["_id"] for doc in taken]
-        short_lived = any(doc["expires"] < claim.expires + grace for doc in taken)
-        await self._mark(project, queue, {"_id": {"$in": ids}}, claim, extend=short_lived)
-        await self._s.claim_docs.insert_one(
-            {
-                "_id": cid,
-                "project": project,
-                "queue": queue,
-                "ttl": ttl,
-                "grace": grace,
-                "created": now,
-                "expires": claim.expires,
-                "stamp": await self._s.tracking.stamp(project, queue),
-            }
-        )
-        held = self._s.message_docs.find({"_id": {"$in": ids}, "claim_id": cid})
-        return claim, await to_messages(held.sort("marker", ASCENDING))
+        # Held now, so nobody else writes them: each is marked by `_id` in one command, and the
+        # answer is what was read, as marked.
+        lives_until = claim.expires + grace
+        stamp = await self._s.tracking.stamp(project, queue)  # just before: see `Tracking`
+        marked = []
+        for doc in taken:
+            changes: Doc = {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}
+            if doc["expires"] < lives_until:
+                changes.update(expires=lives_until, ttl=ttl + grace)
+            marked.append(({**doc, **changes}, UpdateOne({"_id": doc["_id"]}, {"$set": changes})))
+        writes: list[Awaitable[Any]] = [
+            self._s.message_docs.bulk_write([update for _, update in marked], ordered=False)
+        ]
+        if stamp:  # the claim's own change, tracked as the messages' are (its record has none)
+            writes.append(self._s.claim_docs.update_one({"_id": cid}, {"$set": {"stamp": stamp}}))
+        result, *_ = await asyncio.gather(*writes)
+        if result.matched_count < len(marked):  # some went meanwhile (a bulk delete)
+            ids = [doc["_id"] for doc, _ in marked]
+            left = {doc["_id"] async for doc in self._s.message_docs.find({"_id": {"$in": ids}})}
+            marked = [(doc, update) for doc, update in marked if doc["_id"] in left]
+        return claim, [to_message(doc) for doc, _ in marked]
 
     @backend()
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:

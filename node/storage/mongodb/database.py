@@ -16,6 +16,7 @@ from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.fences import Fences
 from node.storage.mongodb.holds import Holds
+from node.storage.mongodb.posts import Posts
 
 Clock = Callable[[], float]
 
@@ -48,6 +49,7 @@ class Database:
         self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
+        self.posts = Posts(self.queue_docs, self.message_docs, self.fences, self.tracking)
 
     async def create_indexes(self) -> None:
         """Create the indexes every query needs (idempotent)."""
@@ -66,8 +68,10 @@ class Database:
         )
         await self.holds.docs.create_index("message", unique=True)
         await self.holds.docs.create_index("holder")
+        await self.holds.docs.create_index("expires")
         await self.tracking.create_indexes()
 
     async def close(self) -> None:
+        await self.posts.close()
         async with backend():
             await self._client.close()

@@ -18,11 +18,16 @@ freeze is refused, whatever the copy says. `freeze` also reads the copy back aft
 and sets it again until it stays, and `export_queue` reports the highest marker stored when it
 is above the counter; the migration worker's settle interval after the freeze covers the posts
 that were in flight.
+
+Most queues are never fenced: a node that found a queue without a fence believes it for `QUIET`
+seconds without asking again (so the writes and reads of open queues pay no round trip for it),
+and `freeze` waits that long before it returns, so that every write starting after it asks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -39,6 +44,11 @@ Clock = Callable[[], float]
 # (up to COPY_ATTEMPTS times) if a racing update on FerretDB wrote the document back without it.
 COPY_SETTLE = 0.02
 COPY_ATTEMPTS = 5
+# Seconds a node takes a queue found without a fence to stay so. A freeze waits that long (while
+# it sets the copy) and a migration bounds how long a freeze may take, so it is kept short: under
+# load a queue still pays one read of its fence per node every QUIET seconds, not one per write.
+QUIET = 0.05
+QUIET_QUEUES = 10_000  # queues a node remembers as open, at most
 
 
 async def alongside(check: Awaitable[None], op: Awaitable[T]) -> T:
@@ -81,19 +91,34 @@ class Fences:
             return str(doc["reason"]), None
         lifts = until - self._clock()
         return (str(doc["reason"]), lifts) if lifts > 0 else None
+        self._open: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def reason(self, project: str, queue: str) -> str | None:
         fence = await self.in_force(project, queue)
         return None if fence is None else fence[0]
 
     async def check_write(self, project: str, queue: str) -> None:
-        fence = await self.in_force(project, queue)
+        fence = await self._checked(project, queue)
         if fence is not None:
             raise QueueFrozen(project, queue, fence[0], lifts=fence[1])
 
     async def check_read(self, project: str, queue: str) -> None:
-        if await self.reason(project, queue) == Fence.MOVED:
+        fence = await self._checked(project, queue)
+        if fence is not None and fence[0] == Fence.MOVED:
             raise QueueFrozen(project, queue, Fence.MOVED)
+
+    async def _checked(self, project: str, queue: str) -> tuple[str, float | None] | None:
+        """The fence in force (as `in_force`), or None, believed for `QUIET` seconds when None."""
+        key = (project, queue)
+        asked = time.monotonic()
+        if asked - self._open.get(key, -QUIET) < QUIET:
+            return None
+        fence = await self.in_force(project, queue)
+        if fence is None:
+            if len(self._open) >= QUIET_QUEUES:
+                self._open = {k: t for k, t in self._open.items() if asked - t < QUIET}
+            self._open[key] = asked  # as of when it was asked: the answer may be that old
+        return fence
 
     async def refused(self, project: str, queue: str) -> bool:
         """Why a reservation matched no queue document: raises `QueueFrozen` if the queue is
@@ -125,7 +150,10 @@ class Fences:
             await self.docs.update_one(key, {"$set": fields}, upsert=True)
         except DuplicateKeyError:  # a concurrent freeze inserted it first
             await self.docs.update_one(key, {"$set": fields})
-        await self._copy(project, queue, reason)
+        self._open.pop((project, queue), None)
+        # Until every node's belief that it is open has expired, which costs nothing beside the
+        # copy's own settle and read back.
+        await asyncio.gather(self._copy(project, queue, reason), asyncio.sleep(QUIET))
 
     async def extend(self, project: str, queue: str, lasts: float) -> bool:
         """Move the deadline of a fence still in force; False if it lapsed (or has none)."""

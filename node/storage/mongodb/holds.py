@@ -20,6 +20,9 @@ from node.errors import QueueFrozen
 from node.storage.mongodb.documents import Doc, duplicates, free_query, live_query
 from node.storage.mongodb.fences import Fences, alongside
 
+# How many candidates a take reads for each message it wants.
+CANDIDATES = 3
+
 
 class Holds:
     """Exclusive holds on messages, arbitrated by the unique index on `holds.message`.
@@ -49,23 +52,20 @@ class Holds:
     ) -> list[Doc]:
         """Hold up to `limit` free messages of the queue, oldest first.
 
-        Returns them in marker order as `{_id, marker, expires}` documents.
+        The candidates are read once (`CANDIDATES` times `limit` of them, so that racing takers
+        find others when they lose the first ones), and held in turn until `limit` are. Returns
+        the documents held, as read, in marker order.
         """
+        query = {**live_query(project, queue, now), **free_query(now)}
+        cursor = self._messages.find(query).sort("marker", ASCENDING).limit(limit * CANDIDATES)
+        rest = await cursor.to_list()
         taken: list[Doc] = []
-        after = 0
-        while len(taken) < limit:
-            query = {**live_query(project, queue, now), **free_query(now), "marker": {"$gt": after}}
-            fields = {"marker": 1, "expires": 1}
-            cursor = self._messages.find(query, fields).sort("marker", ASCENDING)
-            batch = [doc async for doc in cursor.limit(limit - len(taken))]
-            if not batch:
-                break
-            after = batch[-1]["marker"]
-            # Candidates others took meanwhile are skipped; the next batch replaces them.
+        while rest and len(taken) < limit:
+            batch, rest = rest[: limit - len(taken)], rest[limit - len(taken) :]
             mids = [doc["_id"] for doc in batch]
-            won = await self.acquire(mids, holder=holder, claim=claim, until=until, now=now)
+            won = set(await self.acquire(mids, holder=holder, claim=claim, until=until, now=now))
             taken += [doc for doc in batch if doc["_id"] in won]
-        return taken
+        return sorted(taken, key=lambda doc: int(doc["marker"]))
 
     async def take_unless_fenced(
         self,

@@ -169,6 +169,7 @@ class MongoTransfer:
     @backend()
     async def unfreeze(self, project: str, queue: str) -> None:
         await self._s.fences.lift(project, queue)
+        self._s.posts.forget(project, queue)
 
     @backend()
     async def fence(self, project: str, queue: str) -> str | None:
@@ -281,6 +282,7 @@ class MongoTransfer:
         await self._raise_counter(project, queue, export.counter)
 
     async def _raise_counter(self, project: str, queue: str, counter: int) -> None:
+        self._s.posts.forget(project, queue)  # imported markers: this node's floor is stale
         key = queue_key(project, queue)
         doc = await self._s.queue_docs.find_one(key, {"counter": 1})
         if doc is None:
