@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager

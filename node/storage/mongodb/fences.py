@@ -79,6 +79,7 @@ class Fences:
         self.docs = docs
         self._queue_docs = queue_docs
         self._clock = clock
+        self._open: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def in_force(self, project: str, queue: str) -> tuple[str, float | None] | None:
         """The fence's reason and the seconds until it lifts itself (None: never); None when
@@ -91,7 +92,6 @@ class Fences:
             return str(doc["reason"]), None
         lifts = until - self._clock()
         return (str(doc["reason"]), lifts) if lifts > 0 else None
-        self._open: dict[tuple[str, str], float] = {}  # monotonic time it was asked
 
     async def reason(self, project: str, queue: str) -> str | None:
         fence = await self.in_force(project, queue)
