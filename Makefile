@@ -104,7 +104,7 @@ $(PROMETHEUS):
 
 # The chart: lint it, render it with the default values and with the example, and validate every
 # rendered manifest against the Kubernetes API schemas shipped in kubernetes-validate (offline).
-# The ServiceMonitor is a CRD with no schema there: it is reported as skipped (WARN).
+# The ServiceMonitor and the PrometheusRule are CRDs with no schema there: reported as skipped (WARN).
 chart: install helm
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART_EXAMPLE)

@@ -3,10 +3,14 @@ nodes): its JSON document, and the view drawn from it."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from rich.console import Console
+from rich.text import Text
 
 from catalog.records import PartitionState
-from marconi.status import share_bar
+from marconi.status import share_bar, watch
 from tests.marconi.conftest import Cli, make_queues
 from tests.proxy.cluster import Cluster
 from tests.proxy.conftest import PROJECT, call
@@ -112,3 +116,19 @@ def test_share_bar_fills_the_share(share: float | None, target: float | None, dr
         mark = round(10 * target)
         assert plain[mark] == "|"
         assert plain[:mark] + plain[mark + 1 :] == drawn[:mark] + drawn[mark + 1 :]
+
+
+def test_watch_redraws_until_interrupted() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True)
+    drawn = []
+
+    def draw() -> Text:
+        drawn.append(len(drawn))
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        return Text(f"frame {len(drawn)}")
+
+    assert watch(console, draw, 0.01) == 0
+    assert len(drawn) == 3
+    assert "frame 1" in out.getvalue() and "frame 2" in out.getvalue()
