@@ -23,6 +23,7 @@ ALERTS_TEST = Path(__file__).with_name("alerts_test.yaml")
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 # An alert's threshold: the last comparison with a number, e.g. `> 0.05` or `== 0`.
 THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.]+\s*$")
+ABSENT = re.compile(r"^absent\((.*)\)$")
 
 
 def binary(name: str) -> str | None:
@@ -55,6 +56,8 @@ def panel_queries() -> list[tuple[str, str]]:
 
 
 def without_thresholds(expr: str) -> list[str]:
-    """The alert's expression with each threshold taken off (each `or` branch on its own), so
-    what it compares can be checked for data when nothing is wrong."""
-    return [THRESHOLD.sub("", branch).strip() for branch in re.split(r"\n?\s*\bor\b\s", expr)]
+    """The alert's expression with each threshold taken off (each `or` branch on its own; what
+    `absent()` looks for, not its absence), so what it compares can be checked for data when
+    nothing is wrong."""
+    branches = [THRESHOLD.sub("", b).strip() for b in re.split(r"\n?\s*\bor\b\s", expr)]
+    return [ABSENT.sub(r"\1", b) for b in branches]

@@ -102,6 +102,7 @@ def test_no_query_is_labelled_by_queue_or_project() -> None:
 
 def test_thresholds_come_off_each_branch() -> None:
     assert without_thresholds("a == 0") == ["a"]
+    assert without_thresholds('absent(a{b="c"})') == ['a{b="c"}']
     assert without_thresholds('max by (p) (a{p="x"}) > 300\nor max by (p) (b) > 30') == [
         'max by (p) (a{p="x"})',
         "max by (p) (b)",
