@@ -26,7 +26,7 @@ from catalog.migrations import Phase
 from marconi.admin import HEALTHY_CATALOG, Subcommands, leaf
 from marconi.admin_client import AdminClient
 from marconi.arguments import seconds
-from marconi.migrations import ROUTE, queue_name
+from marconi.migrations import phase_fraction, queue_name
 from marconi.output import emit_json, percent
 
 BAR = 10  # cells of a share bar
@@ -37,17 +37,17 @@ def _share(part: Any, whole: int) -> float | None:
     return part / whole if isinstance(part, int) and whole > 0 else None
 
 
-def _copy_rate(m: dict[str, Any], now: float) -> float | None:
+def copy_rate(m: dict[str, Any], now: float) -> float | None:
     """Messages copied per second spent in COPYING (so far, if it still copies)."""
     copied = (m.get("progress") or {}).get("copied", 0)
-    seconds = float((m.get("timings") or {}).get(Phase.COPYING.value, 0.0))
+    spent = float((m.get("timings") or {}).get(Phase.COPYING.value, 0.0))
     if m.get("phase") == Phase.COPYING:
-        seconds += max(0.0, now - float(m.get("updated") or now))
-    return copied / seconds if copied and seconds > 0 else None
+        spent += max(0.0, now - float(m.get("updated") or now))
+    return copied / spent if copied and spent > 0 else None
 
 
 def _fraction(phase: Any) -> float | None:
-    return ROUTE.index(Phase(phase)) / (len(ROUTE) - 1) if phase in ROUTE else None
+    return phase_fraction(Phase(phase)) if phase in Phase.__members__ else None
 
 
 def collect(client: AdminClient, now: float | None = None) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def collect(client: AdminClient, now: float | None = None) -> dict[str, Any]:
                 "fraction": _fraction(m.get("phase")),
                 "copied": (m.get("progress") or {}).get("copied", 0),
                 "lag": (m.get("progress") or {}).get("lag", 0),
-                "rate": _copy_rate(m, now),
+                "rate": copy_rate(m, now),
             }
             for m in migrations
         ],

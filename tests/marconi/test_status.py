@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from catalog.records import PartitionState
-from marconi.status import share_bar, watch
+from marconi.status import copy_rate, share_bar, watch
 from tests.marconi.conftest import Cli, make_queues
 from tests.proxy.cluster import Cluster
 from tests.proxy.conftest import PROJECT, call
@@ -132,3 +132,11 @@ def test_watch_redraws_until_interrupted() -> None:
     assert watch(console, draw, 0.01) == 0
     assert len(drawn) == 3
     assert "frame 1" in out.getvalue() and "frame 2" in out.getvalue()
+
+
+def test_the_copy_rate_is_per_second_spent_copying() -> None:
+    copying = {"phase": "COPYING", "updated": 90.0, "progress": {"copied": 500}, "timings": {}}
+    assert copy_rate(copying, now=100.0) == 50.0
+    done = {"phase": "CLEANUP", "updated": 0.0, "progress": {"copied": 900}}
+    assert copy_rate({**done, "timings": {"COPYING": 3.0, "INIT": 50.0}}, now=100.0) == 300.0
+    assert copy_rate({**done, "progress": {"copied": 0}}, now=100.0) is None
