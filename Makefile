@@ -20,6 +20,14 @@ HELM := $(CACHE)/helm-$(HELM_VERSION)/helm
 HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	$(foreach pkg,lint/rules chartutil,-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMajor=1 \
 	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
+# Prometheus and promtool (the alert rules' unit tests, and a real server scraping a local cluster
+# for the dashboard's and the alerts' queries). Prometheus 3.x is tagged v0.3xx.y as a Go module;
+# built without its web UI's assets (not needed to answer the HTTP API), its version stamped.
+PROMETHEUS_VERSION := v0.316.0
+PROMETHEUS_RELEASE := 3.16.0
+PROMETHEUS_DIR := $(CACHE)/prometheus-$(PROMETHEUS_VERSION)
+PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
+PROMTOOL := $(PROMETHEUS_DIR)/promtool
 CHART := charts/marconi
 CHART_EXAMPLE := $(CHART)/examples/three-partitions.yaml
 # The Kubernetes versions the rendered manifests are validated against: the chart's oldest
@@ -28,6 +36,8 @@ KUBE_VERSIONS := 1.25.0 1.37.0
 
 export FERRETDB_BIN := $(abspath $(FERRETDB))
 export HELM_BIN := $(abspath $(HELM))
+export PROMETHEUS_BIN := $(abspath $(PROMETHEUS))
+export PROMTOOL_BIN := $(abspath $(PROMTOOL))
 
 # Keystone's OpenStack dependencies must not meet ours, so it gets its own environment, every
 # package pinned in tests/keystone-requirements.txt and the environment named by that file's
@@ -38,7 +48,7 @@ KEYSTONE := $(CACHE)/keystone-$(KEYSTONE_PIN)
 
 export KEYSTONE_VENV := $(abspath $(KEYSTONE))
 
-.PHONY: install run test test-fast check lint chart bench ferretdb helm keystone clean
+.PHONY: install run test test-fast check lint chart bench ferretdb helm keystone prometheus clean
 
 install: $(INSTALLED)
 
@@ -80,9 +90,21 @@ $(HELM):
 		helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(dir $@).build/helm $@ && rmdir $(dir $@).build
 
+prometheus: $(PROMETHEUS)
+
+# Both binaries from one `go install` (they share most packages); the stamp is the server's.
+$(PROMETHEUS):
+	mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@))/.build go install \
+		-ldflags '-s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_RELEASE)' \
+		github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION) \
+		github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	mv $(dir $@).build/promtool $(PROMTOOL)
+	mv $(dir $@).build/prometheus $@ && rmdir $(dir $@).build
+
 # The chart: lint it, render it with the default values and with the example, and validate every
 # rendered manifest against the Kubernetes API schemas shipped in kubernetes-validate (offline).
-# The ServiceMonitor is a CRD with no schema there: it is reported as skipped (WARN).
+# The ServiceMonitor and the PrometheusRule are CRDs with no schema there: reported as skipped (WARN).
 chart: install helm
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART_EXAMPLE)
@@ -98,7 +120,7 @@ chart: install helm
 run: install
 	$(BIN)/marconi dev
 
-test: install ferretdb helm keystone
+test: install ferretdb helm keystone prometheus
 	$(BIN)/python -m pytest -q
 
 test-fast: install

@@ -224,6 +224,11 @@ class AdminClient:
         found: dict[str, Any] = _with(doc, "plan")
         return found
 
+    def loads(self) -> dict[str, Any]:
+        _, doc = self.request("GET", "/admin/loads")
+        found: dict[str, Any] = _with(doc, "partitions")
+        return found
+
     # --- health ----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from marconi import admin, migrations, moves
+from marconi import admin, migrations, moves, status
 from marconi.arguments import positive, seconds, seconds_or_zero
 from marconi.output import error
 
@@ -381,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_commands(commands)
     migrations.add_commands(commands)
     moves.add_commands(commands)
+    status.add_commands(commands)
     return parser
 
 

@@ -31,7 +31,7 @@ def queue_name(m: dict[str, Any]) -> str:
     return f"{m.get('project') or '_'}/{m.get('queue')}"
 
 
-def _phase_fraction(phase: Phase) -> float | None:
+def phase_fraction(phase: Phase) -> float | None:
     return ROUTE.index(phase) / (len(ROUTE) - 1) if phase in ROUTE else None
 
 
@@ -147,7 +147,7 @@ def _follow(client: AdminClient, m: dict[str, Any], args: argparse.Namespace) ->
     hinted = False
     try:
         while not (phase := Phase(m["phase"])).terminal:
-            progress.update(_phase_fraction(phase), _line(m, started), stage=phase)
+            progress.update(phase_fraction(phase), _line(m, started), stage=phase)
             idle = unclaimed(m)
             if idle > NO_WORKER_HINT and not hinted:
                 hinted = True

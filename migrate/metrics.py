@@ -26,18 +26,54 @@ RECORDS_PURGED = Counter(
 FREEZE_SECONDS = Histogram(
     "marconi_migration_freeze_seconds",
     "How long a freeze held writes to the moving queue, by outcome.",
-    ["outcome"],  # switched, aborted, failed
+    ["outcome"],  # switched, aborted
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+for _outcome in ("switched", "aborted"):
+    FREEZE_SECONDS.labels(_outcome)  # exported at 0 from the start, so alerts see the series
 MIGRATIONS = Gauge(
     "marconi_migrations",
     "Migrations recorded in the catalog, by phase (as last seen by this worker).",
     ["phase"],
 )
 RUNNING = Gauge("marconi_migrations_running", "Migrations this worker owns and runs.")
+# Labelled by phase only (never by migration or queue): the longest stay and the largest lag
+# among the migrations in flight are what an alert needs, and their number stays bounded.
+PHASE_AGE = Gauge(
+    "marconi_migration_phase_age_seconds",
+    "The longest time a migration in flight has spent in its current phase, by phase "
+    "(0: none in that phase; as last seen by this worker).",
+    ["phase"],
+)
+CATCH_UP_LAG = Gauge(
+    "marconi_migration_catch_up_lag",
+    "The largest lag (records its last catch-up round changed) among migrations catching up.",
+)
+FREEZE_ABORTS = Gauge(
+    "marconi_migration_freeze_aborts",
+    "The most freezes aborted by any one migration in flight.",
+)
+IN_FLIGHT = tuple(p for p in Phase if not p.terminal)
 
 
-def count_phases(migrations: Iterable[Migration]) -> None:
-    tally = Tally(m.phase for m in migrations)
+def count_phases(migrations: Iterable[Migration], now: float) -> None:
+    """The catalog's migrations as gauges: how many in each phase, the longest stay in each
+    phase in flight, the worst catch-up lag and the most aborted freezes."""
+    found = list(migrations)
+    tally = Tally(m.phase for m in found)
     for phase in Phase:
         MIGRATIONS.labels(phase.value).set(tally.get(phase, 0))
+    ages = dict.fromkeys(IN_FLIGHT, 0.0)
+    lag, aborts = 0, 0
+    for m in found:
+        if m.phase.terminal:
+            continue
+        stay = m.timings.get(m.phase.value, 0.0) + max(0.0, now - m.updated)
+        ages[m.phase] = max(ages[m.phase], stay)
+        aborts = max(aborts, m.progress.freeze_attempts)
+        if m.phase is Phase.CATCHING_UP:
+            lag = max(lag, m.progress.lag)
+    for phase, age in ages.items():
+        PHASE_AGE.labels(phase.value).set(age)
+    CATCH_UP_LAG.set(lag)
+    FREEZE_ABORTS.set(aborts)

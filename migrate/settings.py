@@ -44,6 +44,10 @@ class WorkerSettings:
     # "moved" fence), then drop it at this rate (records per second) in batches of `batch`.
     purge_grace: float = 60.0
     purge_rate: float = 2000.0
+    # The census of queues and messages per partition (gauges for the dashboard): every this
+    # many seconds (0: never), messages counted only up to this many queues in the cluster.
+    census_interval: float = 30.0
+    census_stats_limit: int = 10_000
     retry_pause: float = 1.0  # seconds before a failed step (etcd or storage down) runs again
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9188  # /metrics and /health; 0 for none

@@ -23,7 +23,7 @@ from catalog.keys import Keys
 from catalog.registry import Registry
 from catalog.store import CatalogStore
 from ground.logs import get_logger
-from migrate import metrics
+from migrate import census, metrics
 from migrate.errors import MigrationError, OwnershipLost
 from migrate.journal import RegistryJournal
 from migrate.machine import NO_HOOKS, Hooks, Machine
@@ -75,6 +75,14 @@ class Worker:
             asyncio.create_task(self._follow(self.keys.owners)),
             asyncio.create_task(self._take_migrations()),
         ]
+        if self.settings.census_interval > 0:
+            census_run = census.run(
+                self.catalog,
+                self.storages,
+                self.settings.census_interval,
+                self.settings.census_stats_limit,
+            )
+            self._tasks.append(asyncio.create_task(census_run))
         log.info("worker_started", worker=self.name, prefix=self.keys.prefix)
 
     async def stop(self, *, release: bool = True) -> None:
@@ -109,7 +117,7 @@ class Worker:
 
     async def _take(self) -> None:
         migrations = await self.registry.list()
-        metrics.count_phases(migrations)
+        metrics.count_phases(migrations, self.clock())
         owners = {v.key: v.value for v in (await self.store.snapshot(self.keys.owners)).items}
         for m in migrations:
             if m.phase.terminal or m.id in self.runners:

@@ -35,6 +35,7 @@ log = get_logger("proxy.admin")
 
 MIGRATION_ID = re.compile(r"^[0-9a-f]{24}$")
 MAX_MOVES = 1000
+DEFAULT_TOLERANCE = 0.1
 
 
 def _doc(m: Migration) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class MigrationAdmin:
             web.delete(one, self.cancel_migration),
             web.post("/admin/partitions/{name}/drain", self.drain),
             web.post("/admin/rebalance", self.rebalance),
+            web.get("/admin/loads", self.loads, allow_head=False),
         ]
 
     # --- migrations ------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class MigrationAdmin:
         if not isinstance(dry_run, bool):
             raise BadRequest('"dry_run" must be true or false.')
         max_moves = _whole(doc, "max_moves", 10, 1, MAX_MOVES)
-        tolerance = _number(doc, "tolerance", 0.1, 0.0, 1.0)
+        tolerance = _number(doc, "tolerance", DEFAULT_TOLERANCE, 0.0, 1.0)
 
         partitions = await self.catalog.partitions()
         migrations = await self.registry.list()  # before placements: see `drain`
@@ -225,6 +227,25 @@ class MigrationAdmin:
                 "plan": [m.to_doc() for m in plan],
                 "created": [_doc(m) for m in created],
             }
+        )
+
+    async def loads(self, request: web.Request) -> web.Response:
+        """Each partition's queues and messages (counts, never lists) against its weight's share,
+        as a rebalance would measure them now: for `marconi status`."""
+        partitions = await self.catalog.partitions()
+        placements, census = await self.reader.survey({}, (), 0)  # a page at a time
+        if census is not None:  # above the reader's stats limit: queue counts alone
+            measured, queues, messages = ["queues"], census.total, None
+            summary = census.summarize(partitions)
+        else:
+            loads, measured = await self.reader.loads(placements, {p.name: p for p in partitions})
+            queues, summary = len(loads), summarize(loads, partitions)
+            messages = sum(q.messages for q in loads) if "messages" in measured else None
+        docs = [s.to_doc(DEFAULT_TOLERANCE) for s in summary]
+        for doc in docs:
+            doc["messages"] = doc["messages"] if messages is not None else None
+        return ok(
+            {"measured": measured, "queues": queues, "messages": messages, "partitions": docs}
         )
 
     async def _start(self, moves: list[Move]) -> list[Migration]:

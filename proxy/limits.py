@@ -31,6 +31,7 @@ LIMITED = Counter(
     "Requests refused with 429 because their project was over a limit, by limit.",
     ["limit"],
 )
+LIMITED.labels("rate"), LIMITED.labels("concurrency")  # exported at 0 before the first refusal
 TRACKED = Gauge(
     "marconi_proxy_limited_projects",
     "Projects whose request rate or requests in flight this proxy currently tracks.",

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from ground.logs import get_logger
 from ground.metrics import metrics_handler, request_metrics
@@ -21,6 +22,9 @@ from wire.limits import MAX_BODY
 
 log = get_logger("node")
 DEPS = web.AppKey("deps", Deps)
+# The partition a node serves, as a label to join its other series on (`* on(instance)
+# group_left(partition) marconi_node_info`): the request metrics stay shared with the proxy.
+INFO = Gauge("marconi_node_info", "1, labelled with the partition this node serves.", ["partition"])
 
 
 async def versions(request: web.Request) -> web.Response:
@@ -46,6 +50,7 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
         client_max_size=MAX_BODY,  # far above the API's limits, which answer in Zaqar's words
     )
     app[DEPS] = deps
+    INFO.labels(deps.partition).set(1)
     app.router.add_get("/", versions, allow_head=False)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     mount(app, "/v2", v2.routes(deps), ids_required=True)

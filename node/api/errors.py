@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from ground.logs import get_logger
 from ground.requestid import request_id
@@ -19,6 +20,11 @@ from wire.errors import (
 from wire.fences import fence_header
 
 log = get_logger("node.api")
+
+STORAGE_ERRORS = Counter(
+    "marconi_node_storage_errors_total",
+    "Requests answered 503 because the partition's storage failed (not fences).",
+)
 
 # Error type -> (status, title). Looked up along the exception's MRO, so the most specific wins.
 TABLE: dict[type[Exception], tuple[int, str]] = {
@@ -55,6 +61,7 @@ def to_response(exc: Exception, request_id: str) -> web.Response:
     if found is not None:
         status, title = found
         if status == 503:
+            STORAGE_ERRORS.inc()
             log.warning("storage_unavailable", error=str(exc), request_id=request_id)
             return error_response(
                 status,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import tomllib
@@ -70,7 +71,7 @@ def rendered(request: pytest.FixtureRequest) -> Manifests:
 
 def test_every_rendered_manifest_is_valid_for_each_kubernetes_version(rendered: Manifests) -> None:
     custom = [d["kind"] for d in rendered.documents if is_custom(d)]
-    assert set(custom) <= {"ServiceMonitor"}
+    assert set(custom) <= {"ServiceMonitor", "PrometheusRule"}
     checked = 0
     for document in rendered.documents:
         if is_custom(document):
@@ -396,3 +397,35 @@ def test_values_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(HelmFailed, match=message):
         helm.template(**sets)
+
+
+def test_the_alerts_and_the_dashboard_come_with_the_service_monitor(
+    default: Manifests, example: Manifests
+) -> None:
+    assert default.of("PrometheusRule") == []
+    assert not [c for c in default.of("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    (rule,) = example.of("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    # The rule file promtool tests is the one rendered, whole.
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    dashboard = example.named("ConfigMap", f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    text = (CHART / "files" / "dashboard.json").read_text()
+    assert dashboard["data"]["marconi.json"] == text.rstrip("\n")
+    assert json.loads(dashboard["data"]["marconi.json"])["uid"] == "marconi-cluster"
+
+
+def test_the_alerts_and_the_dashboard_can_be_turned_on_and_off_on_their_own(helm: Helm) -> None:
+    off = helm.template(
+        EXAMPLE,
+        **{"metrics.prometheusRule.enabled": "false", "metrics.dashboard.enabled": "false"},
+    )
+    assert off.of("ServiceMonitor") != []
+    assert off.of("PrometheusRule") == []
+    assert not [c for c in off.of("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    on = helm.template(
+        **{"metrics.prometheusRule.enabled": "true", "metrics.dashboard.enabled": "true"}
+    )
+    assert on.of("ServiceMonitor") == []
+    assert len(on.of("PrometheusRule")) == 1
+    assert on.named("ConfigMap", f"{FULLNAME}-dashboard")

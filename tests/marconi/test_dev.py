@@ -113,9 +113,9 @@ def test_the_worker_is_started_as_a_child(
 class Dev:
     """A `marconi dev` process; its output is read on a thread so waits can time out."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
