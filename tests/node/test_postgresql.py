@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -15,7 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from node.models import NewMessage
+from node.errors import QueueFrozen
+from node.models import NewMessage, new_id
 from node.storage.postgresql import PostgresStorage
 from node.storage.postgresql.claims import CLAIM
 from node.storage.postgresql.connection import PostgresSettings
@@ -96,6 +98,52 @@ async def test_an_older_schema_is_upgraded_with_its_data(uri: str) -> None:
         await store.close()
     async with connect(uri) as conn:
         assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION
+
+
+async def test_a_version_2_schema_gets_tracked_claims_and_fence_deadlines(uri: str) -> None:
+    """Version 3 adds claim stamps, claim tombstones and fence deadlines to a version 2 partition:
+    its claims and fences are kept, and work as the protocol now says."""
+    schema = PostgresSettings.from_uri(uri).schema
+    now, held = time.time(), new_id()
+    async with connect(uri) as conn:
+        assert await upgrade(conn, schema, upto=2) == 0
+        await conn.execute(
+            "INSERT INTO queues (project, name, counter, created) VALUES ($1, $2, 0, $3)", P, Q, now
+        )
+        await conn.execute(
+            "INSERT INTO claims (id, project, queue, ttl, grace, created, expires)"
+            " VALUES ($1, $2, $3, 600, 60, $4::float8, $4::float8 + 600)",
+            held,
+            P,
+            Q,
+            now,
+        )
+        await conn.execute(
+            "INSERT INTO fences (project, queue, reason) VALUES ($1, 'gone', 'moved')", P
+        )
+    store = await PostgresStorage.open(uri)
+    try:
+        assert [c.id for c in await store.transfer.export_claims(P, Q, ids=[held])] == [held]
+        await store.transfer.track(P, Q, True)
+        since = await store.transfer.sequence(P, Q)
+        await store.claims.delete(P, Q, held)  # an old claim released: a tombstone
+        await store.messages.post(P, Q, [NewMessage("m", 60)], CLIENT)
+        made, _ = await store.claims.create(P, Q, ttl=60, grace=60, limit=1)
+        changes = await store.transfer.changes(P, Q, since=since, limit=10)
+        assert changes.released == (held,)
+        assert [c.id for c in changes.claims] == [made.id]
+        # The old tombstone has no deadline: it stays, and cannot be extended.
+        assert await store.transfer.fence(P, "gone") == "moved"
+        assert not await store.transfer.extend(P, "gone", 30)
+        await store.transfer.freeze(P, Q, "frozen", lasts=600)
+        with pytest.raises(QueueFrozen) as refused:
+            await store.messages.post(P, Q, [NewMessage("refused", 60)], CLIENT)
+        assert refused.value.lifts is not None and 0 < refused.value.lifts <= 600
+        assert await store.transfer.extend(P, Q, 900)
+    finally:
+        await store.close()
+    async with connect(uri) as conn:
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 3
 
 
 async def test_nodes_starting_at_once_create_the_schema_once(uri: str) -> None:
@@ -191,6 +239,7 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         ("SELECT id FROM messages WHERE id = ANY($1::text[])", ([mid],)),
         ("SELECT id FROM claims WHERE project = $1 AND queue = $2 AND expires > $3", (P, Q, now)),
         ("SELECT id FROM claims WHERE expires <= $1", (now,)),
+        ("SELECT id FROM claims WHERE project = $1 AND queue = $2 AND stamp > $3", (P, Q, 0)),
         ("SELECT 1 FROM removed WHERE at <= $1", (now,)),
         ("SELECT 1 FROM queues WHERE project = $1 AND name > $2 ORDER BY name", (P, "")),
         ("SELECT reason FROM fences WHERE project = $1 AND queue = $2", (P, Q)),

@@ -4,6 +4,8 @@ A claim picks its messages with `FOR UPDATE SKIP LOCKED`: concurrent claimers of
 take rows no other is taking and never wait on each other; a row another claim committed
 meanwhile is checked again on its new version and left out. Claims of an untracked queue are one
 statement, which takes the queue's row `FOR KEY SHARE` (against a freeze; claimers share it).
+A claim of a tracked queue made, renewed or released takes the write's stamp, and a release
+leaves a tombstone (`schema.bury`, `claim`), as a message's write does.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from node.storage.postgresql.schema import (
     FREE,
     LIVE,
     MESSAGE_COLUMNS,
+    bury,
     check_readable,
     check_writable,
     hold_queue,
     to_message,
+    unfenced,
 )
 
 Messages = list[Message]
@@ -39,15 +43,15 @@ held AS (
     FROM picked WHERE m.id = picked.id
     RETURNING {", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))}),
 made AS (
-    INSERT INTO claims (id, project, queue, ttl, grace, created, expires)
-    SELECT $5, $1, $2, $10, $11, $3, $6 WHERE EXISTS (SELECT 1 FROM held))
+    INSERT INTO claims (id, project, queue, ttl, grace, created, expires, stamp)
+    SELECT $5, $1, $2, $10, $11, $3, $6, $9 WHERE EXISTS (SELECT 1 FROM held))
 SELECT * FROM held ORDER BY marker
 """
 # Untracked: the queue's row shared against a freeze, stamp 0. The queue is found again on the
 # row version a freeze committed, so `ready` is empty for a queue fenced meanwhile.
 CLAIM = f"""
 WITH ready AS MATERIALIZED (
-    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND fence IS NULL AND NOT tracked
+    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND {unfenced("$3")} AND NOT tracked
     FOR KEY SHARE),
 {PICK.replace(f"WHERE {LIVE}", f"WHERE EXISTS (SELECT 1 FROM ready) AND {LIVE}", 1)}
 """
@@ -83,7 +87,7 @@ class PostgresClaims:
                 return claim, [to_message(row) for row in rows]
         # Nothing claimed: no free message, or the queue is missing, fenced or tracked.
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if not stamp:
                 return claim, []
             args[8] = stamp
@@ -93,7 +97,7 @@ class PostgresClaims:
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         now = self._clock()
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue)
+            await check_readable(conn, project, queue, now)
             if not is_id(claim_id):
                 raise ClaimDoesNotExist(project, queue, claim_id)
             row = await conn.fetchrow(
@@ -119,18 +123,18 @@ class PostgresClaims:
     async def update(
         self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int
     ) -> None:
+        now = self._clock()
         if not is_id(claim_id):
             async with self._db.session() as conn:
-                await check_writable(conn, project, queue)
+                await check_writable(conn, project, queue, now)
             raise ClaimDoesNotExist(project, queue, claim_id)
-        now = self._clock()
         expires = now + ttl
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             found = await conn.fetchval(
-                "UPDATE claims SET ttl = $5, grace = $6, expires = $7"
+                "UPDATE claims SET ttl = $5, grace = $6, expires = $7, stamp = $8"
                 " WHERE id = $4 AND project = $1 AND queue = $2 AND expires > $3 RETURNING true",
                 project,
                 queue,
@@ -139,6 +143,7 @@ class PostgresClaims:
                 ttl,
                 grace,
                 expires,
+                stamp,
             )
             if found is None:
                 raise ClaimDoesNotExist(project, queue, claim_id)
@@ -158,12 +163,13 @@ class PostgresClaims:
             )
 
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
+        now = self._clock()
         if not is_id(claim_id):
             async with self._db.session() as conn:
-                await check_writable(conn, project, queue)
+                await check_writable(conn, project, queue, now)
             return
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 return
             await conn.execute(
@@ -174,9 +180,11 @@ class PostgresClaims:
                 claim_id,
                 stamp,
             )
-            await conn.execute(
+            status = await conn.execute(
                 "DELETE FROM claims WHERE id = $3 AND project = $1 AND queue = $2",
                 project,
                 queue,
                 claim_id,
             )
+            if status.split()[-1] != "0":
+                await bury(conn, project, queue, [(claim_id, 0)], now, stamp, claim=True)

@@ -28,16 +28,17 @@ from node.storage.postgresql.schema import (
     check_writable,
     hold_queue,
     to_message,
+    unfenced,
 )
 from node.storage.rules import check_delete
 
 Messages = list[Message]
 Ids = list[str]
 
-POST = """
+POST = f"""
 WITH q AS (
     UPDATE queues SET counter = counter + $3, stamp = stamp + tracked::int
-    WHERE project = $1 AND name = $2 AND fence IS NULL
+    WHERE project = $1 AND name = $2 AND {unfenced("$4::float8")}
     RETURNING counter - $3 AS base, CASE WHEN tracked THEN stamp ELSE 0 END AS stamp)
 INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires, delay_expires,
                       client_id, stamp)
@@ -50,7 +51,7 @@ FROM q, unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::text[])
 # only when the queue is not tracked (the slow path stamps and buries). `$5` is the claim named.
 DELETE_HELD = f"""
 WITH q AS MATERIALIZED (
-    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND fence IS NULL AND NOT tracked
+    SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND {unfenced("$3")} AND NOT tracked
     FOR KEY SHARE)
 DELETE FROM messages WHERE EXISTS (SELECT 1 FROM q) AND id = $4 AND {LIVE}
     AND claim_id IS NOT DISTINCT FROM $5 AND ($5::text IS NULL OR claim_expires > $3)
@@ -123,12 +124,11 @@ class PostgresMessages:
             columns[2] += post.ttls
             columns[3] += post.delays
             columns[4] += [post.client_id] * len(post.ids)
+        now = self._clock()
         async with self._db.session() as conn:
-            status = await conn.execute(
-                POST, project, queue, len(columns[0]), self._clock(), *columns
-            )
+            status = await conn.execute(POST, project, queue, len(columns[0]), now, *columns)
             if status.endswith(" 0"):  # nothing inserted: no queue, or a fenced one
-                await check_writable(conn, project, queue)
+                await check_writable(conn, project, queue, now)
                 raise QueueDoesNotExist(project, queue)
 
     async def wait_idle(self) -> None:
@@ -148,8 +148,9 @@ class PostgresMessages:
         include_delayed: bool,
         client_id: str,
     ) -> Messages:
+        now = self._clock()
         where = [LIVE, "marker > $4", NOT_MOVED]
-        args: list[Any] = [project, queue, self._clock(), marker or 0, limit]
+        args: list[Any] = [project, queue, now, marker or 0, limit]
         if not echo:
             args.append(client_id)
             where.append(f"client_id <> ${len(args)}")
@@ -164,7 +165,7 @@ class PostgresMessages:
         async with self._db.session() as conn:
             rows = await conn.fetch(sql, *args)
             if not rows:
-                await check_readable(conn, project, queue)
+                await check_readable(conn, project, queue, now)
         return [to_message(row) for row in rows]
 
     async def get(self, project: str, queue: str, message_id: str) -> Message:
@@ -175,8 +176,9 @@ class PostgresMessages:
 
     async def bulk_get(self, project: str, queue: str, ids: Sequence[str]) -> Messages:
         ids = [i for i in ids if is_id(i)]
+        now = self._clock()
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue)
+            await check_readable(conn, project, queue, now)
             if not ids:
                 return []
             rows = await conn.fetch(
@@ -184,7 +186,7 @@ class PostgresMessages:
                 " ORDER BY marker",
                 project,
                 queue,
-                self._clock(),
+                now,
                 ids,
             )
         return [to_message(row) for row in rows]
@@ -193,7 +195,7 @@ class PostgresMessages:
         malformed_claim = claim_id is not None and not is_id(claim_id)
         if malformed_claim or not is_id(message_id):
             async with self._db.session() as conn:
-                await check_writable(conn, project, queue)
+                await check_writable(conn, project, queue, self._clock())
             if malformed_claim:
                 raise InvalidClaim()
             return
@@ -202,7 +204,7 @@ class PostgresMessages:
             if await conn.fetchval(DELETE_HELD, project, queue, now, message_id, claim_id):
                 return
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 return
             row = await conn.fetchrow(
@@ -225,7 +227,7 @@ class PostgresMessages:
         ids = [i for i in ids if is_id(i)]
         now = self._clock()
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if stamp is None or not ids:
                 return
             sql = "DELETE FROM messages WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
@@ -239,7 +241,7 @@ class PostgresMessages:
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
         now = self._clock()
         async with self._db.transaction() as conn:
-            stamp = await hold_queue(conn, project, queue)
+            stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 return []
             rows = await conn.fetch(

@@ -9,7 +9,14 @@ from typing import Any
 from node.errors import QueueDoesNotExist, QueueFrozen
 from node.models import Fence, MessageSummary, QueueInfo, QueueStats
 from node.storage.postgresql.connection import Database
-from node.storage.postgresql.schema import LIVE, check_readable, check_writable, fence_of
+from node.storage.postgresql.schema import (
+    IN_FORCE,
+    LIVE,
+    check_readable,
+    check_row_fence,
+    check_writable,
+    unfenced,
+)
 
 Queues = list[QueueInfo]
 # Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
@@ -17,7 +24,7 @@ Queues = list[QueueInfo]
 NAME_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
 QUEUE_AND_FENCE = (
     "SELECT (SELECT metadata FROM queues WHERE project = $1 AND name = $2),"
-    " (SELECT reason FROM fences WHERE project = $1 AND queue = $2)"
+    f" (SELECT reason FROM fences WHERE project = $1 AND queue = $2 AND {IN_FORCE})"
 )
 
 
@@ -30,14 +37,15 @@ class PostgresQueues:
         meta = None if metadata is None else json.dumps(metadata)
         async with self._db.transaction() as conn:
             await conn.execute(NAME_LOCK, project, queue)
-            await check_writable(conn, project, queue)
+            now = self._clock()
+            await check_writable(conn, project, queue, now)
             created = await conn.fetchval(
                 "INSERT INTO queues (project, name, metadata, created) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT DO NOTHING RETURNING true",
                 project,
                 queue,
                 meta or "{}",
-                self._clock(),
+                now,
             )
             if created is None and meta is not None:
                 await conn.execute(
@@ -62,35 +70,38 @@ class PostgresQueues:
         """The queue's metadata (JSON text), None when it does not exist; read with its fence
         in one statement (every post asks)."""
         async with self._db.session() as conn:
-            row = await conn.fetchrow(QUEUE_AND_FENCE, project, queue)
+            row = await conn.fetchrow(QUEUE_AND_FENCE, project, queue, self._clock())
         if row[1] == Fence.MOVED:
             raise QueueFrozen(project, queue, row[1])
         return None if row[0] is None else str(row[0])
 
     async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
+        now = self._clock()
         async with self._db.session() as conn:
             done = await conn.fetchval(
                 "UPDATE queues SET metadata = $3 WHERE project = $1 AND name = $2"
-                " AND fence IS NULL RETURNING true",
+                f" AND {unfenced('$4')} RETURNING true",
                 project,
                 queue,
                 json.dumps(metadata),
+                now,
             )
             if done is None:
-                await check_writable(conn, project, queue)
+                await check_writable(conn, project, queue, now)
                 raise QueueDoesNotExist(project, queue)
 
     async def delete(self, project: str, queue: str) -> None:
+        now = self._clock()
         async with self._db.transaction() as conn:
             fence = await conn.fetchrow(
-                "SELECT fence FROM queues WHERE project = $1 AND name = $2 FOR UPDATE",
+                "SELECT fence, fence_until FROM queues WHERE project = $1 AND name = $2 FOR UPDATE",
                 project,
                 queue,
             )
-            if fence is None or fence[0] is not None:
-                await check_writable(conn, project, queue)
-                if fence is None:
-                    return
+            if fence is None:
+                await check_writable(conn, project, queue, now)
+                return
+            check_row_fence(project, queue, fence[0], fence[1], now)
             await conn.execute(
                 "DELETE FROM messages WHERE project = $1 AND queue = $2", project, queue
             )
@@ -115,7 +126,7 @@ class PostgresQueues:
     async def stats(self, project: str, queue: str) -> QueueStats:
         now = self._clock()
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue)
+            await check_readable(conn, project, queue, now)
             if not await conn.fetchval(
                 "SELECT true FROM queues WHERE project = $1 AND name = $2", project, queue
             ):
@@ -150,18 +161,19 @@ class PostgresQueues:
         )
 
     async def purge(self, project: str, queue: str) -> None:
+        now = self._clock()
         async with self._db.transaction() as conn:
             # No tombstone for each message: changes from before the purge are forgotten.
             row = await conn.fetchrow(
                 "UPDATE queues SET stamp = stamp + 1, forgotten = stamp + 1"
-                " WHERE project = $1 AND name = $2 RETURNING fence",
+                " WHERE project = $1 AND name = $2 RETURNING fence, fence_until",
                 project,
                 queue,
             )
-            if row is not None and row[0] is not None:
-                raise QueueFrozen(project, queue, row[0])
-            if row is None and (reason := await fence_of(conn, project, queue)) is not None:
-                raise QueueFrozen(project, queue, reason)
+            if row is not None:
+                check_row_fence(project, queue, row[0], row[1], now)
+            else:
+                await check_writable(conn, project, queue, now)
             await conn.execute(
                 "DELETE FROM messages WHERE project = $1 AND queue = $2", project, queue
             )

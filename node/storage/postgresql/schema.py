@@ -14,7 +14,12 @@ lands. `fences` keeps the fences of queues that do not exist (tombstones).
 
 Change tracking (see `node.storage.base.TransferStore`): as in SQLite, `queues.stamp` is the
 change sequence, raised by each write of a tracked queue while it holds the queue's row, so
-stamps commit in their order; `messages.stamp`, and `removed` for tombstones.
+stamps commit in their order; `messages.stamp` and `claims.stamp` (a claim made or renewed),
+and `removed` for tombstones (of messages, and of released claims: `claim`, marker 0).
+
+A fence may have a deadline (`fences.until`, repeated as `queues.fence_until`; 0: none), by the
+node's clock (the storage's `clock`, passed to each statement as `now`): from then on it is no
+fence, though its row stays until `freeze` or `unfreeze` writes it again.
 """
 
 from __future__ import annotations
@@ -86,6 +91,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project, queue, stamp, id))""",
         "CREATE INDEX removed_by_age ON removed (at)",
     ),
+    # 3: claims tracked like messages; fences that lift themselves at a deadline.
+    (
+        "ALTER TABLE claims ADD COLUMN stamp bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX claims_by_stamp ON claims (project, queue, stamp) WHERE stamp > 0",
+        "ALTER TABLE removed ADD COLUMN claim boolean NOT NULL DEFAULT false",
+        "ALTER TABLE fences ADD COLUMN until double precision NOT NULL DEFAULT 0",
+        "ALTER TABLE queues ADD COLUMN fence_until double precision NOT NULL DEFAULT 0",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
@@ -129,11 +142,21 @@ MESSAGE_COLUMNS = (
 )
 LIVE = "project = $1 AND queue = $2 AND expires > $3"
 FREE = "delay_expires <= $3 AND (claim_id IS NULL OR claim_expires <= $3)"
-FENCE = "SELECT reason FROM fences WHERE project = $1 AND queue = $2"
+# A fence in force ($3: now): its reason, and the seconds until it lifts itself (None: never).
+IN_FORCE = "(until = 0 OR until > $3)"
+FENCE = (
+    "SELECT reason, CASE WHEN until > 0 THEN until - $3 END FROM fences"
+    f" WHERE project = $1 AND queue = $2 AND {IN_FORCE}"
+)
 NOT_MOVED = (
     "NOT EXISTS (SELECT 1 FROM fences f WHERE f.project = $1 AND f.queue = $2"
-    f" AND f.reason = '{Fence.MOVED.value}')"
+    f" AND f.reason = '{Fence.MOVED.value}' AND (f.until = 0 OR f.until > $3))"
 )
+
+
+def unfenced(now: str) -> str:
+    """The condition on a queue's row that it has no fence in force at `now` (a parameter)."""
+    return f"(fence IS NULL OR (fence_until > 0 AND fence_until <= {now}))"
 
 
 def to_message(row: Sequence[Any]) -> Message:
@@ -151,37 +174,50 @@ def to_message(row: Sequence[Any]) -> Message:
     )
 
 
-async def fence_of(conn: Any, project: str, queue: str) -> str | None:
-    reason = await conn.fetchval(FENCE, project, queue)
-    return None if reason is None else str(reason)
+async def fence_of(
+    conn: Any, project: str, queue: str, now: float
+) -> tuple[str, float | None] | None:
+    """The queue's fence in force at `now`: its reason and the seconds until it lifts itself
+    (None: never); None when it has none (or it lapsed)."""
+    row = await conn.fetchrow(FENCE, project, queue, now)
+    return None if row is None else (str(row[0]), row[1])
 
 
-async def check_readable(conn: Any, project: str, queue: str) -> None:
+async def check_readable(conn: Any, project: str, queue: str, now: float) -> None:
     """Refuse a read of a queue that has moved to another partition."""
-    if await fence_of(conn, project, queue) == Fence.MOVED:
+    fence = await fence_of(conn, project, queue, now)
+    if fence is not None and fence[0] == Fence.MOVED:
         raise QueueFrozen(project, queue, Fence.MOVED)
 
 
-async def check_writable(conn: Any, project: str, queue: str) -> None:
-    if (reason := await fence_of(conn, project, queue)) is not None:
-        raise QueueFrozen(project, queue, reason)
+async def check_writable(conn: Any, project: str, queue: str, now: float) -> None:
+    if (fence := await fence_of(conn, project, queue, now)) is not None:
+        raise QueueFrozen(project, queue, fence[0], lifts=fence[1])
 
 
-async def hold_queue(conn: Any, project: str, queue: str, *, stamp: bool = True) -> int | None:
+def check_row_fence(project: str, queue: str, reason: str | None, until: float, now: float) -> None:
+    """Refuse a write by the fence on the queue's row (`fence`, `fence_until`), if in force."""
+    if reason is not None and (until == 0 or until > now):
+        raise QueueFrozen(project, queue, reason, lifts=until - now if until else None)
+
+
+async def hold_queue(
+    conn: Any, project: str, queue: str, now: float, *, stamp: bool = True
+) -> int | None:
     """Start a write of the queue, inside the write's transaction: lock the queue's row against
     a freeze, refuse a fenced queue, and take the write's stamp (0 when untracked). Returns None
     when the queue does not exist (and no tombstone stands for it)."""
     row = await conn.fetchrow(
-        "SELECT fence, tracked FROM queues WHERE project = $1 AND name = $2 FOR KEY SHARE",
+        "SELECT fence, fence_until, tracked FROM queues WHERE project = $1 AND name = $2"
+        " FOR KEY SHARE",
         project,
         queue,
     )
     if row is None:
-        await check_writable(conn, project, queue)
+        await check_writable(conn, project, queue, now)
         return None
-    if row[0] is not None:
-        raise QueueFrozen(project, queue, row[0])
-    if not (stamp and row[1]):
+    check_row_fence(project, queue, row[0], row[1], now)
+    if not (stamp and row[2]):
         return 0
     return int(await next_stamp(conn, project, queue))
 
@@ -198,13 +234,21 @@ async def next_stamp(conn: Any, project: str, queue: str) -> int:
 
 
 async def bury(
-    conn: Any, project: str, queue: str, gone: Sequence[tuple[str, int]], now: float, stamp: int
+    conn: Any,
+    project: str,
+    queue: str,
+    gone: Sequence[tuple[str, int]],
+    now: float,
+    stamp: int,
+    *,
+    claim: bool = False,
 ) -> None:
-    """Tombstones for the messages `gone` (id, marker) of a tracked queue (`stamp` > 0)."""
+    """Tombstones for the messages `gone` (id, marker) of a tracked queue (`stamp` > 0); with
+    `claim`, for the claims `gone` (id, 0) released."""
     if gone and stamp:
         await conn.execute(
-            "INSERT INTO removed (project, queue, stamp, id, marker, at)"
-            " SELECT $1, $2, $3, g.id, g.marker, $4 FROM unnest($5::text[], $6::bigint[])"
+            "INSERT INTO removed (project, queue, stamp, id, marker, at, claim)"
+            " SELECT $1, $2, $3, g.id, g.marker, $4, $7 FROM unnest($5::text[], $6::bigint[])"
             " AS g(id, marker) ON CONFLICT DO NOTHING",
             project,
             queue,
@@ -212,4 +256,5 @@ async def bury(
             now,
             [g[0] for g in gone],
             [g[1] for g in gone],
+            claim,
         )

@@ -6,12 +6,15 @@ update), so once `freeze` has returned nothing lands. `track` locks the row the 
 write that began untracked has committed before tracking starts. Stamps are taken while the
 queue's row is held, so they commit in order, and `changes` reads in one repeatable-read
 snapshot: it misses nothing. Imports write only what differs, in one transaction per call.
+A fence's deadline (`lasts`) is the storage's clock plus `lasts`, kept in `fences.until` and on
+the queue's row; `extend` moves it under the same row lock as `freeze`, only while it holds.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from node.errors import ChangesLost, QueueDoesNotExist
 from node.models import Changes, Claim, Message, MessageRow, QueueDigest, QueueExport, Removed
@@ -25,6 +28,7 @@ from node.storage.postgresql.schema import (
     fence_of,
     next_stamp,
     to_message,
+    unfenced,
 )
 from node.storage.postgresql.upsert import (
     CLAIM_FIELDS,
@@ -34,6 +38,7 @@ from node.storage.postgresql.upsert import (
     upsert,
 )
 
+CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 # A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
@@ -47,14 +52,17 @@ class PostgresTransfer:
         self._db = db
         self._clock = clock
 
-    async def freeze(self, project: str, queue: str, reason: str) -> None:
+    async def freeze(
+        self, project: str, queue: str, reason: str, *, lasts: float | None = None
+    ) -> None:
         transfer.check_reason(reason)
-        await self._fence(project, queue, reason)
+        until = 0.0 if lasts is None else self._clock() + lasts
+        await self._fence(project, queue, reason, until)
 
     async def unfreeze(self, project: str, queue: str) -> None:
-        await self._fence(project, queue, None)
+        await self._fence(project, queue, None, 0.0)
 
-    async def _fence(self, project: str, queue: str, reason: str | None) -> None:
+    async def _fence(self, project: str, queue: str, reason: str | None, until: float) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(NAME_LOCK, project, queue)
             await conn.execute(
@@ -66,22 +74,51 @@ class PostgresTransfer:
                 )
             else:
                 await conn.execute(
-                    "INSERT INTO fences (project, queue, reason) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason",
+                    "INSERT INTO fences (project, queue, reason, until) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (project, queue) DO UPDATE SET reason = excluded.reason,"
+                    " until = excluded.until",
                     project,
                     queue,
                     reason,
+                    until,
                 )
             await conn.execute(
-                "UPDATE queues SET fence = $3 WHERE project = $1 AND name = $2",
+                "UPDATE queues SET fence = $3, fence_until = $4 WHERE project = $1 AND name = $2",
                 project,
                 queue,
                 reason,
+                until,
             )
+
+    async def extend(self, project: str, queue: str, lasts: float) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            await conn.execute(NAME_LOCK, project, queue)
+            await conn.execute(
+                "SELECT 1 FROM queues WHERE project = $1 AND name = $2 FOR UPDATE", project, queue
+            )
+            until = await conn.fetchval(
+                "UPDATE fences SET until = $3 WHERE project = $1 AND queue = $2"
+                " AND until > $4 RETURNING until",
+                project,
+                queue,
+                now + lasts,
+                now,
+            )
+            if until is None:
+                return False
+            await conn.execute(
+                "UPDATE queues SET fence_until = $3 WHERE project = $1 AND name = $2",
+                project,
+                queue,
+                until,
+            )
+        return True
 
     async def fence(self, project: str, queue: str) -> str | None:
         async with self._db.session() as conn:
-            return await fence_of(conn, project, queue)
+            fence = await fence_of(conn, project, queue, self._clock())
+        return None if fence is None else fence[0]
 
     async def track(self, project: str, queue: str, enabled: bool) -> None:
         async with self._db.transaction() as conn:
@@ -117,27 +154,35 @@ class PostgresTransfer:
             )
             if row is None or not row[2] or since > row[0] or since < row[1]:
                 raise ChangesLost(f"changes of queue {queue} after {since} cannot be told")
-            written = (
-                f"SELECT {MESSAGE_COLUMNS}, stamp FROM messages WHERE project = $1 AND queue = $2"
+            scope = " FROM {} WHERE project = $1 AND queue = $2"
+            streams = (
+                f"SELECT {MESSAGE_COLUMNS}, stamp" + scope.format("messages"),
+                "SELECT id, marker, stamp" + scope.format("removed") + " AND NOT claim",
+                f"SELECT {CLAIM_COLUMNS}, stamp" + scope.format("claims"),
+                "SELECT id, stamp" + scope.format("removed") + " AND claim",
             )
-            buried = "SELECT id, marker, stamp FROM removed WHERE project = $1 AND queue = $2"
             above = " AND stamp > 0 AND stamp > $3 ORDER BY stamp LIMIT $4"
-            messages = list(await conn.fetch(written + above, project, queue, since, limit))
-            removed = list(await conn.fetch(buried + above, project, queue, since, limit))
-            full = [rows[-1][-1] for rows in (messages, removed) if len(rows) == limit]
+            pages = [
+                list(await conn.fetch(sql + above, project, queue, since, limit)) for sql in streams
+            ]
+            full = [rows[-1][-1] for rows in pages if len(rows) == limit]
             upto, more = int(row[0]), bool(full)
             if more:
                 # Up to the smaller last stamp of a full page, and all of that stamp's write.
                 upto = min(full)
-                messages = [m for m in messages if m[-1] < upto]
-                removed = [r for r in removed if r[-1] < upto]
-                messages += await conn.fetch(written + " AND stamp = $3", project, queue, upto)
-                removed += await conn.fetch(buried + " AND stamp = $3", project, queue, upto)
+                pages = [
+                    [r for r in rows if r[-1] < upto]
+                    + list(await conn.fetch(sql + " AND stamp = $3", project, queue, upto))
+                    for sql, rows in zip(streams, pages, strict=True)
+                ]
+        messages, removed, claims, released = pages
         return Changes(
             messages=tuple(transfer.exported(to_message(m), now) for m in messages),
             removed=tuple(Removed(r[0], r[1]) for r in removed),
             upto=upto,
             more=more,
+            claims=tuple(Claim(*c[:-1]) for c in claims),
+            released=tuple(r[0] for r in released),
         )
 
     async def fingerprints(
@@ -162,10 +207,11 @@ class PostgresTransfer:
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
         async with self._db.session() as conn:
             row = await conn.fetchrow(
-                "SELECT metadata, counter, created, fence FROM queues"
-                " WHERE project = $1 AND name = $2",
+                f"SELECT metadata, counter, created, CASE WHEN {unfenced('$3')} THEN NULL"
+                " ELSE fence END FROM queues WHERE project = $1 AND name = $2",
                 project,
                 queue,
+                self._clock(),
             )
         if row is None:
             return None
@@ -203,24 +249,28 @@ class PostgresTransfer:
             )
         return [MessageRow._make(row) for row in rows]
 
-    async def export_claims(self, project: str, queue: str) -> list[Claim]:
+    async def export_claims(
+        self, project: str, queue: str, *, ids: Sequence[str] | None = None
+    ) -> list[Claim]:
+        sql = (
+            f"SELECT {CLAIM_COLUMNS} FROM claims WHERE project = $1 AND queue = $2 AND expires > $3"
+        )
+        args: list[Any] = [project, queue, self._clock()]
+        if ids is not None:
+            sql += " AND id = ANY($4::text[])"
+            args.append(list(ids))
         async with self._db.session() as conn:
-            rows = await conn.fetch(
-                "SELECT id, ttl, grace, created, expires FROM claims"
-                " WHERE project = $1 AND queue = $2 AND expires > $3 ORDER BY created, id",
-                project,
-                queue,
-                self._clock(),
-            )
+            rows = await conn.fetch(sql + " ORDER BY created, id", *args)
         return [Claim(*row) for row in rows]
 
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(NAME_LOCK, project, queue)
             await conn.execute(
-                "INSERT INTO queues (project, name, metadata, counter, created, fence)"
+                "INSERT INTO queues (project, name, metadata, counter, created, fence, fence_until)"
                 " VALUES ($1, $2, $3, $4, $5,"
-                " (SELECT reason FROM fences WHERE project = $1 AND queue = $2))"
+                " (SELECT reason FROM fences WHERE project = $1 AND queue = $2),"
+                " COALESCE((SELECT until FROM fences WHERE project = $1 AND queue = $2), 0))"
                 " ON CONFLICT (project, name) DO UPDATE SET metadata = excluded.metadata,"
                 " created = excluded.created,"
                 " counter = GREATEST(queues.counter, excluded.counter)",
@@ -270,7 +320,8 @@ class PostgresTransfer:
         transfer.check_ids([c.id for c in claims])
         rows = [(c.id, project, queue, c.ttl, c.grace, c.created, c.expires) for c in claims]
         async with self._db.transaction() as conn:
-            return await upsert(conn, "claims", CLAIM_FIELDS, CLAIM_TYPES, rows)
+            stamp = await next_stamp(conn, project, queue)
+            return await upsert(conn, "claims", CLAIM_FIELDS, CLAIM_TYPES, rows, stamp)
 
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
         now = self._clock()
@@ -292,14 +343,24 @@ class PostgresTransfer:
         return len(gone)
 
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        async with self._db.session() as conn:
-            status = await conn.execute(
-                "DELETE FROM claims WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2",
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "SELECT 1 FROM queues WHERE project = $1 AND name = $2 FOR KEY SHARE",
+                project,
+                queue,
+            )
+            gone = await conn.fetch(
+                "DELETE FROM claims WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
+                " RETURNING id",
                 project,
                 queue,
                 list(ids),
             )
-        return int(status.split()[-1])
+            if gone:
+                stamp = await next_stamp(conn, project, queue)
+                await bury(conn, project, queue, [(r[0], 0) for r in gone], now, stamp, claim=True)
+        return len(gone)
 
     async def digest(self, project: str, queue: str) -> QueueDigest:
         return await transfer.digest(self, project, queue)
