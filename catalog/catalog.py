@@ -147,15 +147,10 @@ class Catalog:
         whole = done is None or json.loads(done.value).get("placements", 1) < LAYOUT
         prefix = self.keys.placements if whole else self.keys.legacy_no_project_placements
         moved = 0
-        start = ""
-        while True:
-            page = await self.store.range(prefix, start, 1000)
-            for item in page:
+        async for page in scan.pages(self.store, prefix, self.store.page_size):
+            for item in page.items:
                 placed = Placement.from_json(item.value)
                 moved += await self._move(item, self.keys.placement(placed.project, placed.queue))
-            if len(page) < 1000:
-                break
-            start = page[-1].key
         if whole:
             for item in (await self.store.snapshot(self.keys.pins)).items:
                 moved += await self._move(item, self.keys.pin(Pin.from_json(item.value).project))
