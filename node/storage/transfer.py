@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from node.models import Message, MessageRow, QueueDigest, is_id
 from node.storage.base import TransferStore
@@ -57,6 +58,25 @@ def row(m: Message) -> MessageRow:
         m.expires,
         m.client_id,
         m.delay_expires,
+        m.claim_id,
+        m.claim_expires,
+    )
+
+
+def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
+    """A row's values in the SQL drivers' `messages` column order (id, project, queue, marker,
+    body, ttl, created, expires, delay_expires, client_id, claim_id, claim_expires)."""
+    return (
+        m.id,
+        project,
+        queue,
+        m.marker,
+        m.body,
+        m.ttl,
+        m.created,
+        m.expires,
+        m.delay_expires,
+        m.client_id,
         m.claim_id,
         m.claim_expires,
     )

@@ -286,23 +286,7 @@ class PostgresTransfer:
 
     async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
-        rows = [
-            (
-                m.id,
-                project,
-                queue,
-                m.marker,
-                m.body,
-                m.ttl,
-                m.created,
-                m.expires,
-                m.delay_expires,
-                m.client_id,
-                m.claim_id,
-                m.claim_expires,
-            )
-            for m in messages
-        ]
+        rows = [transfer.sql_values(project, queue, m) for m in messages]
         async with self._db.transaction() as conn:
             top = await conn.fetchval(
                 "UPDATE queues SET counter = GREATEST(counter, $3)"

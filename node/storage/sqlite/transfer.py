@@ -325,23 +325,7 @@ class SqliteTransfer:
 
     async def import_rows(self, project: str, queue: str, messages: Sequence[MessageRow]) -> int:
         transfer.check_ids([m.id for m in messages])
-        rows = [
-            (
-                m.id,
-                project,
-                queue,
-                m.marker,
-                m.body,
-                m.ttl,
-                m.created,
-                m.expires,
-                m.delay_expires,
-                m.client_id,
-                m.claim_id,
-                m.claim_expires,
-            )
-            for m in messages
-        ]
+        rows = [transfer.sql_values(project, queue, m) for m in messages]
 
         def upsert(conn: sqlite3.Connection) -> int:
             top = conn.execute(
