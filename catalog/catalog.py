@@ -135,16 +135,22 @@ class Catalog:
 
     # --- key layout ------------------------------------------------------------------------------
 
-    async def upgrade_layout(self) -> int:
+    async def layout_behind(self) -> bool:
+        """Whether the catalog may still hold keys of an older layout anywhere."""
+        done = await self.store.get(self.keys.layout)
+        return done is None or json.loads(done.value).get("placements", 1) < LAYOUT
+
+    async def upgrade_layout(self, *, whole: bool | None = None) -> int:
         """Move every placement and pin an older release wrote under another key than this
         layout's; returns how many moved. Idempotent, safe to run from several proxies at once.
 
-        The whole catalog is read once (then `keys.layout` records it); the placements of "no
-        project" are read at every call, since a proxy of the older release, still running in a
-        rolling upgrade, writes them under the old key. Each record names its project and
-        queue, so its right key is known whatever key it sits under."""
-        done = await self.store.get(self.keys.layout)
-        whole = done is None or json.loads(done.value).get("placements", 1) < LAYOUT
+        The whole catalog is read (`whole`; by default while `layout_behind`), once: then
+        `keys.layout` records it. The placements of "no project" are read at every call, since
+        a proxy of the older release, still running in a rolling upgrade, writes them under the
+        old key. Each record names its project and queue, so its right key is known whatever
+        key it sits under."""
+        if whole is None:
+            whole = await self.layout_behind()
         prefix = self.keys.placements if whole else self.keys.legacy_no_project_placements
         moved = 0
         async for page in scan.pages(self.store, prefix, self.store.page_size):

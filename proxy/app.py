@@ -8,13 +8,14 @@ same steps run there as in this app's middlewares, and the same hooks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
-from catalog.errors import CatalogUnavailable
+from catalog.errors import CatalogError, CatalogUnavailable, Conflict
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.registry import Registry
@@ -106,9 +107,14 @@ def create_app(
     app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        moved = await upgrade_layout(catalog)  # an older release's keys, before any lookup
+        # An older release's keys: those of "no project" (the only ones an older proxy still
+        # writes, and few) before any lookup; the rest of the catalog, where only the rare
+        # names with '%' or '/' change key, behind the readiness, a page at a time.
+        moved = await upgrade_layout(catalog, whole=False)
         if moved:
             log.info("catalog_keys_upgraded", moved=moved)
+        behind = await catalog.layout_behind()
+        whole = asyncio.create_task(upgrade_whole_layout(catalog)) if behind else None
         await cache.start()
         await pools.start()
         log.info(
@@ -121,6 +127,10 @@ def create_app(
         # Shutdown, in order. aiohttp has already stopped accepting and drained in-flight
         # requests (up to the runner's shutdown timeout); now the health loop stops, the node
         # connections close, the cache stops its watch, and the store closes.
+        if whole is not None:
+            whole.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await whole
         await pools.stop()
         await upstreams.close()
         await cache.stop()
@@ -132,13 +142,28 @@ def create_app(
     return app
 
 
-async def upgrade_layout(catalog: Catalog, wait: float = 10.0, retry: float = 0.5) -> int:
-    """`catalog.upgrade_layout()`, retried while etcd does not answer, for `wait` seconds (as
-    the cache waits for its first load); however long the scan itself takes."""
+async def upgrade_whole_layout(catalog: Catalog, retry: float = 5.0) -> None:
+    """The whole catalog's keys moved to this layout, in the background: retried until done."""
+    while True:
+        try:
+            moved = await catalog.upgrade_layout(whole=True)
+        except (CatalogError, Conflict) as exc:
+            log.warning("catalog_upgrade_retry", error=str(exc))
+            await asyncio.sleep(retry)
+            continue
+        log.info("catalog_layout_upgraded", moved=moved)
+        return
+
+
+async def upgrade_layout(
+    catalog: Catalog, *, whole: bool | None = None, wait: float = 10.0, retry: float = 0.5
+) -> int:
+    """`catalog.upgrade_layout(whole=...)`, retried while etcd does not answer, for `wait`
+    seconds (as the cache waits for its first load); however long the scan itself takes."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         try:
-            return await catalog.upgrade_layout()
+            return await catalog.upgrade_layout(whole=whole)
         except CatalogUnavailable:
             if asyncio.get_running_loop().time() >= deadline:
                 raise

@@ -3,6 +3,7 @@ and a proxy of this release finds the placements an older release wrote."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,12 @@ async def test_a_new_proxy_finds_the_placements_an_older_release_wrote(
         try:
             assert (await v1(client, "POST", "/v1/queues/Q/messages", V1_MESSAGE))[0] == 201
             assert (await c.partitions["p2"].deps.storage.queues.stats("", "Q")).total == 1
+            # The rest of the catalog is upgraded behind the proxy's readiness: wait for it.
+            for _ in range(500):
+                if await c.catalog.store.get(c.catalog.keys.layout) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert not await c.catalog.layout_behind()
             status, _, _ = await call(
                 client,
                 "POST",
