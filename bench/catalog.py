@@ -45,7 +45,7 @@ from catalog.cache import PlacementCache
 from catalog.catalog import Catalog
 from catalog.errors import Conflict
 from catalog.etcd import EtcdStore
-from catalog.keys import Keys
+from catalog.keys import LAYOUT, Keys
 from catalog.memory import MemoryStore
 from catalog.records import Partition, Placement, Versioned
 from tests.services import free_port, start_etcd
@@ -113,6 +113,9 @@ async def write(url: str, count: int) -> float:
 
     try:
         await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        # The layout record a catalog of this release carries (its first proxy wrote it): the
+        # keys above are in this layout, so no proxy scans them for an older one.
+        await client.put(keys.layout.encode(), json.dumps({"placements": LAYOUT}).encode())
         took = time.monotonic() - started
         status = await client.status()
         print(f"== wrote {count} placements in {took:.1f} s; etcd db {status.db_size} bytes")
