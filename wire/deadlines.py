@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -68,9 +68,9 @@ class Refused(asyncio.Protocol):
     """A connection beyond the cap: answered 503 at once, then closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(BUSY)
-        transport.close()
+        writer = cast(asyncio.WriteTransport, transport)  # uvloop's are not subclasses
+        writer.write(BUSY)
+        writer.close()
 
 
 def oversized_middleware(limit: int) -> Any:

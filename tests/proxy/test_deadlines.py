@@ -11,11 +11,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from proxy.settings import ProxySettings
 from tests.conftest import FakeClock
 from tests.proxy.cluster import Cluster, cluster
 from tests.proxy.conftest import CLIENT_ID, PROJECT
+from wire.deadlines import Deadlines
 
-SHORT = {"head_timeout": 0.5, "body_grace": 0.5, "body_min_rate": 1024.0}
+SHORT: dict[str, Any] = {"head_timeout": 0.5, "body_grace": 0.5, "body_min_rate": 1024.0}
 IDS = f"Client-ID: {CLIENT_ID}\r\nX-Project-ID: {PROJECT}\r\n".encode()
 POST = b"POST /v2/queues/q/messages HTTP/1.1\r\nHost: proxy\r\n" + IDS
 
@@ -154,3 +158,12 @@ async def test_connections_beyond_the_cap_are_answered_503(
             writer.write(b"GET /v2/queues/q/stats HTTP/1.1\r\nHost: proxy\r\n" + IDS + b"\r\n")
             head = await asyncio.wait_for(fourth.readuntil(b"\r\n\r\n"), 3)
             assert head.startswith(b"HTTP/1.1 200")  # served
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARCONI_HEAD_TIMEOUT", "3")
+    monkeypatch.setenv("MARCONI_BODY_MIN_RATE", "2048")
+    monkeypatch.setenv("MARCONI_BODY_GRACE", "2")
+    monkeypatch.setenv("MARCONI_MAX_CONNECTIONS", "50")
+    assert ProxySettings.from_env().deadlines == Deadlines(3.0, 2048.0, 2.0, 50)
+    assert ProxySettings().deadlines == Deadlines(10.0, 1024.0, 5.0, 10_000)
