@@ -124,6 +124,12 @@ class ProxySettings:
             raise ValueError("migrations_out and migrations_in must be at least 1")
         if self.migration_cooldown < 0:
             raise ValueError("migration_cooldown must not be negative")
+        if self.head_timeout <= 0 or self.body_grace < 0 or self.body_min_rate < 0:
+            raise ValueError(
+                "head_timeout must be positive, body_grace and body_min_rate not negative"
+            )
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
 
     @classmethod
     def from_env(cls) -> ProxySettings:

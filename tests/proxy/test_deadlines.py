@@ -167,3 +167,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MARCONI_MAX_CONNECTIONS", "50")
     assert ProxySettings.from_env().deadlines == Deadlines(3.0, 2048.0, 2.0, 50)
     assert ProxySettings().deadlines == Deadlines(10.0, 1024.0, 5.0, 10_000)
+
+
+def test_settings_that_cannot_work_are_refused() -> None:
+    for bad in ({"head_timeout": 0}, {"body_grace": -1}, {"max_connections": 0}):
+        with pytest.raises(ValueError, match=r"head_timeout|max_connections"):
+            ProxySettings(**bad).check()
+    ProxySettings().check()
