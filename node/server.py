@@ -16,6 +16,7 @@ from node.api.deps import Deps
 from node.drain import AFTER_DRAIN, Drain
 from node.settings import NodeSettings
 from node.storage import open_storage
+from wire.deadlines import guarded_runner
 
 log = get_logger("node")
 
@@ -27,7 +28,7 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
         app = create_app(deps, gc_interval=settings.gc_interval)
         drain = Drain()
         app.middlewares.insert(0, drain.middleware)
-        runner = web.AppRunner(
+        runner = guarded_runner(settings.deadlines)(
             app, access_log=None, handle_signals=False, shutdown_timeout=AFTER_DRAIN
         )
         await runner.setup()

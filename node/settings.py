@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ground import env
+from wire.deadlines import Deadlines
 from wire.limits import ApiLimits
 
 
@@ -17,9 +18,23 @@ class NodeSettings:
     gc_interval: float = 30.0
     drain_timeout: float = 10.0  # seconds in-flight requests get at shutdown
     workers: int = 1  # processes serving the port (SO_REUSEPORT), under one supervisor
+    # Read deadlines and the connection cap (wire/deadlines.py): a request head must be whole
+    # within head_timeout seconds of its first byte; a body must average body_min_rate bytes
+    # per second once body_grace seconds have passed; beyond max_connections open connections
+    # per process, a new one is answered 503 and closed.
+    head_timeout: float = 10.0
+    body_min_rate: float = 1024.0
+    body_grace: float = 5.0
+    max_connections: int = 10_000
     log_level: str = "info"
     log_json: bool | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return Deadlines(
+            self.head_timeout, self.body_min_rate, self.body_grace, self.max_connections
+        )
 
     @classmethod
     def from_env(cls) -> NodeSettings:
@@ -32,6 +47,10 @@ class NodeSettings:
             "gc_interval": "MARCONI_GC_INTERVAL",
             "drain_timeout": "MARCONI_DRAIN_TIMEOUT",
             "workers": "MARCONI_WORKERS",
+            "head_timeout": "MARCONI_HEAD_TIMEOUT",
+            "body_min_rate": "MARCONI_BODY_MIN_RATE",
+            "body_grace": "MARCONI_BODY_GRACE",
+            "max_connections": "MARCONI_MAX_CONNECTIONS",
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
         }

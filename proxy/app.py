@@ -42,6 +42,7 @@ from proxy.settings import ProxySettings
 from proxy.steps import Steps
 from proxy.upstream import Upstreams
 from wire import openapi
+from wire.deadlines import oversized_middleware
 from wire.limits import MAX_BODY
 
 log = get_logger("proxy")
@@ -93,7 +94,12 @@ def create_app(
     # The same steps, in the same order, on both servers: aiohttp's runs them as middlewares,
     # the lean path (proxy.pipeline) calls them.
     steps = Steps(hooks, Recorder("proxy"))
-    app = web.Application(middlewares=[*steps.middlewares(), admin_role], client_max_size=MAX_BODY)
+    # A declared body over MAX_BODY is refused at once and its connection closed (the lean
+    # path hands such a request here).
+    app = web.Application(
+        middlewares=[*steps.middlewares(), oversized_middleware(MAX_BODY), admin_role],
+        client_max_size=MAX_BODY,
+    )
     app[REQUEST_PATH] = path
     app[LEAN] = LeanPath(path, steps)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)

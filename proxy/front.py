@@ -16,12 +16,12 @@ import contextlib
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from ground.logs import get_logger
 from proxy.http1 import RequestHead, Unusual, parse_request
 from proxy.pipeline import LeanPath
 from proxy.routing import QueueRoute
+from wire.deadlines import Deadlines, GuardedServer, Refused
 
 log = get_logger("proxy")
 LEAN = web.AppKey("lean", LeanPath)
@@ -44,6 +44,8 @@ class Front(asyncio.Protocol):
         self.closing = False  # close once the request being answered is answered
         self.paused = False
         self.last_active = self.loop.time()
+        self.head_since: float | None = None  # a head's first byte came then; it is incomplete
+        self.body_since = 0.0  # the pending request's head was read then
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -90,8 +92,12 @@ class Front(asyncio.Protocol):
                 self._hand_over(data)
                 return
             if head is None:
+                if self.head_since is None:
+                    self.head_since = self.loop.time()
                 self.buffer += data
                 return
+            if self.head_since is not None:
+                self.head_since = None
             route = self.server.lean.route(head)
             if route is None:
                 self._hand_over(data)
@@ -100,6 +106,8 @@ class Front(asyncio.Protocol):
             head, route = self.pending
         end = head.size + head.length
         if len(data) < end:
+            if self.pending is None:
+                self.body_since = self.loop.time()
             self.pending = (head, route)
             self.needed = end
             self.buffer += data
@@ -147,6 +155,17 @@ class Front(asyncio.Protocol):
             transport.resume_reading()
         handler.data_received(data)
 
+    def check(self, deadlines: Deadlines, now: float) -> None:
+        """Close the connection if its head or body comes too slowly (the server's sweep)."""
+        if self.busy:
+            return
+        pending = self.pending
+        if pending is not None:
+            if deadlines.body_too_slow(now, self.body_since, len(self.buffer) - pending[0].size):
+                self.abort()
+        elif self.head_since is not None and now - self.head_since > deadlines.head_timeout:
+            self.abort()
+
     @property
     def in_flight(self) -> bool:
         """A request is being answered, or its head is read and its body is arriving."""
@@ -162,11 +181,12 @@ class Front(asyncio.Protocol):
             self.transport.abort()
 
 
-class FrontServer(web.Server):
+class FrontServer(GuardedServer):
     """aiohttp's server for the proxy's application, whose connections start on the lean path.
 
     It stays aiohttp's server (connections handed over, shutdown) and aiohttp's runners and
-    sites use it as they are: they take the server as the protocol factory.
+    sites use it as they are: they take the server as the protocol factory. Its read deadlines
+    and connection cap (`wire.deadlines`) hold on both paths.
     """
 
     def __init__(self, handler: Any, *, lean: LeanPath, **kwargs: Any) -> None:
@@ -177,13 +197,21 @@ class FrontServer(web.Server):
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None  # while shutting down
 
-    def __call__(self) -> Front:  # type: ignore[override]  # any protocol will do for a site
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]  # any protocol will do
         if self._sweeper is None:
             self._sweep_later()
+        self.start_sweeps()
+        if self.open_connections() >= self.deadlines.max_connections:
+            return Refused()
         return Front(self)
 
-    def aiohttp_handler(self) -> RequestHandler:
-        return super().__call__()
+    def open_connections(self) -> int:
+        return len(self.fronts) + super().open_connections()
+
+    def sweep(self, now: float) -> None:
+        super().sweep(now)
+        for front in list(self.fronts):
+            front.check(self.deadlines, now)
 
     def _sweep_later(self) -> None:
         loop = asyncio.get_running_loop()
@@ -230,16 +258,29 @@ class FrontServer(web.Server):
 
 
 class ProxyRunner(web.AppRunner):
-    """An `AppRunner` whose server puts the lean path (`app[LEAN]`) in front of the app."""
+    """An `AppRunner` whose server puts the lean path (`app[LEAN]`) in front of the app, both
+    under `deadlines`."""
+
+    def __init__(
+        self, app: web.Application, *, deadlines: Deadlines | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.deadlines = deadlines if deadlines is not None else Deadlines()
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # starts the application
         lean = self.app.get(LEAN)
         if lean is None:
-            return server
+            return GuardedServer(
+                server.request_handler,
+                request_factory=server.request_factory,
+                deadlines=self.deadlines,
+                **self._kwargs,
+            )
         return FrontServer(
             server.request_handler,
             request_factory=server.request_factory,
             lean=lean,
+            deadlines=self.deadlines,
             **self._kwargs,
         )

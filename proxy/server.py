@@ -22,7 +22,11 @@ async def serve(settings: ProxySettings, ready: Callable[[], None] = lambda: Non
     async with stop_signals() as stop:
         app = create_app(settings)
         runner = ProxyRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=settings.drain_timeout
+            app,
+            deadlines=settings.deadlines,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=settings.drain_timeout,
         )
         await runner.setup()
         try:

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from catalog.registry import MigrationLimits
 from ground import env
+from wire.deadlines import Deadlines
 
 
 class AuthMode(StrEnum):
@@ -87,6 +88,14 @@ class ProxySettings:
     migrations_out: int = 1
     migrations_in: int = 1
     migration_cooldown: float = 300.0
+    # Read deadlines and the connection cap (wire/deadlines.py): a request head must be whole
+    # within head_timeout seconds of its first byte; a body must average body_min_rate bytes
+    # per second once body_grace seconds have passed; beyond max_connections open connections
+    # per process, a new one is answered 503 and closed.
+    head_timeout: float = 10.0
+    body_min_rate: float = 1024.0
+    body_grace: float = 5.0
+    max_connections: int = 10_000
     log_level: str = "info"
     log_json: bool | None = None
 
@@ -115,12 +124,24 @@ class ProxySettings:
             raise ValueError("migrations_out and migrations_in must be at least 1")
         if self.migration_cooldown < 0:
             raise ValueError("migration_cooldown must not be negative")
+        if self.head_timeout <= 0 or self.body_grace < 0 or self.body_min_rate < 0:
+            raise ValueError(
+                "head_timeout must be positive, body_grace and body_min_rate not negative"
+            )
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
 
     @classmethod
     def from_env(cls) -> ProxySettings:
         """`MARCONI_*` variables; anything unset keeps its default."""
         limits = env.read(LimitSettings, _LIMIT_VARIABLES)
         return env.read(cls, _VARIABLES, limits=limits)
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return Deadlines(
+            self.head_timeout, self.body_min_rate, self.body_grace, self.max_connections
+        )
 
     @property
     def migration_limits(self) -> MigrationLimits:
@@ -168,6 +189,10 @@ _VARIABLES = {
     "migrations_out": "MARCONI_MIGRATIONS_OUT",
     "migrations_in": "MARCONI_MIGRATIONS_IN",
     "migration_cooldown": "MARCONI_MIGRATION_COOLDOWN",
+    "head_timeout": "MARCONI_HEAD_TIMEOUT",
+    "body_min_rate": "MARCONI_BODY_MIN_RATE",
+    "body_grace": "MARCONI_BODY_GRACE",
+    "max_connections": "MARCONI_MAX_CONNECTIONS",
     "log_level": "MARCONI_LOG_LEVEL",
     "log_json": "MARCONI_LOG_JSON",
 }

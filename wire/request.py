@@ -108,6 +108,19 @@ async def json_body(request: web.Request, max_depth: int) -> Any:
     return parse_json(await request.read(), max_depth)
 
 
+async def read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The body, counted as it arrives (a chunked one declares no length); None as soon as it
+    passes `limit` bytes, the rest unread."""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await request.content.readany():
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def optional_json_body(request: web.Request, max_depth: int) -> Any | None:
     """The parsed body, or None when the request has none (or an empty one)."""
     if not request.body_exists:

@@ -18,6 +18,7 @@ from node.api.errors import error_middleware
 from node.api.homedoc import VERSIONS
 from wire.answers import dumps
 from wire.checks import with_checks
+from wire.deadlines import oversized_middleware
 from wire.limits import MAX_BODY
 
 log = get_logger("node")
@@ -46,7 +47,12 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
     from node.api import v1, v1_1
 
     app = web.Application(
-        middlewares=[request_id_middleware, request_metrics("node"), error_middleware],
+        middlewares=[
+            request_id_middleware,
+            request_metrics("node"),
+            oversized_middleware(MAX_BODY),  # declared over it: 400 at once, and close
+            error_middleware,
+        ],
         client_max_size=MAX_BODY,  # far above the API's limits, which answer in Zaqar's words
     )
     app[DEPS] = deps

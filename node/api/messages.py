@@ -21,6 +21,8 @@ from wire.request import (
     param_int,
     param_list,
     param_str,
+    parse_json,
+    read_at_most,
 )
 
 
@@ -32,11 +34,18 @@ class MessageCollection(Endpoint):
         project, queue = scope(request)
         found = await self.queue_metadata(project, queue)
         metadata = found or {}
-        validation.message_length(
-            request.content_length, self.limits, metadata.get("_max_messages_post_size")
-        )
+        queue_max = metadata.get("_max_messages_post_size")
+        if request.content_length is None and request.body_exists:
+            # Chunked: no length declared, so the body counts against the limit as it arrives.
+            cap = self.limits.max_messages_post_size
+            raw = await read_at_most(request, cap)
+            validation.message_length(cap + 1 if raw is None else len(raw), self.limits, queue_max)
+            document = parse_json(raw or b"", self.limits.max_json_depth)
+        else:
+            validation.message_length(request.content_length, self.limits, queue_max)
+            document = await json_body(request, self.limits.max_json_depth)
         messages = messages_to_post(
-            self.message_documents(await json_body(request, self.limits.max_json_depth)),
+            self.message_documents(document),
             self.limits,
             default_ttl=metadata.get("_default_message_ttl") or self.limits.default_message_ttl,
             default_delay=metadata.get("_default_message_delay")

@@ -28,18 +28,26 @@ from proxy.handler import RequestPath
 from proxy.hooks import Hook
 from proxy.settings import ProxySettings
 from tests.conftest import FakeClock, unique_prefix
+from wire.deadlines import Deadlines
 
 ADMIN = {"X-Roles": "admin"}
 NodeWrapper = Callable[[web.Application, str], web.Application]
 
 
 class ProxyTestServer(TestServer):
-    """A proxy served as `marconi proxy` serves it: the lean path in front of the app."""
+    """A proxy served as `marconi proxy` serves it: the lean path in front of the app, under
+    the settings' read deadlines and connection cap."""
+
+    def __init__(
+        self, app: web.Application, *, deadlines: Deadlines | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.deadlines = deadlines
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         # In-flight requests get what `marconi proxy` gives them at shutdown, not aiohttp's 60 s.
         kwargs.setdefault("shutdown_timeout", ProxySettings().drain_timeout)
-        return ProxyRunner(self.app, **kwargs)
+        return ProxyRunner(self.app, deadlines=self.deadlines, **kwargs)
 
 
 @dataclass
@@ -119,7 +127,11 @@ async def cluster(
         clients = []
         for _ in range(proxies):
             client = TestClient(
-                ProxyTestServer(create_app(proxy_settings, make_store(), hooks), host="127.0.0.1")
+                ProxyTestServer(
+                    create_app(proxy_settings, make_store(), hooks),
+                    host="127.0.0.1",
+                    deadlines=proxy_settings.deadlines,
+                )
             )
             await client.start_server()
             stack.push_async_callback(client.close)
