@@ -118,6 +118,7 @@ async def test_concurrent_posts_get_distinct_markers(mongo: MongoStorage) -> Non
     assert len(set(markers)) == len(markers) == 90
 
 
+@pytest.mark.mongodb
 async def test_a_counter_gone_back_never_puts_a_post_before_an_earlier_one(
     mongo: MongoStorage,
 ) -> None:
