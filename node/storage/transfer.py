@@ -82,6 +82,23 @@ def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
     )
 
 
+def message_from_row(row: Sequence[Any]) -> Message:
+    """A message from a row of the SQL drivers' `MESSAGE_COLUMNS` (id, marker, body, ttl,
+    created, expires, client_id, delay_expires, claim_id, claim_expires)."""
+    return Message(
+        id=row[0],
+        marker=row[1],
+        body=json.loads(row[2]),
+        ttl=row[3],
+        created=row[4],
+        expires=row[5],
+        client_id=row[6],
+        delay_expires=row[7],
+        claim_id=row[8],
+        claim_expires=row[9],
+    )
+
+
 def fingerprint(
     message_id: str,
     marker: int,

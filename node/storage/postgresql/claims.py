@@ -24,9 +24,9 @@ from node.storage.postgresql.schema import (
     check_readable,
     check_writable,
     hold_queue,
-    to_message,
     unfenced,
 )
+from node.storage.transfer import message_from_row
 
 Messages = list[Message]
 
@@ -84,7 +84,7 @@ class PostgresClaims:
         async with self._db.session() as conn:
             rows = await conn.fetch(CLAIM, *args)
             if rows:
-                return claim, [to_message(row) for row in rows]
+                return claim, [message_from_row(row) for row in rows]
         # Nothing claimed: no free message, or the queue is missing, fenced or tracked.
         async with self._db.transaction() as conn:
             stamp = await hold_queue(conn, project, queue, now)
@@ -92,7 +92,7 @@ class PostgresClaims:
                 return claim, []
             args[8] = stamp
             rows = await conn.fetch(CLAIM_TRACKED, *args)
-        return claim, [to_message(row) for row in rows]
+        return claim, [message_from_row(row) for row in rows]
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         now = self._clock()
@@ -118,7 +118,7 @@ class PostgresClaims:
                 now,
                 claim_id,
             )
-        return Claim(*row), [to_message(r) for r in rows]
+        return Claim(*row), [message_from_row(r) for r in rows]
 
     async def update(
         self, project: str, queue: str, claim_id: str, *, ttl: int, grace: int

@@ -27,10 +27,10 @@ from node.storage.postgresql.schema import (
     check_readable,
     check_writable,
     hold_queue,
-    to_message,
     unfenced,
 )
 from node.storage.rules import check_delete
+from node.storage.transfer import message_from_row
 
 Messages = list[Message]
 Ids = list[str]
@@ -166,7 +166,7 @@ class PostgresMessages:
             rows = await conn.fetch(sql, *args)
             if not rows:
                 await check_readable(conn, project, queue, now)
-        return [to_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def get(self, project: str, queue: str, message_id: str) -> Message:
         found = await self.bulk_get(project, queue, [message_id])
@@ -189,7 +189,7 @@ class PostgresMessages:
                 now,
                 ids,
             )
-        return [to_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def delete(self, project: str, queue: str, message_id: str, claim_id: str | None) -> None:
         malformed_claim = claim_id is not None and not is_id(claim_id)
@@ -253,6 +253,6 @@ class PostgresMessages:
                 now,
                 limit,
             )
-            popped = sorted((to_message(row) for row in rows), key=lambda m: m.marker)
+            popped = sorted((message_from_row(row) for row in rows), key=lambda m: m.marker)
             await bury(conn, project, queue, [(m.id, m.marker) for m in popped], now, stamp)
         return popped

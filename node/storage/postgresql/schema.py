@@ -24,12 +24,11 @@ fence, though its row stays until `freeze` or `unfreeze` writes it again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from node.errors import QueueFrozen
-from node.models import Fence, Message
+from node.models import Fence
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: queues, messages, claims, fences.
@@ -157,21 +156,6 @@ NOT_MOVED = (
 def unfenced(now: str) -> str:
     """The condition on a queue's row that it has no fence in force at `now` (a parameter)."""
     return f"(fence IS NULL OR (fence_until > 0 AND fence_until <= {now}))"
-
-
-def to_message(row: Sequence[Any]) -> Message:
-    return Message(
-        id=row[0],
-        marker=row[1],
-        body=json.loads(row[2]),
-        ttl=row[3],
-        created=row[4],
-        expires=row[5],
-        client_id=row[6],
-        delay_expires=row[7],
-        claim_id=row[8],
-        claim_expires=row[9],
-    )
 
 
 async def fence_of(

@@ -27,7 +27,6 @@ from node.storage.postgresql.schema import (
     bury,
     fence_of,
     next_stamp,
-    to_message,
     unfenced,
 )
 from node.storage.postgresql.upsert import (
@@ -37,6 +36,7 @@ from node.storage.postgresql.upsert import (
     MESSAGE_TYPES,
     upsert,
 )
+from node.storage.transfer import message_from_row
 
 CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 # A `MessageRow`, a claim that has expired reported as none (as `transfer.exported` does).
@@ -177,7 +177,7 @@ class PostgresTransfer:
                 ]
         messages, removed, claims, released = pages
         return Changes(
-            messages=tuple(transfer.exported(to_message(m), now) for m in messages),
+            messages=tuple(transfer.exported(message_from_row(m), now) for m in messages),
             removed=tuple(Removed(r[0], r[1]) for r in removed),
             upto=upto,
             more=more,
@@ -233,7 +233,7 @@ class PostgresTransfer:
                 after_marker,
                 limit,
             )
-        return [transfer.exported(to_message(row), now) for row in rows]
+        return [transfer.exported(message_from_row(row), now) for row in rows]
 
     async def export_rows(
         self, project: str, queue: str, *, after_marker: int, limit: int

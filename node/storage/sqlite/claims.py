@@ -18,8 +18,8 @@ from node.storage.sqlite.schema import (
     check_writable,
     next_stamp,
     placeholders,
-    to_message,
 )
+from node.storage.transfer import message_from_row
 
 
 class SqliteClaims:
@@ -54,7 +54,7 @@ class SqliteClaims:
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = ? ORDER BY marker",
                 (claim.id,),
             ).fetchall()
-            return [to_message(r) for r in rows]
+            return [message_from_row(r) for r in rows]
 
         return claim, await self._s.write(create)
 
@@ -75,7 +75,7 @@ class SqliteClaims:
                 " ORDER BY marker",
                 (claim_id, now),
             ).fetchall()
-            return Claim(*row), [to_message(r) for r in rows]
+            return Claim(*row), [message_from_row(r) for r in rows]
 
         return await self._s.read(get, self._s.clock())
 

@@ -21,8 +21,8 @@ from node.storage.sqlite.schema import (
     check_readable,
     check_writable,
     placeholders,
-    to_message,
 )
+from node.storage.transfer import message_from_row
 
 
 class SqliteMessages:
@@ -174,7 +174,7 @@ class SqliteMessages:
                 "ORDER BY marker LIMIT ?",
                 (project, queue, now, now, now, limit),
             ).fetchall()
-            popped = [to_message(r) for r in rows]
+            popped = [message_from_row(r) for r in rows]
             if popped:
                 conn.execute(
                     f"DELETE FROM messages WHERE id IN ({placeholders(len(popped))})",
@@ -191,4 +191,4 @@ def _messages(
 ) -> Messages:
     """Run a read of the queue's messages, unless the queue has moved away."""
     check_readable(conn, project, queue)
-    return [to_message(r) for r in conn.execute(sql, args).fetchall()]
+    return [message_from_row(r) for r in conn.execute(sql, args).fetchall()]

@@ -17,13 +17,11 @@ collected, or the queue purged).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from node.errors import QueueFrozen
-from node.models import Fence, Message
+from node.models import Fence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -174,21 +172,6 @@ def _tombstones(
             " VALUES (?,?,?,?,?,?,?)",
             [(project, queue, stamp, mid, marker, now, claim) for mid, marker in gone],
         )
-
-
-def to_message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        marker=row[1],
-        body=json.loads(row[2]),
-        ttl=row[3],
-        created=row[4],
-        expires=row[5],
-        client_id=row[6],
-        delay_expires=row[7],
-        claim_id=row[8],
-        claim_expires=row[9],
-    )
 
 
 def placeholders(n: int) -> str:

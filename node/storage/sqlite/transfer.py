@@ -28,8 +28,8 @@ from node.storage.sqlite.schema import (
     bury_claims,
     next_stamp,
     placeholders,
-    to_message,
 )
+from node.storage.transfer import message_from_row
 
 # Few enough parameters per statement for any SQLite build's limit.
 CHUNK = 500
@@ -149,7 +149,7 @@ def _changes(
         ]
     messages, removed, claims, released = pages
     return Changes(
-        messages=tuple(transfer.exported(to_message(m), now) for m in messages),
+        messages=tuple(transfer.exported(message_from_row(m), now) for m in messages),
         removed=tuple(Removed(r[0], r[1]) for r in removed),
         upto=upto,
         more=more,
@@ -275,7 +275,7 @@ class SqliteTransfer:
                 (project, queue, now, after_marker, limit),
             ).fetchall()
         )
-        return [transfer.exported(to_message(row), now) for row in rows]
+        return [transfer.exported(message_from_row(row), now) for row in rows]
 
     async def export_rows(
         self, project: str, queue: str, *, after_marker: int, limit: int
