@@ -137,3 +137,33 @@ async def test_the_write_ahead_log_returns_under_its_bound_after_a_write_burst(
         assert await asyncio.to_thread(os.path.getsize, f"{tmp_path}/burst.db") > 4 * limit
     finally:
         await storage.close()
+
+
+def _open_and_post(path: str, start: object) -> str:
+    """In a process of its own: wait for the others, open the new file, store one message."""
+
+    async def run() -> str:
+        storage = await SqliteStorage.open(f"sqlite:///{path}")
+        try:
+            await storage.queues.create("p", f"q{os.getpid()}", None)
+            return "ok"
+        finally:
+            await storage.close()
+
+    start.wait(timeout=60)  # type: ignore[attr-defined]
+    return asyncio.run(run())
+
+
+def test_processes_opening_one_new_file_at_once_all_start(tmp_path: Path) -> None:
+    """A node's workers and a partition's nodes open the same file together: none of them may
+    fail on the other's lock while the journal mode switches and the schema is created."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(6, mp_context=context) as pool:
+        for attempt in range(10):
+            path = str(tmp_path / f"shared{attempt}.db")
+            start = manager.Barrier(6)  # all six are running before any opens the file
+            futures = [pool.submit(_open_and_post, path, start) for _ in range(6)]
+            assert [f.result(timeout=60) for f in futures] == ["ok"] * 6

@@ -40,6 +40,11 @@ log = get_logger("node.storage.sqlite")
 Clock = Callable[[], float]
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
 class Database:
     """One SQLite file: the connection, its group commits and its checkpoints. The
     controllers share it; `SqliteStorage` opens it."""
@@ -59,16 +64,31 @@ class Database:
         self._checkpointer: asyncio.Task[None] | None = None
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
 
-    def _connect(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
-        conn.create_function("now", 0, self.clock)  # fences lift themselves by this clock
-        create_schema(conn)
-        self._conn = conn
+    def _connect(self, patience: float = 30.0) -> None:
+        """Open the file, switch it to WAL and bring its schema up to date. Several processes
+        (a node's workers, a partition's nodes) may do this on one new file at once: the busy
+        timeout is set before anything else, and a "locked" answer where SQLite does not wait
+        (switching the journal mode) is retried until `patience` runs out."""
+        deadline = time.monotonic() + patience
+        while True:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                conn.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
+                conn.create_function("now", 0, self.clock)  # fences lift themselves by this clock
+                create_schema(conn)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            self._conn = conn
+            return
 
     async def _checkpoint_forever(self) -> None:
         """Fold the WAL into the database now and then, on a thread, without blocking writers;

@@ -122,11 +122,19 @@ BY_ID = "+project = ? AND +queue = ?"
 def create_schema(conn: sqlite3.Connection) -> None:
     """The schema on a new file, or an older file's upgraded in place."""
     conn.executescript(SCHEMA)
-    for table, columns in ADDED.items():
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        for name, definition in columns.items():
-            if name not in present:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+    # Another process may be upgrading the same file: the columns are read and added under
+    # one write lock, so that only one of them adds each.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, columns in ADDED.items():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns.items():
+                if name not in present:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
     conn.executescript(INDEXES)
 
 
