@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import tempfile
 import time
@@ -90,36 +91,35 @@ async def sample_waits(uri: str, stop: asyncio.Event, waits: collections.Counter
     return samples
 
 
-async def explain(uri: str, now: float) -> None:
-    """The plans of a claim and of a delete as the run left the queue (rolled back)."""
-    conn = await asyncpg.connect(uri)
-    try:
+async def explain(store: PostgresStorage, now: float) -> None:
+    """The plans of a claim and of a delete as the run left the queue, on one of the node's own
+    sessions (its settings apply), rolled back."""
+    async with store.db.transaction() as conn:
         stats = await conn.fetchrow(
-            "SELECT n_live_tup, n_dead_tup, last_autovacuum FROM pg_stat_user_tables"
-            " WHERE relname = 'messages'"
+            "SELECT n_live_tup, n_dead_tup, last_autovacuum, last_autoanalyze"
+            " FROM pg_stat_user_tables WHERE relname = 'messages'"
         )
         print(f"messages: {dict(stats) if stats else None}")
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            claim_args: list[Any] = [
-                PROJECT, QUEUE, now, BATCH, "f" * 24, now + 300, now + 360, 360, 0, 300, 60
-            ]  # fmt: skip
-            print("-- claim")
-            for (line,) in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {CLAIM}", *claim_args):
-                print(line)
-            first = await conn.fetchval(
-                "SELECT id FROM messages WHERE claim_id = $1 ORDER BY marker LIMIT 1", "f" * 24
-            )
-            print("-- delete under the claim")
-            for (line,) in await conn.fetch(
-                f"EXPLAIN (ANALYZE, BUFFERS) {DELETE_HELD}", PROJECT, QUEUE, now, first, "f" * 24
-            ):
-                print(line)
-        finally:
-            await tx.rollback()
-    finally:
-        await conn.close()
+        claim_id = "f" * 24
+        claim_args: list[Any] = [
+            PROJECT, QUEUE, now, BATCH, claim_id, now + 300, now + 360, 360, 0, 300, 60
+        ]  # fmt: skip
+        print("-- claim")
+        for (line,) in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {CLAIM}", *claim_args):
+            print(line)
+        first = await conn.fetchval(
+            "SELECT id FROM messages WHERE claim_id = $1 ORDER BY marker LIMIT 1", claim_id
+        )
+        print("-- delete under the claim")
+        for (line,) in await conn.fetch(
+            f"EXPLAIN (ANALYZE, BUFFERS) {DELETE_HELD}", PROJECT, QUEUE, now, first, claim_id
+        ):
+            print(line)
+        raise Rollback
+
+
+class Rollback(Exception):
+    """Leaves `explain`'s transaction without committing what EXPLAIN ANALYZE did."""
 
 
 async def run(uri: str, depth: int, tasks: int, seconds: float, pool: int, analyze: bool) -> None:
@@ -157,7 +157,8 @@ async def run(uri: str, depth: int, tasks: int, seconds: float, pool: int, analy
         print(f"  sessions by state and wait event (mean over {samples} samples):")
         for key, n in waits.most_common(12):
             print(f"    {n / max(samples, 1):6.2f}  {key}")
-        await explain(uri, store.clock())
+        with contextlib.suppress(Rollback):
+            await explain(store, store.clock())
     finally:
         await store.close()
 

@@ -284,6 +284,28 @@ async def test_what_is_found_by_its_key_is_found_by_its_key_before_any_statistic
                 assert "messages_pkey" in found and "messages_by_marker" not in found, found
 
 
+async def test_a_claim_walks_its_queue_in_order_before_any_statistics(
+    storage: PostgresStorage,
+) -> None:
+    """A deep queue in a table not analyzed yet: the planner would read the whole queue and
+    sort it for each claim (a bitmap scan); the node's sessions walk the marker index."""
+    await storage.queues.create(P, Q, None)
+    now = time.time()
+    async with storage.db.session() as conn:
+        await conn.execute(
+            "INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,"
+            " client_id) SELECT lpad(to_hex(n), 24, '0'), $1, $2, n, '1', 600, $3::float8,"
+            " $3::float8 + 600, $4"
+            " FROM generate_series(1, 150000) AS n",
+            P,
+            Q,
+            now,
+            CLIENT,
+        )
+        found = await plan(conn, CLAIM, P, Q, now, 10, "f" * 24, now, now, 60, 0, 60, 60)
+    assert "Index Scan using messages_by_marker" in found and "Bitmap" not in found, found
+
+
 # --- contention ----------------------------------------------------------------------------------
 
 
