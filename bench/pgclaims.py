@@ -28,6 +28,7 @@ from node.models import NewMessage
 from node.storage.postgresql import PostgresStorage
 from node.storage.postgresql.claims import CLAIM
 from node.storage.postgresql.messages import DELETE_HELD
+from node.storage.postgresql.schema import FREE, LIVE
 from tests.services import free_port
 
 PROJECT, QUEUE = "bench", "bench"
@@ -70,6 +71,33 @@ async def consumer(
             await store.messages.delete(PROJECT, QUEUE, message.id, claim.id)
             timings["delete"].append(time.perf_counter() - started)
             counts["deleted"] += 1
+
+
+PICK = (
+    f"SELECT id FROM messages WHERE {LIVE} AND {FREE} ORDER BY marker LIMIT $4"
+    " FOR UPDATE SKIP LOCKED"
+)
+
+
+async def probe(store: PostgresStorage, stop: asyncio.Event, every: float) -> None:
+    """Every `every` seconds, how long the claim's pick takes on the server and how many
+    buffers it reads (the rows it locks released at once)."""
+    started = time.perf_counter()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        with contextlib.suppress(Rollback):
+            async with store.db.transaction() as conn:
+                lines = [
+                    line
+                    for (line,) in await conn.fetch(
+                        f"EXPLAIN (ANALYZE, BUFFERS) {PICK}", PROJECT, QUEUE, store.clock(), BATCH
+                    )
+                ]
+                raise Rollback
+        buffers = next((line.strip() for line in lines if "Buffers" in line), "")
+        took = next((line for line in lines if line.startswith("Execution Time")), "")
+        print(f"  at {time.perf_counter() - started:4.1f} s: pick {took}, {buffers}", flush=True)
 
 
 async def sample_waits(uri: str, stop: asyncio.Event, waits: collections.Counter[str]) -> int:
@@ -136,12 +164,14 @@ async def run(uri: str, depth: int, tasks: int, seconds: float, pool: int, analy
         waits: collections.Counter[str] = collections.Counter()
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_waits(uri, stop, waits))
+        prober = asyncio.create_task(probe(store, stop, seconds / 5))
         started = time.perf_counter()
         until = started + seconds
         await asyncio.gather(*(consumer(store, until, timings, counts) for _ in range(tasks)))
         elapsed = time.perf_counter() - started
         stop.set()
         samples = await sampler
+        await prober
         requests = len(timings["claim"]) + len(timings["delete"])
         print(
             f"{tasks} tasks, pool {pool}, depth {depth}, {elapsed:.1f} s:"
