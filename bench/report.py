@@ -21,7 +21,7 @@ from bench import watch
 from bench.cpu import TICKS_PER_SECOND as TICKS
 from bench.overhead import Comparison, Overhead, Pair
 from bench.reference import Reference, nginx_version
-from bench.scenarios import Load, Measurement
+from bench.scenarios import DATABASE, Load, Measurement
 from bench.statements import StatementCost
 from bench.workers import WorkerPair
 from bench.wrk import wrk_binary
@@ -173,6 +173,23 @@ def postgresql_section(
         [row.measurement for row in rows],
     )
     check_table = "\n".join(checks)
+    cpu_rows = []
+    for nodes, scenario in dict.fromkeys((r.nodes, r.measurement.scenario.name) for r in rows):
+        pair = {
+            r.driver: r.measurement
+            for r in rows
+            if (r.nodes, r.measurement.scenario.name) == (nodes, scenario)
+        }
+        if "sqlite" not in pair or "postgresql" not in pair:
+            continue
+        pg = pair["postgresql"]
+        node_us, server_us = pg.cpu_us_per_request("nodes"), pg.cpu_us_per_request(DATABASE)
+        total_us = None if node_us is None or server_us is None else node_us + server_us
+        cpu_rows.append(
+            f"| {nodes} | {scenario} | {_us(pair['sqlite'].cpu_us_per_request('nodes'))} | "
+            f"{_us(node_us)} | {_us(server_us)} | {_us(total_us)} |"
+        )
+    cpu_table = "\n".join(cpu_rows)
     return f"""{TITLES["postgresql"]}
 
 {measured}
@@ -184,6 +201,14 @@ Targets from the issue (PostgreSQL against SQLite, node processes alike, 0 error
 | node processes | scenario | PostgreSQL requests/s | SQLite requests/s | ratio | target | |
 |---|---|---|---|---|---|---|
 {check_table}
+
+CPU time per request, µs (user + system from /proc while wrk ran, divided by the requests wrk
+completed): SQLite's node processes do all the work; with PostgreSQL, its server's processes
+(`postgres`: the postmaster and the nodes' backends) do part of it, on the same cores:
+
+| node processes | scenario | SQLite: nodes | PostgreSQL: nodes | its server | together |
+|---|---|---|---|---|---|
+{cpu_table}
 
 What SQLAlchemy costs on a request's hot path (`bench/statements.py`, in one process: the same
 statement one after another on one pooled connection, through `exec_driver_sql` and on the
