@@ -268,8 +268,8 @@ async def test_what_is_found_by_its_key_is_found_by_its_key_before_any_statistic
     storage: PostgresStorage, uri: str
 ) -> None:
     """Before autovacuum first analyzes a table the planner rates a walk of a whole queue's
-    index as cheap as a key's: a delete, a claim's lookup, must take the key's index anyway
-    (walking the queue, the delete cost grew with the queue: BENCHMARKS.md)."""
+    index as cheap as a key's: a delete by id (with its claim or without) must take the key's
+    index anyway (walking the queue, the delete cost grew with the queue: BENCHMARKS.md)."""
     await without_statistics(storage)
     await storage.queues.create(P, Q, None)
     for _ in range(10):
