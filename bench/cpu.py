@@ -60,3 +60,13 @@ def descendants(root: int | None = None) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+def named(pids: Iterable[int], name: str) -> list[int]:
+    """Those of `pids` whose command is `name` (a PostgreSQL server's processes: `postgres`)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                found.append(pid)
+    return found

@@ -21,7 +21,7 @@ from bench import watch
 from bench.cpu import TICKS_PER_SECOND as TICKS
 from bench.overhead import Comparison, Overhead, Pair
 from bench.reference import Reference, nginx_version
-from bench.scenarios import Load, Measurement
+from bench.scenarios import DATABASE, Load, Measurement
 from bench.statements import StatementCost
 from bench.workers import WorkerPair
 from bench.wrk import wrk_binary
@@ -173,6 +173,23 @@ def postgresql_section(
         [row.measurement for row in rows],
     )
     check_table = "\n".join(checks)
+    cpu_rows = []
+    for nodes, scenario in dict.fromkeys((r.nodes, r.measurement.scenario.name) for r in rows):
+        pair = {
+            r.driver: r.measurement
+            for r in rows
+            if (r.nodes, r.measurement.scenario.name) == (nodes, scenario)
+        }
+        if "sqlite" not in pair or "postgresql" not in pair:
+            continue
+        pg = pair["postgresql"]
+        node_us, server_us = pg.cpu_us_per_request("nodes"), pg.cpu_us_per_request(DATABASE)
+        total_us = None if node_us is None or server_us is None else node_us + server_us
+        cpu_rows.append(
+            f"| {nodes} | {scenario} | {_us(pair['sqlite'].cpu_us_per_request('nodes'))} | "
+            f"{_us(node_us)} | {_us(server_us)} | {_us(total_us)} |"
+        )
+    cpu_table = "\n".join(cpu_rows)
     return f"""{TITLES["postgresql"]}
 
 {measured}
@@ -184,6 +201,37 @@ Targets from the issue (PostgreSQL against SQLite, node processes alike, 0 error
 | node processes | scenario | PostgreSQL requests/s | SQLite requests/s | ratio | target | |
 |---|---|---|---|---|---|---|
 {check_table}
+
+CPU time per request, µs (user + system from /proc while wrk ran, divided by the requests wrk
+completed): SQLite's node processes do all the work; with PostgreSQL, its server's processes
+(`postgres`: the postmaster and the nodes' backends) do part of it, on the same cores:
+
+| node processes | scenario | SQLite: nodes | PostgreSQL: nodes | its server | together |
+|---|---|---|---|---|---|
+{cpu_table}
+
+Why the PostgreSQL figures fall behind as the cores fill: a request's work is split between a
+node process and its backend, which run in turn. With one node process the node is the
+bottleneck and the server's share runs on the other core; with two, both cores are busy and every
+microsecond the server spends (the *its server* column) is taken from the nodes. That is the drop
+of the 2-node list (and post) ratio; other work on the machine (*background*) widens it further,
+as each hand-over between the two processes then also waits for a core.
+
+Claim + delete at 64 connections (`python -m bench.pgclaims --depth N` drives the storage object
+directly: 64 tasks claim 10 and delete each, wait events sampled from `pg_stat_activity`, the
+claim's pick probed with `EXPLAIN (ANALYZE, BUFFERS)` during the run). Before autovacuum first
+analyzes `messages` (a minute or more after it fills) the planner has no statistics, and it took
+the cheapest-looking plan twice where that meant walking the queue: a delete by id walked the
+queue's marker index instead of the primary key (cost growing with depth: at 30,000 messages 300
+requests/s, delete p50 215 ms; with the key 2,483/s, 21 ms), and on a deeper queue a claim read
+the whole queue and sorted it with a bitmap scan (at 150,000: 204 requests/s, claim p50 1.4 s;
+walking the marker index in order 1,908/s). Rows found by key now check their queue in a form no
+(project, queue) index serves (`schema.IN_QUEUE`), and the node's sessions take no bitmap scans
+(`enable_bitmapscan=off`: no statement of the node wants one). Before this the section measured,
+on a quiet machine (2026-12-03 10:43), 143 and 74 claim + delete requests/s with 119 and 105 wrk
+timeouts (1 and 2 node processes). Dead rows still pile at a queue's head until autovacuum comes
+(bench/pgclaims: the pick reads 260 buffers at first and up to 470 after 30 s and 85,000 deletes,
+0.4 to 3 ms); the node's own CPU, not the server, bounds claim + delete.
 
 What SQLAlchemy costs on a request's hot path (`bench/statements.py`, in one process: the same
 statement one after another on one pooled connection, through `exec_driver_sql` and on the

@@ -12,6 +12,9 @@ from bench.wrk import WrkResult, run
 
 QUEUE = "bench"
 BENCH, MACHINE = "bench", "machine"  # CpuMeter's samples beside the roles
+# The role of a PostgreSQL server the bench started (its postmaster and backends, found by name
+# at each sample: a backend starts when a node first leases its connection).
+DATABASE = "database"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         sample = {role: cpu.total(pids) for role, pids in self.target.pids.items()}
+        if database := cpu.named(cpu.descendants(), "postgres"):
+            sample[DATABASE] = cpu.total(database)
         sample["wrk"] = cpu.waited_children()
         sample[BENCH] = cpu.own() + cpu.total(self.family)
         sample[MACHINE] = cpu.machine_busy()
@@ -96,7 +101,7 @@ class CpuMeter:
         """CPU seconds by role, and how many cores other processes kept busy meanwhile."""
         elapsed = time.perf_counter() - self.started
         after = self._sample()
-        used = {role: after[role] - before for role, before in self.before.items()}
+        used = {role: after.get(role, 0.0) - before for role, before in self.before.items()}
         others = used.pop(MACHINE) - used.pop(BENCH) - used["wrk"]
         return used, max(others, 0.0) / elapsed
 

@@ -21,7 +21,7 @@ from node.models import NewMessage, new_id
 from node.storage.postgresql import PostgresStorage
 from node.storage.postgresql.claims import CLAIM
 from node.storage.postgresql.connection import PostgresSettings
-from node.storage.postgresql.messages import POST
+from node.storage.postgresql.messages import DELETE_HELD, POST
 from node.storage.postgresql.schema import VERSION, SchemaTooNew, upgrade
 from tests.conftest import storage_uri
 from tests.services import free_port, node_process
@@ -279,6 +279,65 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         assert "SKIP LOCKED" in CLAIM
         post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT])
         assert "Seq Scan on queues" not in post
+
+
+async def without_statistics(store: PostgresStorage) -> None:
+    """Keep autovacuum off `messages` (of this test's own schema): it stays unanalyzed."""
+    async with store.db.session() as conn:
+        await conn.execute("ALTER TABLE messages SET (autovacuum_enabled = false)")
+
+
+async def test_what_is_found_by_its_key_is_found_by_its_key_before_any_statistics(
+    storage: PostgresStorage, uri: str
+) -> None:
+    """Before autovacuum first analyzes a table the planner rates a walk of a whole queue's
+    index as cheap as a key's: a delete by id (with its claim or without) must take the key's
+    index anyway (walking the queue, the delete cost grew with the queue: BENCHMARKS.md)."""
+    await without_statistics(storage)
+    await storage.queues.create(P, Q, None)
+    for _ in range(10):
+        await storage.messages.post(P, Q, [NewMessage(i, 600) for i in range(200)], CLIENT)
+    now, mid = time.time(), "0" * 24
+    by_message_id = [
+        (DELETE_HELD, (P, Q, now, mid, mid)),
+        (DELETE_HELD, (P, Q, now, mid, None)),
+    ]
+    async with connect(uri) as conn:
+        assert await conn.fetchval(
+            "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL FROM pg_stat_user_tables"
+            " WHERE relname = 'messages' AND schemaname = current_schema()"
+        )
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for sql, args in by_message_id:
+                found = await plan(conn, sql, *args)
+                assert "messages_pkey" in found and "messages_by_marker" not in found, found
+
+
+async def test_a_claim_walks_its_queue_in_order_before_any_statistics(
+    storage: PostgresStorage,
+) -> None:
+    """A deep queue in a table not analyzed yet: the planner would read the whole queue and
+    sort it for each claim (a bitmap scan); the node's sessions walk the marker index."""
+    await without_statistics(storage)
+    await storage.queues.create(P, Q, None)
+    now = time.time()
+    async with storage.db.transaction() as conn:
+        await conn.execute("SET LOCAL statement_timeout = 0")  # a busy machine may take a while
+        await conn.execute(
+            "INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,"
+            " client_id) SELECT lpad(to_hex(n), 24, '0'), $1, $2, n, '1', 600, $3::float8,"
+            " $3::float8 + 600, $4"
+            " FROM generate_series(1, 150000) AS n",
+            P,
+            Q,
+            now,
+            CLIENT,
+            timeout=120,
+        )
+    async with storage.db.session() as conn:
+        found = await plan(conn, CLAIM, P, Q, now, 10, "f" * 24, now, now, 60, 0, 60, 60)
+    assert "Index Scan using messages_by_marker" in found and "Bitmap" not in found, found
 
 
 # --- contention ----------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from node.models import Claim, Message, is_id, new_id
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     FREE,
+    IN_QUEUE,
     LIVE,
+    LIVE_BY_KEY,
     MESSAGE_COLUMNS,
     bury,
     check_readable,
@@ -102,7 +104,7 @@ class PostgresClaims:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             row = await conn.fetchrow(
                 "SELECT id, ttl, grace, created, expires FROM claims"
-                " WHERE id = $4 AND project = $1 AND queue = $2 AND expires > $3",
+                f" WHERE id = $4 AND {LIVE_BY_KEY}",
                 project,
                 queue,
                 now,
@@ -111,7 +113,7 @@ class PostgresClaims:
             if row is None:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             rows = await conn.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = $4 AND {LIVE}"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE claim_id = $4 AND {LIVE_BY_KEY}"
                 " ORDER BY marker",
                 project,
                 queue,
@@ -135,7 +137,7 @@ class PostgresClaims:
                 raise ClaimDoesNotExist(project, queue, claim_id)
             found = await conn.fetchval(
                 "UPDATE claims SET ttl = $5, grace = $6, expires = $7, stamp = $8"
-                " WHERE id = $4 AND project = $1 AND queue = $2 AND expires > $3 RETURNING true",
+                f" WHERE id = $4 AND {LIVE_BY_KEY} RETURNING true",
                 project,
                 queue,
                 now,
@@ -151,7 +153,7 @@ class PostgresClaims:
                 "UPDATE messages SET claim_expires = $5, stamp = $6,"
                 " ttl = CASE WHEN expires < $7 THEN $8 ELSE ttl END,"
                 " expires = GREATEST(expires, $7)"
-                f" WHERE claim_id = $4 AND {LIVE}",
+                f" WHERE claim_id = $4 AND {LIVE_BY_KEY}",
                 project,
                 queue,
                 now,
@@ -174,14 +176,14 @@ class PostgresClaims:
                 return
             await conn.execute(
                 "UPDATE messages SET claim_id = NULL, claim_expires = 0, stamp = $4"
-                " WHERE claim_id = $3 AND project = $1 AND queue = $2",
+                f" WHERE claim_id = $3 AND {IN_QUEUE}",
                 project,
                 queue,
                 claim_id,
                 stamp,
             )
             status = await conn.execute(
-                "DELETE FROM claims WHERE id = $3 AND project = $1 AND queue = $2",
+                f"DELETE FROM claims WHERE id = $3 AND {IN_QUEUE}",
                 project,
                 queue,
                 claim_id,

@@ -125,6 +125,11 @@ class Database:
             "search_path": settings.schema,
             "statement_timeout": str(settings.statement_timeout),
             "application_name": "marconi-node",
+            # Every statement of the node finds rows by key or walks one queue in marker order
+            # up to a limit; a bitmap scan serves neither (it reads the whole queue, then sorts
+            # it), yet while a table has no statistics the planner took one for a claim
+            # (BENCHMARKS.md, PostgreSQL driver).
+            "enable_bitmapscan": "off",
         }
         connect_args: dict[str, Any] = {
             "server_settings": server_settings,

@@ -20,7 +20,9 @@ from node.models import Message, NewMessage, is_id, new_id
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     FREE,
+    IN_QUEUE,
     LIVE,
+    LIVE_BY_KEY,
     MESSAGE_COLUMNS,
     NOT_MOVED,
     bury,
@@ -53,7 +55,7 @@ DELETE_HELD = f"""
 WITH q AS MATERIALIZED (
     SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND {unfenced("$3")} AND NOT tracked
     FOR KEY SHARE)
-DELETE FROM messages WHERE EXISTS (SELECT 1 FROM q) AND id = $4 AND {LIVE}
+DELETE FROM messages WHERE EXISTS (SELECT 1 FROM q) AND id = $4 AND {LIVE_BY_KEY}
     AND claim_id IS NOT DISTINCT FROM $5 AND ($5::text IS NULL OR claim_expires > $3)
     AND ($5::text IS NOT NULL OR claim_expires <= $3 OR claim_id IS NULL)
 RETURNING marker
@@ -182,7 +184,8 @@ class PostgresMessages:
             if not ids:
                 return []
             rows = await conn.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($4::text[]) AND {LIVE}"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($4::text[])"
+                f" AND {LIVE_BY_KEY}"
                 " ORDER BY marker",
                 project,
                 queue,
@@ -208,7 +211,8 @@ class PostgresMessages:
             if stamp is None:
                 return
             row = await conn.fetchrow(
-                f"SELECT claim_id, claim_expires, marker FROM messages WHERE id = $4 AND {LIVE}"
+                "SELECT claim_id, claim_expires, marker FROM messages"
+                f" WHERE id = $4 AND {LIVE_BY_KEY}"
                 " FOR UPDATE",
                 project,
                 queue,
@@ -230,7 +234,7 @@ class PostgresMessages:
             stamp = await hold_queue(conn, project, queue, now)
             if stamp is None or not ids:
                 return
-            sql = "DELETE FROM messages WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
+            sql = f"DELETE FROM messages WHERE id = ANY($3::text[]) AND {IN_QUEUE}"
             args: list[Any] = [project, queue, ids]
             if claim_ids is not None:
                 sql += " AND claim_id = ANY($4::text[])"

@@ -157,6 +157,13 @@ MESSAGE_COLUMNS = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
 )
 LIVE = "project = $1 AND queue = $2 AND expires > $3"
+# The queue of a row found by its key (a message's or claim's id, a claim's messages), checked
+# in a form no index on (project, queue, ...) can serve, so that the key's index is the only one
+# the planner can take: while a table has no statistics yet (until autovacuum first analyzes it)
+# it rates a walk of the whole queue as cheap as the key's index, and a delete took the walk
+# (BENCHMARKS.md, PostgreSQL driver).
+IN_QUEUE = "ARRAY[project, queue] = ARRAY[$1::text, $2::text]"
+LIVE_BY_KEY = f"{IN_QUEUE} AND expires > $3"
 FREE = "delay_expires <= $3 AND (claim_id IS NULL OR claim_expires <= $3)"
 # A fence in force ($3: now): its reason, and the seconds until it lifts itself (None: never).
 IN_FORCE = "(until = 0 OR until > $3)"
