@@ -22,6 +22,7 @@ from node.storage import transfer
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.queues import NAME_LOCK
 from node.storage.postgresql.schema import (
+    IN_QUEUE,
     LIVE,
     MESSAGE_COLUMNS,
     bury,
@@ -318,7 +319,7 @@ class PostgresTransfer:
             )
             stamp = await next_stamp(conn, project, queue)
             gone = await conn.fetch(
-                "DELETE FROM messages WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
+                f"DELETE FROM messages WHERE id = ANY($3::text[]) AND {IN_QUEUE}"
                 " RETURNING id, marker",
                 project,
                 queue,
@@ -336,8 +337,7 @@ class PostgresTransfer:
                 queue,
             )
             gone = await conn.fetch(
-                "DELETE FROM claims WHERE id = ANY($3::text[]) AND project = $1 AND queue = $2"
-                " RETURNING id",
+                f"DELETE FROM claims WHERE id = ANY($3::text[]) AND {IN_QUEUE} RETURNING id",
                 project,
                 queue,
                 list(ids),
