@@ -109,7 +109,9 @@ def sign(
     text = "\\n".join(
         (",".join(sorted_paths), ",".join(sorted_methods), str(project), expires_text)
     )
-    signature = hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
+    # Header values that are not UTF-8 reach here as surrogates (as aiohttp decodes them).
+    raw = text.encode("utf-8", "surrogateescape")
+    signature = hmac.new(key.encode(), raw, hashlib.sha256).hexdigest()
     return {
         "paths": sorted_paths,
         "methods": sorted_methods,
@@ -160,9 +162,7 @@ def covers(signed_path: str, path: str) -> bool:
     """Whether a signed path lets `path` in: itself, or a resource under it (one message, one
     claim). Zaqar reads the signed path as a pattern found anywhere in the request's path; a
     prefix is what its share route means and lets nothing else in."""
-    return bool(signed_path) and (
-        path == signed_path or path.startswith(signed_path.rstrip("/") + "/")
-    )
+    return bool(signed_path) and (path == signed_path or path.startswith(signed_path + "/"))
 
 
 def check(
@@ -191,5 +191,6 @@ def check(
         )
     except SigningError:
         raise SignatureRefused() from None
-    if not hmac.compare_digest(signature.encode(), expected["signature"].encode()):
+    given = signature.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, expected["signature"].encode()):
         raise SignatureRefused()

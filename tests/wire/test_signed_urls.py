@@ -193,3 +193,17 @@ def test_covers() -> None:
     assert covers(Q + "/messages", Q + "/messages/abc")
     assert not covers(Q + "/messages", Q + "/messages2")
     assert not covers("", Q + "/messages")
+    assert not covers(Q + "/messages/", Q + "/messages/abc")  # never made by a share
+
+
+def test_header_values_that_are_not_utf8_are_refused_not_failed() -> None:
+    made = share(KEY, Q, "p1", {}, now=NOW)
+    odd = "p\udcff"  # a byte that is not UTF-8, as aiohttp and the lean path decode it
+    for change in (
+        {signed_urls.PROJECT: odd},
+        {signed_urls.SIGNATURE: odd},
+        {signed_urls.EXPIRES: odd},
+        {signed_urls.PATHS: Q + "/messages," + odd},
+    ):
+        with pytest.raises(SignatureRefused):
+            check(KEY, "GET", Q + "/messages", {**headers_for(made), **change}, now=NOW)
