@@ -1,7 +1,8 @@
 """python-zaqarclient's pre-signed URLs against a running cluster: a proxy process in front of
-two node processes over a real etcd, all given the same secret through the environment
-(`MARCONI_SIGNED_URL_KEY`). The owner asks `queue.signed_url(...)`; a client built from the
-signed URL alone (the client's `signed-url` auth backend) posts and reads, and nothing more."""
+node processes over a real etcd, all given the same secret through the environment
+(`MARCONI_SIGNED_URL_KEY`), under noauth and under `--auth keystone`. The owner asks for a
+signed URL; a client built from it alone (the client's `signed-url` auth backend) posts and
+reads, and nothing more."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from zaqarclient.queues.v2 import client as zaqar
 from zaqarclient.transport import errors
 
 from tests.conftest import unique_prefix
+from tests.keystone import ALICE, Keystone
 from tests.node.test_zaqarclient import make_client
+from tests.proxy.conftest import CLIENT_ID
+from tests.proxy.test_auth_process import proxy_process
 from tests.proxy.test_zaqarclient import register
 from tests.services import Etcd, free_port, node_process, stop, wait_for_port
 
@@ -101,3 +106,41 @@ def test_a_signed_url_for_reading_only(proxy_url: str) -> None:
     with pytest.raises(errors.ResourceNotFound):
         guest.post([{"body": 2, "ttl": 600}])
     assert queue.stats["messages"]["total"] == 1
+
+
+@pytest.mark.keystone
+@pytest.mark.slow
+def test_a_signed_url_needs_no_token_through_a_keystone_proxy_process(
+    tmp_path: Path, etcd_server: Etcd, keystone_server: Keystone
+) -> None:
+    """`marconi proxy --auth keystone` and `marconi node` processes with one secret: the owner
+    shares with its token; python-zaqarclient then uses the signed URL with no token at all."""
+    prefix = unique_prefix()
+    alice = keystone_server.token(ALICE)
+    with ExitStack() as stack, pytest.MonkeyPatch.context() as env:
+        env.setenv("MARCONI_SIGNED_URL_KEY", SECRET)
+        node = stack.enter_context(node_process(f"sqlite:///{tmp_path}/p1.db", "p1", tmp_path))
+        asyncio.run(register(etcd_server.url, prefix, {"p1": node.url}))
+        url, _ = stack.enter_context(
+            proxy_process(etcd_server, prefix, keystone_server, tmp_path / "proxy.log")
+        )
+        owner = {"X-Auth-Token": alice, "Client-ID": CLIENT_ID}
+        q = f"{url}/v2/queues/shared"
+        assert requests.put(q, headers=owner, timeout=30).status_code == 201
+        answer = requests.post(
+            f"{q}/share", json={"methods": ["GET", "POST"]}, headers=owner, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        signed = answer.json()
+        assert signed["project"] == keystone_server.projects["alpha"]
+
+        guest = signed_client(url, signed).queue("shared", auto_create=False)
+        guest.post([{"body": "from a guest", "ttl": 600}])
+        assert [m.body for m in guest.messages(echo=True)] == ["from a guest"]
+        with pytest.raises(errors.ResourceNotFound):
+            _ = guest.stats
+        # Without the signature, the same client is just anonymous.
+        anonymous = requests.get(f"{q}/messages", headers={"Client-ID": CLIENT_ID}, timeout=30)
+        assert anonymous.status_code == 401
+        stats = requests.get(f"{q}/stats", headers=owner, timeout=30).json()
+        assert stats["messages"]["total"] == 1
