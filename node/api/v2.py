@@ -34,8 +34,8 @@ HOME_RESOURCES: list[Resource] = [
         ["GET", "PUT", "DELETE", "PATCH"],
     ),
     ("queue_stats", "/queues/{queue_name}/stats", {"queue_name": "param/queue_name"}, ["GET"]),
-    ("queue_purge", "/queues/{queue_name}/purge", {"queue_name": "param/queue_name"}, ["POST"]),
     ("queue_share", "/queues/{queue_name}/share", {"queue_name": "param/queue_name"}, ["POST"]),
+    ("queue_purge", "/queues/{queue_name}/purge", {"queue_name": "param/queue_name"}, ["POST"]),
     (
         "messages",
         "/queues/{queue_name}/messages{?marker,limit,echo,include_claimed}",

@@ -187,3 +187,13 @@ async def test_without_a_secret_there_are_no_signed_urls(tmp_path: Path, clock: 
         assert status in (200, 204)
     finally:
         await client.close()
+
+
+async def test_the_home_document_names_the_share_route(api: Api) -> None:
+    status, body, _ = await api.request("GET", "/v2/")
+    assert status == 200
+    share_rel = body["resources"]["rel/queue_share"]
+    assert share_rel["href-template"] == "/v2/queues/{queue_name}/share"
+    assert share_rel["hints"]["allow"] == ["POST"]
+    status, body, _ = await api.request("GET", "/v1.1/")
+    assert status == 200 and "rel/queue_share" not in body["resources"]
