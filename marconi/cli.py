@@ -221,7 +221,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
         help="serve the Zaqar API over one partition's storage",
         description="Serve the Zaqar API (v1, v1.1, v2) over one storage partition. "
         "Environment: MARCONI_STORAGE, MARCONI_PARTITION, MARCONI_HOST, MARCONI_PORT, "
-        "MARCONI_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_LOG_LEVEL, MARCONI_LIMIT_<NAME>.",
+        "MARCONI_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_LOG_LEVEL, MARCONI_LIMIT_<NAME>, "
+        "MARCONI_SIGNED_URL_KEY (the pre-signed URLs' secret).",
     )
     node.add_argument(
         "--storage",
@@ -247,7 +248,8 @@ def _add_servers(commands: admin.Subcommands) -> None:
         "Environment: MARCONI_CATALOG_URL, MARCONI_CATALOG_PREFIX, MARCONI_PROXY_HOST, "
         "MARCONI_PROXY_PORT, MARCONI_PROXY_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_AUTH, "
         "MARCONI_INSECURE_NOAUTH, MARCONI_KEYSTONE_URL, MARCONI_KEYSTONE_USERNAME, "
-        "MARCONI_KEYSTONE_PASSWORD, MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
+        "MARCONI_KEYSTONE_PASSWORD, MARCONI_SIGNED_URL_KEY (the nodes' pre-signed URL secret), "
+        "MARCONI_RATE_LIMIT, MARCONI_RATE_BURST, "
         "MARCONI_CONCURRENCY_LIMIT, MARCONI_MIGRATIONS_OUT, MARCONI_MIGRATIONS_IN, "
         "MARCONI_MIGRATION_COOLDOWN, MARCONI_LOG_LEVEL, MARCONI_LOG_JSON and the tuning "
         "variables in the README; flags win over them.",

@@ -24,7 +24,12 @@ log = get_logger("node")
 async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None) -> None:
     async with stop_signals() as stop:
         storage = await open_storage(settings.storage)
-        deps = Deps(storage=storage, limits=settings.limits, partition=settings.partition)
+        deps = Deps(
+            storage=storage,
+            limits=settings.limits,
+            partition=settings.partition,
+            signed_url_key=settings.signed_url_key or None,
+        )
         app = create_app(deps, gc_interval=settings.gc_interval)
         drain = Drain()
         app.middlewares.insert(0, drain.middleware)

@@ -29,6 +29,9 @@ class NodeSettings:
     log_level: str = "info"
     log_json: bool | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
+    # Zaqar's `[signed_url] secret_key` (the share route signs with it, signed requests are
+    # checked with it); the proxies in front need the same one. Unset: no pre-signed URLs.
+    signed_url_key: str | None = field(default=None, repr=False)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -53,5 +56,6 @@ class NodeSettings:
             "max_connections": "MARCONI_MAX_CONNECTIONS",
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
+            "signed_url_key": "MARCONI_SIGNED_URL_KEY",
         }
         return env.read(cls, names, limits=ApiLimits.from_env())

@@ -42,6 +42,7 @@ from proxy.settings import ProxySettings
 from proxy.steps import Steps
 from proxy.upstream import Upstreams
 from wire import openapi
+from wire.answers import zaqar_header_names
 from wire.deadlines import oversized_middleware
 from wire.limits import MAX_BODY
 
@@ -102,6 +103,8 @@ def create_app(
     )
     app[REQUEST_PATH] = path
     app[LEAN] = LeanPath(path, steps)
+    # Header names as Zaqar's server writes them; the lean path writes its own that way.
+    app.on_response_prepare.append(zaqar_header_names)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
     app.router.add_get(openapi.PATH, openapi.handle, allow_head=False)
     app.router.add_routes(Probes(cache, pools).routes())

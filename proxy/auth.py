@@ -9,6 +9,13 @@ whatever the client sent, and never the token itself. A client that names anothe
 `X-Project-ID` is refused (403) rather than silently moved to its own project, where the same
 queue name is another queue: a delete meant for one must not land on the other.
 
+A request that brings a pre-signed URL's `URL-Signature` (made by a share, `POST
+/v2/queues/{q}/share`) needs no token, as in Zaqar, whose signed-headers middleware skips
+keystonemiddleware for it: the proxy checks the signature with the nodes' secret
+(`wire.signed_urls`) and lets the request in for exactly the signed project, paths and methods
+until expiry, with that project and no roles; anything else with a signature is 404, as Zaqar
+answers it. As in Zaqar, paths under `/v1` (v1 and v1.1) need a token whatever they bring.
+
 This hook runs first (proxy.hooks), before the admin-role check and anything that reads the
 project.
 """
@@ -20,6 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter
 
 from proxy.errors import NotAuthenticated, NotAuthorized
@@ -29,7 +37,7 @@ from proxy.keystone import AUTH, SUBJECT, KeystoneClient, ServiceUser
 from proxy.probes import PROBES
 from proxy.settings import AuthMode, ProxySettings
 from proxy.tokens import Identity, Refused, TokenCache, token_key
-from wire import openapi
+from wire import openapi, signed_urls
 
 PUBLIC = frozenset({"/", "/metrics", openapi.PATH, *PROBES})
 PROJECT = "X-Project-ID"
@@ -77,10 +85,17 @@ class NoAuth:
 
 
 class KeystoneAuth:
-    def __init__(self, client: KeystoneClient, cache: TokenCache, keystone_url: str) -> None:
+    def __init__(
+        self,
+        client: KeystoneClient,
+        cache: TokenCache,
+        keystone_url: str,
+        signed_url_key: str | None = None,
+    ) -> None:
         self.client = client
         self.cache = cache
         self.keystone_url = keystone_url
+        self.signed_url_key = signed_url_key
         self._pending: dict[bytes, asyncio.Task[Identity | Refused]] = {}
         self.hooks: tuple[Hook, ...] = (self.hook,)
 
@@ -130,6 +145,9 @@ class KeystoneAuth:
         path = out.path.partition("?")[0]
         if path in PUBLIC:
             return
+        if signed_urls.is_signed(headers) and not path.startswith("/v1"):
+            self.signed(out.method, path, headers, claimed)
+            return
         if not token:
             raise NotAuthenticated(self.keystone_url)
         identity = await self.identity(token)
@@ -145,6 +163,17 @@ class KeystoneAuth:
                 "The token is scoped to no project; ask Keystone for a project-scoped token."
             )
         headers[ROLES] = identity.roles_header
+
+    def signed(
+        self, method: str, path: str, headers: CIMultiDict[str], claimed: list[str] | None
+    ) -> None:
+        """A pre-signed request: its signature in place of a token; the signed project and
+        nothing else (no roles) goes on. Raises `SignatureRefused` (404) when it does not
+        match."""
+        if claimed is None or len(claimed) != 1:
+            raise signed_urls.SignatureRefused()  # the signed project, once, or nothing
+        headers[PROJECT] = claimed[0]
+        signed_urls.check(self.signed_url_key, method, path, headers)
 
 
 def _admin_path(path: str) -> bool:
@@ -168,4 +197,4 @@ def authentication(settings: ProxySettings) -> Authentication:
         )
     client = KeystoneClient(settings.keystone_url, service, settings.keystone_timeout)
     cache = TokenCache(settings.token_cache_size, settings.token_cache_ttl)
-    return KeystoneAuth(client, cache, settings.keystone_url)
+    return KeystoneAuth(client, cache, settings.keystone_url, settings.signed_url_key or None)

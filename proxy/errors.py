@@ -131,7 +131,7 @@ class ErrorAnswer(NamedTuple):
 
     def encode(self, request_id: str) -> bytes:
         """For the lean path: the whole HTTP/1.1 answer, with the request id."""
-        headers = [("Content-Type", "application/json"), *(self.headers or {}).items()]
+        headers = [("content-type", "application/json"), *(self.headers or {}).items()]
         headers.append((REQUEST_ID, request_id))
         reason = HTTPStatus(self.status).phrase
         body = error_body(self.title, self.description)

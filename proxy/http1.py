@@ -257,8 +257,9 @@ def response_headers(head: bytes) -> CIMultiDict[str]:
 
 
 def encode_response(status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
-    """An answer the proxy makes itself (errors), with its length."""
+    """An answer the proxy makes itself (errors), with its length; header names in lower case,
+    as Zaqar's server writes them."""
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-    lines.extend(f"{k}: {v}\r\n" for k, v in headers if k.lower() != "content-length")
-    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    lines.extend(f"{k.lower()}: {v}\r\n" for k, v in headers if k.lower() != "content-length")
+    lines.append(f"content-length: {len(body)}\r\n\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape") + body

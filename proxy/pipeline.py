@@ -27,6 +27,7 @@ from proxy.upstream import Answer, Lost
 
 Reply = Callable[[list[bytes]], None]
 _REQUEST_ID_LINE = b"%s: %%s\r\n" % REQUEST_ID.encode()
+_ANSWER_REQUEST_ID_LINE = b"%s: %%s\r\n" % REQUEST_ID.lower().encode()  # Zaqar's case
 
 
 class LeanPath:
@@ -166,7 +167,7 @@ class _Request:
         if answer.request_id:
             return [answer.head, answer.body]
         # Nodes echo the request id; should one not, it is added.
-        return [answer.head[:-2], _REQUEST_ID_LINE % self.rid.encode(), b"\r\n", answer.body]
+        return [answer.head[:-2], _ANSWER_REQUEST_ID_LINE % self.rid.encode(), b"\r\n", answer.body]
 
     def _finish(self, status: int, parts: list[bytes]) -> None:
         self.lean.steps.record(self.out.method, self.route.template, status, self.started)

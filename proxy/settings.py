@@ -98,6 +98,9 @@ class ProxySettings:
     max_connections: int = 10_000
     log_level: str = "info"
     log_json: bool | None = None
+    # Zaqar's `[signed_url] secret_key`, the nodes' own: under `--auth keystone`, a request with
+    # a valid signature needs no token (proxy/auth.py). Unset: signed requests are refused.
+    signed_url_key: str | None = field(default=None, repr=False)
 
     def check(self) -> None:
         """Raise ValueError when the settings cannot work together."""
@@ -195,6 +198,7 @@ _VARIABLES = {
     "max_connections": "MARCONI_MAX_CONNECTIONS",
     "log_level": "MARCONI_LOG_LEVEL",
     "log_json": "MARCONI_LOG_JSON",
+    "signed_url_key": "MARCONI_SIGNED_URL_KEY",
 }
 _LIMIT_VARIABLES = {
     "rate": "MARCONI_RATE_LIMIT",

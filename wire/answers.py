@@ -1,4 +1,5 @@
-"""Successful answers as Zaqar sends them: compact JSON bodies, and query strings for links."""
+"""Successful answers as Zaqar sends them: compact JSON bodies, query strings for links, and
+header names in the case Zaqar's server writes them."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ def query_string(params: dict[str, Any]) -> str:
     return "?" + urlencode(
         {k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in params.items()}
     )
+
+
+# Zaqar's server (falcon under wsgiref) writes the names of the headers falcon sets in lower
+# case (`content-type`, `location`, ...) and its own two, Date and Server, capitalized. Some
+# clients, and Zaqar's own v1/v1.1 functional tests, compare names case-sensitively.
+SERVER_NAMES = {"date": "Date", "server": "Server"}
+
+
+def zaqar_name(name: str) -> str:
+    """A header name as Zaqar's server writes it."""
+    lower = name.lower()
+    return SERVER_NAMES.get(lower, lower)
+
+
+async def zaqar_header_names(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` signal: every header name of the answer as Zaqar's server
+    writes it (aiohttp has added its own headers by then; they go out right after)."""
+    headers = response.headers
+    named = [(zaqar_name(k), v) for k, v in headers.items()]
+    headers.clear()
+    headers.extend(named)

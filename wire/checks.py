@@ -1,6 +1,7 @@
 """What Zaqar's `before` hooks check on every versioned request, wrapped around each handler.
 
-Order as in Zaqar: Accept, Content-Type, Client-ID, X-Project-ID, then the queue name.
+Order as in Zaqar: a pre-signed URL's signature (when the request brings one), Accept,
+Content-Type, Client-ID, X-Project-ID, then the queue name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import uuid
 from aiohttp import web
 
 from ground.types import Handler
-from wire import validation
+from wire import signed_urls, validation
 from wire.errors import ApiError, BadHeader, NotAcceptable
 
 PROJECT = web.RequestKey("project", str)
@@ -81,14 +82,20 @@ def _project(request: web.Request, required: bool) -> str:
     return project
 
 
-def with_checks(handler: Handler, *, ids_required: bool) -> Handler:
+def with_checks(
+    handler: Handler, *, ids_required: bool, signed_url_key: str | None = None
+) -> Handler:
     """Wrap a route's handler in the version's before-hooks.
 
     v1.1 and v2 require Client-ID and X-Project-ID on every request; v1 takes them if given.
+    A request that brings `URL-Signature` must match it (`signed_url_key` is the secret; with
+    none, every such request is refused, as in Zaqar).
     (A wrapper rather than a sub-application middleware: one route lookup per request.)
     """
 
     async def hooked(request: web.Request) -> web.StreamResponse:
+        if signed_urls.is_signed(request.headers):
+            signed_urls.check(signed_url_key, request.method, request.path, request.headers)
         _require_accepts_json(request)
         _refuse_urlencoded(request)
         request[CLIENT_ID] = client_id(request, ids_required)

@@ -49,14 +49,15 @@ class Deadlines:
 
 def _answer(status: bytes, body: bytes, extra: bytes) -> bytes:
     """A whole answer that closes its connection."""
-    head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-    return head % (status, len(body)) + extra + b"Connection: close\r\n\r\n" + body
+    # Header names in lower case, as Zaqar's server writes them.
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+    return head % (status, len(body)) + extra + b"connection: close\r\n\r\n" + body
 
 
 BUSY = _answer(
     b"503 Service Unavailable",
     error_body(UNAVAILABLE_TITLE, "Too many connections; try again later."),
-    b"Retry-After: 1\r\n",
+    b"retry-after: 1\r\n",
 )
 # Zaqar's 400 for a declared body over the limit (as wire.errors.aiohttp_answer words a 413).
 TOO_LARGE = _answer(

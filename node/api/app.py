@@ -16,7 +16,7 @@ from node.api import v2
 from node.api.deps import Deps
 from node.api.errors import error_middleware
 from node.api.homedoc import VERSIONS
-from wire.answers import dumps
+from wire.answers import dumps, zaqar_header_names
 from wire.checks import with_checks
 from wire.deadlines import oversized_middleware
 from wire.limits import MAX_BODY
@@ -33,12 +33,19 @@ async def versions(request: web.Request) -> web.Response:
 
 
 def mount(
-    app: web.Application, prefix: str, routes: list[web.RouteDef], *, ids_required: bool
+    app: web.Application,
+    prefix: str,
+    routes: list[web.RouteDef],
+    *,
+    ids_required: bool,
+    signed_url_key: str | None = None,
 ) -> None:
     """Add one API version's route table under `prefix`, each behind the version's checks."""
     for route in routes:
         assert isinstance(route, web.RouteDef)
-        hooked = with_checks(route.handler, ids_required=ids_required)
+        hooked = with_checks(
+            route.handler, ids_required=ids_required, signed_url_key=signed_url_key
+        )
         web.RouteDef(route.method, prefix + route.path, hooked, route.kwargs).register(app.router)
 
 
@@ -59,9 +66,11 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
     INFO.labels(deps.partition).set(1)
     app.router.add_get("/", versions, allow_head=False)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
-    mount(app, "/v2", v2.routes(deps), ids_required=True)
-    mount(app, "/v1.1", v1_1.routes(deps), ids_required=True)
-    mount(app, "/v1", v1.routes(deps), ids_required=False)
+    key = deps.signed_url_key
+    mount(app, "/v2", v2.routes(deps), ids_required=True, signed_url_key=key)
+    mount(app, "/v1.1", v1_1.routes(deps), ids_required=True, signed_url_key=key)
+    mount(app, "/v1", v1.routes(deps), ids_required=False, signed_url_key=key)
+    app.on_response_prepare.append(zaqar_header_names)
     app.cleanup_ctx.append(_storage_lifecycle(deps, gc_interval))
     return app
 

@@ -1,4 +1,5 @@
-"""What every handler is built with: the partition's storage, the limits and a clock."""
+"""What every handler is built with: the partition's storage, the limits, a clock and the
+signed URLs' secret."""
 
 from __future__ import annotations
 
@@ -16,3 +17,6 @@ class Deps:
     limits: ApiLimits = field(default_factory=ApiLimits)
     clock: Callable[[], float] = time.time
     partition: str = "default"
+    # Zaqar's `[signed_url] secret_key`: signs the share route's URLs and checks them; None
+    # (unset) answers every share and every signed request as Zaqar does without one.
+    signed_url_key: str | None = field(default=None, repr=False)

@@ -14,6 +14,7 @@ from node.api.homedoc import Resource, home_document
 from node.api.messages import MessageCollection, MessageItem
 from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats
 from node.api.service import Health, Ping
+from node.api.share import QueueShare
 from node.api.subscriptions import SubscriptionCollection, SubscriptionConfirm, SubscriptionItem
 from wire.answers import dumps
 
@@ -34,6 +35,7 @@ HOME_RESOURCES: list[Resource] = [
         ["GET", "PUT", "DELETE", "PATCH"],
     ),
     ("queue_stats", "/queues/{queue_name}/stats", {"queue_name": "param/queue_name"}, ["GET"]),
+    ("queue_share", "/queues/{queue_name}/share", {"queue_name": "param/queue_name"}, ["POST"]),
     ("queue_purge", "/queues/{queue_name}/purge", {"queue_name": "param/queue_name"}, ["POST"]),
     (
         "messages",
@@ -115,7 +117,7 @@ def routes(deps: Deps) -> list[web.RouteDef]:
     """The v2 route table, paths relative to `/v2`."""
     q = "/queues/{queue_name}"
     queues, queue = QueueCollection(deps), QueueItem(deps)
-    stats, purge = QueueStats(deps), QueuePurge(deps)
+    stats, purge, share = QueueStats(deps), QueuePurge(deps), QueueShare(deps)
     messages, message = MessageCollection(deps), MessageItem(deps)
     claims, claim = ClaimCollection(deps), ClaimItem(deps)
     subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
@@ -131,6 +133,7 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.patch(q, queue.patch),
         web.get(q + "/stats", stats.get, allow_head=False),
         web.post(q + "/purge", purge.post),
+        web.post(q + "/share", share.post),
         web.post(q + "/messages", messages.post),
         web.get(q + "/messages", messages.get, allow_head=False),
         web.delete(q + "/messages", messages.delete),

@@ -429,3 +429,24 @@ def test_the_alerts_and_the_dashboard_can_be_turned_on_and_off_on_their_own(helm
     assert on.of("ServiceMonitor") == []
     assert len(on.of("PrometheusRule")) == 1
     assert on.named("ConfigMap", f"{FULLNAME}-dashboard")
+
+
+def test_the_signed_url_secret_reaches_every_node_and_proxy_only_when_set(
+    helm: Helm, default: Manifests
+) -> None:
+    def workloads(manifests: Manifests) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in manifests.of("Deployment")
+            if d["metadata"]["labels"]["app.kubernetes.io/component"] in ("node", "proxy")
+        ]
+
+    assert all("MARCONI_SIGNED_URL_KEY" not in env_of(d) for d in workloads(default))
+    manifests = helm.template(**{"signedUrls.secret": "marconi-signing"})
+    found = workloads(manifests)
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in found} == {
+        "node",
+        "proxy",
+    }
+    for workload in found:
+        assert secret_ref(env_of(workload)["MARCONI_SIGNED_URL_KEY"]) == ("marconi-signing", "key")

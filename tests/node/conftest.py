@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 from node.api.app import create_app
 from node.api.deps import Deps
@@ -18,6 +19,7 @@ from tests.conftest import FakeClock, storage_uri
 CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
 PROJECT = "test-project"
 HEADERS = {"Client-ID": CLIENT_ID, "X-Project-ID": PROJECT}
+SIGNED_URL_KEY = "test-signed-url-secret"  # the `api` fixture's nodes and proxy share it
 
 
 class Api:
@@ -37,7 +39,7 @@ class Api:
         data: bytes | str | None = None,
         headers: dict[str, str] | None = None,
         drop: tuple[str, ...] = (),
-    ) -> tuple[int, Any, dict[str, str]]:
+    ) -> tuple[int, Any, CIMultiDict[str]]:
         sent = {k: v for k, v in HEADERS.items() if k not in drop}
         if json is not None or data is not None:
             sent["Content-Type"] = "application/json"
@@ -50,7 +52,7 @@ class Api:
                 body = _json.loads(raw) if raw else None
             except ValueError:
                 body = raw
-            return resp.status, body, dict(resp.headers)
+            return resp.status, body, CIMultiDict(resp.headers)  # names compared as HTTP does
 
 
 @pytest.fixture(
@@ -78,11 +80,17 @@ async def api(
             (tmp_path / name).mkdir()
             return storage_uri(driver, tmp_path / name, request)
 
-        async with cluster(tmp_path, clock, etcd_url=etcd_url, storage_uri=partition_uri) as c:
+        async with cluster(
+            tmp_path,
+            clock,
+            etcd_url=etcd_url,
+            storage_uri=partition_uri,
+            signed_url_key=SIGNED_URL_KEY,
+        ) as c:
             yield Api(c.proxy, clock, c.partitions["p1"].deps)
         return
     storage = await open_storage(storage_uri(driver, tmp_path, request), clock)
-    deps = Deps(storage=storage, clock=clock)
+    deps = Deps(storage=storage, clock=clock, signed_url_key=SIGNED_URL_KEY)
     server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -420,17 +421,17 @@ async def test_64_concurrent_producers_each_keep_their_order(uri: str) -> None:
 # --- outage --------------------------------------------------------------------------------------
 
 
-def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any, dict[str, str]]:
+def call(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any, Message]:
     headers = {"Client-ID": CLIENT, "X-Project-ID": P, "Content-Type": "application/json"}
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
             raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None, dict(resp.headers)
+            return resp.status, json.loads(raw) if raw else None, resp.headers
     except urllib.error.HTTPError as exc:
         raw = exc.read()
-        return exc.code, json.loads(raw) if raw else None, dict(exc.headers)
+        return exc.code, json.loads(raw) if raw else None, exc.headers
 
 
 @pytest.mark.slow

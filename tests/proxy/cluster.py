@@ -114,7 +114,13 @@ async def cluster(
         for name in partitions:
             uri = storage_uri(name) if storage_uri else f"sqlite:///{tmp_path}/{name}.db"
             storage = await open_storage(uri, clock)
-            part = PartitionNodes(name, Deps(storage=storage, clock=clock, partition=name))
+            deps = Deps(
+                storage=storage,
+                clock=clock,
+                partition=name,
+                signed_url_key=proxy_settings.signed_url_key,  # one secret for the cluster
+            )
+            part = PartitionNodes(name, deps)
             app = create_node(part.deps, gc_interval=3600)  # closes the storage at cleanup
             if wrap_node is not None:
                 app = wrap_node(app, name)

@@ -6,6 +6,7 @@ import json as jsonlib
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 CLIENT_ID = "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60"
 PROJECT = "tenant"
@@ -20,7 +21,7 @@ async def call(
     json: Any = None,
     headers: dict[str, str] | None = None,
     project: str = PROJECT,
-) -> tuple[int, Any, dict[str, str]]:
+) -> tuple[int, Any, CIMultiDict[str]]:
     sent = {**HEADERS, "X-Project-ID": project, **(headers or {})}
     async with client.request(method, path, json=json, headers=sent) as resp:
         raw = await resp.read()
@@ -28,4 +29,4 @@ async def call(
             body = jsonlib.loads(raw) if raw else None
         except ValueError:
             body = raw
-        return resp.status, body, dict(resp.headers)
+        return resp.status, body, CIMultiDict(resp.headers)  # names compared as HTTP does

@@ -6,6 +6,7 @@ import json as jsonlib
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from proxy.settings import AuthMode
 from tests.keystone import SERVICE, Keystone
@@ -34,7 +35,7 @@ async def send(
     json: Any = None,
     data: bytes | None = None,
     headers: dict[str, str] | None = None,
-) -> tuple[int, Any, dict[str, str]]:
+) -> tuple[int, Any, CIMultiDict[str]]:
     """One request with a token (or none) and X-Project-ID only when `project` is given."""
     sent = {"Client-ID": CLIENT_ID, **(headers or {})}
     if token is not None:
@@ -47,4 +48,4 @@ async def send(
             body = jsonlib.loads(raw) if raw else None
         except ValueError:
             body = raw
-        return resp.status, body, dict(resp.headers)
+        return resp.status, body, CIMultiDict(resp.headers)  # names compared as HTTP does

@@ -201,4 +201,4 @@ def test_relayed_heads_become_aiohttp_headers_and_answers_get_a_length() -> None
         "X-Openstack-Request-ID": "req-1",
     }
     raw = encode_response(404, "Not Found", [("A", "b"), ("Content-Length", "9")], b"{}")
-    assert raw == b"HTTP/1.1 404 Not Found\r\nA: b\r\nContent-Length: 2\r\n\r\n{}"
+    assert raw == b"HTTP/1.1 404 Not Found\r\na: b\r\ncontent-length: 2\r\n\r\n{}"
