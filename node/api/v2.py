@@ -14,6 +14,7 @@ from node.api.homedoc import Resource, home_document
 from node.api.messages import MessageCollection, MessageItem
 from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats
 from node.api.service import Health, Ping
+from node.api.topics import TopicCollection, TopicItem, TopicPurge, TopicStats
 from wire.answers import dumps
 
 PREFIX = V2_PREFIX
@@ -115,8 +116,33 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.get(q + "/claims/{claim_id}", claim.get, allow_head=False),
         web.patch(q + "/claims/{claim_id}", claim.patch),
         web.delete(q + "/claims/{claim_id}", claim.delete),
+        *topic_routes(deps, messages, message),
         web.get("/ping", ping.get, allow_head=False),
         web.head("/ping", ping.head),
         web.get("/health", health.get, allow_head=False),
         web.head("/health", health.head),
+    ]
+
+
+def topic_routes(
+    deps: Deps, messages: MessageCollection, message: MessageItem
+) -> list[web.RouteDef]:
+    """`/v2/topics`: a topic's routes are a queue's without claims; messages are served by the
+    queue's message handlers (over the topic's container)."""
+    t = "/topics/{topic_name}"
+    topics, topic = TopicCollection(deps), TopicItem(deps)
+    stats, purge = TopicStats(deps), TopicPurge(deps)
+    return [
+        web.get("/topics", topics.get, allow_head=False),
+        web.get(t, topic.get, allow_head=False),
+        web.put(t, topic.put),
+        web.delete(t, topic.delete),
+        web.patch(t, topic.patch),
+        web.get(t + "/stats", stats.get, allow_head=False),
+        web.post(t + "/purge", purge.post),
+        web.post(t + "/messages", messages.post),
+        web.get(t + "/messages", messages.get, allow_head=False),
+        web.delete(t + "/messages", messages.delete),
+        web.get(t + "/messages/{message_id}", message.get, allow_head=False),
+        web.delete(t + "/messages/{message_id}", message.delete),
     ]
