@@ -7,9 +7,10 @@ from pathlib import Path
 
 from proxy.routing import QueueRoute, match_queue_route
 from tests.conftest import FakeClock
-from tests.proxy.cluster import cluster
+from tests.proxy.cluster import ADMIN, cluster
 from tests.proxy.conftest import PROJECT, call
 from tests.proxy.test_routing import owners
+from tests.services import Etcd
 from wire.topics import container
 
 NEWS = container("news")
@@ -118,3 +119,20 @@ async def test_listings_from_the_catalog(tmp_path: Path, clock: FakeClock) -> No
         assert seen == names
         body = (await call(c.proxy, "GET", "/v2/queues?limit=20"))[1]
         assert [q["name"] for q in body["queues"]] == ["q"]
+
+
+async def test_the_admin_api_moves_a_topic_by_name(
+    tmp_path: Path, clock: FakeClock, etcd_server: Etcd
+) -> None:
+    async with cluster(tmp_path, clock, etcd_url=etcd_server.url) as c:
+        for name in c.partitions:
+            await c.catalog.update_partition(name, storage=f"sqlite:///{tmp_path}/{name}.db")
+        await c.catalog.place(PROJECT, NEWS, "p1")
+        assert (await call(c.proxy, "PUT", "/v2/topics/news"))[0] == 201
+        body = {"project": PROJECT, "topic": "news", "to": "p2"}
+        status, made, _ = await call(c.proxy, "POST", "/admin/migrations", json=body, headers=ADMIN)
+        assert status == 201, made
+        assert (made["project"], made["queue"], made["target"]) == (PROJECT, NEWS, "p2")
+        body = {"project": PROJECT, "topic": "~news", "to": "p2"}
+        status, _, _ = await call(c.proxy, "POST", "/admin/migrations", json=body, headers=ADMIN)
+        assert status == 400
