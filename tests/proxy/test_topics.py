@@ -136,3 +136,20 @@ async def test_the_admin_api_moves_a_topic_by_name(
         body = {"project": PROJECT, "topic": "~news", "to": "p2"}
         status, _, _ = await call(c.proxy, "POST", "/admin/migrations", json=body, headers=ADMIN)
         assert status == 400
+
+
+async def test_loads_count_a_topics_messages(
+    tmp_path: Path, clock: FakeClock, etcd_server: Etcd
+) -> None:
+    async with cluster(tmp_path, clock, etcd_url=etcd_server.url) as c:
+        await c.catalog.place(PROJECT, NEWS, "p1")
+        await c.catalog.place(PROJECT, "news", "p1")
+        body = {"messages": [{"body": i} for i in range(4)]}
+        assert (await call(c.proxy, "POST", "/v2/topics/news/messages", json=body))[0] == 201
+        body = {"messages": [{"body": "q"}]}
+        assert (await call(c.proxy, "POST", "/v2/queues/news/messages", json=body))[0] == 201
+        status, answer, _ = await call(c.proxy, "GET", "/admin/loads", headers=ADMIN)
+        assert status == 200, answer
+        assert (answer["queues"], answer["messages"]) == (2, 5)
+        loads = {p["partition"]: p for p in answer["partitions"]}
+        assert (loads["p1"]["queues"], loads["p1"]["messages"]) == (2, 5)
