@@ -17,6 +17,7 @@ from node.storage.postgresql.schema import (
     check_writable,
     unfenced,
 )
+from node.storage.postgresql.subscriptions import delete_all as delete_subscriptions
 from wire.topics import MARK, name_range
 
 Queues = list[QueueInfo]
@@ -109,6 +110,7 @@ class PostgresQueues:
             await conn.execute(
                 "DELETE FROM claims WHERE project = $1 AND queue = $2", project, queue
             )
+            await delete_subscriptions(conn, project, queue)
             await conn.execute(
                 "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
             )

@@ -12,6 +12,7 @@ from node.storage.sqlite.claims import SqliteClaims
 from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite_path
 from node.storage.sqlite.messages import SqliteMessages
 from node.storage.sqlite.queues import SqliteQueues
+from node.storage.sqlite.subscriptions import SqliteSubscriptions
 from node.storage.sqlite.transfer import SqliteTransfer
 from node.storage.transfer import TOMBSTONE_RETENTION
 
@@ -30,6 +31,7 @@ class SqliteStorage(Database):
         self.queues = SqliteQueues(self)
         self.messages = SqliteMessages(self)
         self.claims = SqliteClaims(self)
+        self.subscriptions = SqliteSubscriptions(self)
         self.transfer = SqliteTransfer(self)
 
     @classmethod
@@ -84,7 +86,7 @@ class SqliteStorage(Database):
 
         total = 0
         now = self.clock()
-        for table in ("messages", "claims"):
+        for table in ("messages", "claims", "subscriptions"):
             while (gone := await self.write(collect, table, now)) > 0:
                 total += gone
                 await asyncio.sleep(0)
