@@ -48,7 +48,15 @@ QUEUE_ROUTES = (
 # A topic (`/v2/topics/{name}`) is routed as its container (`wire.topics`): its own placement
 # key, distinct from a queue of the same name, placed, moved and fenced as a queue is.
 TOPIC = "/{version:v2}/topics/{topic_name}"
-TOPIC_ROUTES = ("", "/stats", "/purge", "/messages", "/messages/{message_id}", "/{rest:.+}")
+TOPIC_ROUTES = (
+    "",
+    "/stats",
+    "/purge",
+    "/messages",
+    "/messages/{message_id}",
+    "/subscriptions",
+    "/{rest:.+}",
+)
 LAZY_CREATION = frozenset({"v1.1", "v2"})
 
 PLACED = Counter("marconi_proxy_placements_total", "Queue placements this proxy asked for.")

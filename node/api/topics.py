@@ -3,7 +3,8 @@
 A topic is a queue without claims, kept in a container of its own kind (`wire.topics`): the
 handlers below are the queue handlers over the topic's container, except where Zaqar answers a
 topic differently (a missing topic is 404, not empty metadata; a purge of a missing topic is
-204; listings say `topics`). The message handlers serve topics unchanged (`endpoint.scope`).
+204; listings say `topics`). The message and subscription handlers serve topics unchanged
+(`endpoint.scope`).
 """
 
 from __future__ import annotations
@@ -85,4 +86,6 @@ class TopicPurge(Endpoint):
         # Zaqar pops a topic's messages until none is left: a missing topic purges nothing.
         if "messages" in types and await self.storage.queues.exists(project, name):
             await self.storage.queues.purge(project, name)
+        if "subscriptions" in types:
+            await self.storage.subscriptions.purge(project, name)
         return no_content()

@@ -147,7 +147,7 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.patch(q + "/subscriptions/{subscription_id}", subscription.patch),
         web.delete(q + "/subscriptions/{subscription_id}", subscription.delete),
         web.put(q + "/subscriptions/{subscription_id}/confirm", confirm.put),
-        *topic_routes(deps, messages, message),
+        *topic_routes(deps),
         web.get("/ping", ping.get, allow_head=False),
         web.head("/ping", ping.head),
         web.get("/health", health.get, allow_head=False),
@@ -155,14 +155,15 @@ def routes(deps: Deps) -> list[web.RouteDef]:
     ]
 
 
-def topic_routes(
-    deps: Deps, messages: MessageCollection, message: MessageItem
-) -> list[web.RouteDef]:
-    """`/v2/topics`: a topic's routes are a queue's without claims; messages are served by the
-    queue's message handlers (over the topic's container)."""
+def topic_routes(deps: Deps) -> list[web.RouteDef]:
+    """`/v2/topics`: a topic's routes are a queue's without claims; its messages and
+    subscriptions are served by the queue's handlers, over the topic's container."""
     t = "/topics/{topic_name}"
     topics, topic = TopicCollection(deps), TopicItem(deps)
     stats, purge = TopicStats(deps), TopicPurge(deps)
+    messages, message = MessageCollection(deps), MessageItem(deps)
+    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
+    confirm = SubscriptionConfirm(deps)
     return [
         web.get("/topics", topics.get, allow_head=False),
         web.get(t, topic.get, allow_head=False),
@@ -176,4 +177,10 @@ def topic_routes(
         web.delete(t + "/messages", messages.delete),
         web.get(t + "/messages/{message_id}", message.get, allow_head=False),
         web.delete(t + "/messages/{message_id}", message.delete),
+        web.get(t + "/subscriptions", subscriptions.get, allow_head=False),
+        web.post(t + "/subscriptions", subscriptions.post),
+        web.get(t + "/subscriptions/{subscription_id}", subscription.get, allow_head=False),
+        web.patch(t + "/subscriptions/{subscription_id}", subscription.patch),
+        web.delete(t + "/subscriptions/{subscription_id}", subscription.delete),
+        web.put(t + "/subscriptions/{subscription_id}/confirm", confirm.put),
     ]

@@ -265,3 +265,50 @@ async def test_no_claims_on_topics(api: Api) -> None:
     await post(api, "a")
     status, _, _ = await api.request("POST", f"{T}/claims", json={"ttl": 60, "grace": 60})
     assert status in (404, 405)
+
+
+# --- subscriptions on topics (the queue's store, keyed by the topic's container) ------------
+
+
+async def test_subscriptions(api: Api) -> None:
+    subs = f"{T}/subscriptions"
+    hook = "http://example.test/hook"
+    status, body, headers = await api.request("POST", subs, json={"subscriber": hook, "ttl": 600})
+    assert status == 201, body
+    assert headers["Location"] == subs
+    sid = body["subscription_id"]
+    assert (await api.request("GET", T))[0] == 200  # subscribing created the topic
+    status, body, _ = await api.request("GET", f"{subs}/{sid}")
+    assert status == 200
+    assert (body["source"], body["subscriber"], body["ttl"]) == ("news", hook, 600)
+
+    # A queue of the same name has subscriptions of its own.
+    q_subs = "/v2/queues/news/subscriptions"
+    assert (await api.request("GET", q_subs))[1]["subscriptions"] == []
+    assert (await api.request("GET", f"{q_subs}/{sid}"))[0] == 404
+    status, body, _ = await api.request("POST", q_subs, json={"subscriber": hook})
+    assert status == 201 and body["subscription_id"] != sid
+    assert [q["name"] for q in (await api.request("GET", "/v2/queues"))[1]["queues"]] == ["news"]
+
+    status, body, _ = await api.request("GET", subs)
+    assert [s["id"] for s in body["subscriptions"]] == [sid]
+    assert body["subscriptions"][0]["source"] == "news"
+    status, _, _ = await api.request("PATCH", f"{subs}/{sid}", json={"ttl": 900})
+    assert status == 204
+    status, _, _ = await api.request("PUT", f"{subs}/{sid}/confirm", json={"confirmed": True})
+    assert status == 204
+    body = (await api.request("GET", f"{subs}/{sid}"))[1]
+    assert (body["ttl"], body["confirmed"]) == (900, True)
+    status, body, _ = await api.request("POST", subs, json={"subscriber": hook})
+    assert_error(status, body, 409)
+    status, body, _ = await api.request("POST", subs, json={"subscriber": "ftp://x"})
+    assert_error(status, body, 400)
+
+    purge = {"resource_types": ["subscriptions"]}
+    assert (await api.request("POST", f"{T}/purge", json=purge))[0] == 204
+    assert (await api.request("GET", subs))[1]["subscriptions"] == []
+    assert len((await api.request("GET", q_subs))[1]["subscriptions"]) == 1
+
+    sid = (await api.request("POST", subs, json={"subscriber": hook}))[1]["subscription_id"]
+    assert (await api.request("DELETE", f"{subs}/{sid}"))[0] == 204
+    assert (await api.request("GET", f"{subs}/{sid}"))[0] == 404

@@ -71,6 +71,11 @@ async def test_creation_places_and_reads_do_not(tmp_path: Path, clock: FakeClock
         assert placement.partition == router.choose(PROJECT, container("lazy"))
         assert await owners(c, PROJECT, container("lazy")) == [placement.partition]
 
+        body = {"subscriber": "http://example.test/hook"}
+        status, _, _ = await call(c.proxy, "POST", "/v2/topics/subbed/subscriptions", json=body)
+        assert status == 201
+        assert await c.catalog.placement(PROJECT, container("subbed")) is not None
+
 
 async def test_refused_creation_leaves_no_placement(tmp_path: Path, clock: FakeClock) -> None:
     async with cluster(tmp_path, clock) as c:
