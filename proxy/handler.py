@@ -23,7 +23,7 @@ from proxy.forward import Forwarder, Outgoing, answer_response
 from proxy.routing import Router, Target, may_create
 from proxy.settings import ProxySettings
 from proxy.upstream import Answer
-from wire.topics import is_topic, topic_name
+from wire.topics import described, is_topic, topic_name
 
 log = get_logger("proxy")
 MAX_REROUTES = 8  # placements followed for one request (each after a fence)
@@ -108,7 +108,10 @@ class RequestPath:
             placement = await self.buffer.after_fence(
                 target.project, target.queue, placement, answer.fence, deadline
             )
-        raise QueueFrozen(f"Queue {target.queue} kept moving; please try again in a few seconds.")
+        raise QueueFrozen(
+            f"{described(target.queue, capital=True)} kept moving; please try again in a few "
+            "seconds."
+        )
 
     async def _undo_placement(self, target: Target, placement: Placement | None) -> None:
         """The node refused the request that was to create the queue: drop the placement this
