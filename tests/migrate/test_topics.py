@@ -1,5 +1,6 @@
 """A topic moves between partitions as its container, through the same workflow as a queue: its
-metadata and messages (ids, bodies, order, markers) move, and a queue of the same name stays."""
+metadata, messages (ids, bodies, order, markers) and subscriptions move, and a queue of the same
+name stays."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ async def test_a_topic_moves_with_its_messages(
         status, page, _ = await call(c.proxy, "GET", f"{T}/messages?limit=10&echo=true")
         [next_link] = [link["href"] for link in page["links"]]
 
+        hook = {"subscriber": "http://example.test/hook", "ttl": 3600}
+        status, subscribed, _ = await call(c.proxy, "POST", f"{T}/subscriptions", json=hook)
+        assert status == 201
         await c.worker()
         m = await Registry(c.catalog, clock=c.clock).create(PROJECT, NEWS, target)
         done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED)
@@ -55,6 +59,12 @@ async def test_a_topic_moves_with_its_messages(
         assert [m["id"] for m in page["messages"]] == ids[10:]
         status, got, _ = await call(c.proxy, "GET", f"{T}/messages/{ids[0]}")
         assert status == 200 and got["body"] == {"n": 0}
+        # Its subscription moved with it.
+        status, subs, _ = await call(c.proxy, "GET", f"{T}/subscriptions")
+        assert [(x["id"], x["source"]) for x in subs["subscriptions"]] == [
+            (subscribed["subscription_id"], "news")
+        ]
+        assert await c.storage(source).subscriptions.live(PROJECT, NEWS) == []
         # The queue of the same name stayed where it was, untouched.
         assert (await c.catalog.placement(PROJECT, "news")).partition == source  # type: ignore[union-attr]
         assert (await c.storage(source).queues.stats(PROJECT, "news")).total == 1
