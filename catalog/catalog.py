@@ -15,6 +15,7 @@ from catalog.errors import Conflict, NotFound, Refused
 from catalog.keys import LAYOUT, Keys, escape, unescape
 from catalog.records import Partition, PartitionState, Pin, Placement, Versioned
 from catalog.store import CatalogStore
+from wire.topics import container, is_topic
 
 CAS_ATTEMPTS = 16
 
@@ -116,7 +117,17 @@ class Catalog:
         raise Conflict(key)
 
     async def queue_names(self, project: str, marker: str | None, limit: int) -> list[str]:
+        """Up to `limit` of the project's placed queues after `marker`, sorted; never a topic
+        (topics' containers sort after every queue: a page may end short before them)."""
         prefix = self.keys.project_placements(project)
+        start = prefix + escape(marker) if marker else ""
+        found = await self.store.range(prefix, start, limit)
+        names = [unescape(v.key[len(prefix) :]) for v in found]
+        return [name for name in names if not is_topic(name)]
+
+    async def topic_names(self, project: str, marker: str | None, limit: int) -> list[str]:
+        """Up to `limit` of the project's placed topics after the topic `marker`, sorted."""
+        prefix = self.keys.project_placements(project) + escape(container(""))
         start = prefix + escape(marker) if marker else ""
         found = await self.store.range(prefix, start, limit)
         return [unescape(v.key[len(prefix) :]) for v in found]

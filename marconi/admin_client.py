@@ -192,8 +192,11 @@ class AdminClient:
 
     # --- migrations, drain and rebalance ---------------------------------------------------------
 
-    def create_migration(self, project: str, queue: str, target: str) -> dict[str, Any]:
-        body = {"project": project, "queue": queue, "to": target}
+    def create_migration(
+        self, project: str, queue: str, target: str, *, topic: bool = False
+    ) -> dict[str, Any]:
+        """Move a queue, or with `topic` the topic of that name."""
+        body = {"project": project, "topic" if topic else "queue": queue, "to": target}
         _, doc = self.request("POST", "/admin/migrations", body)
         found: dict[str, Any] = _with(doc, "id")
         return found

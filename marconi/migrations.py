@@ -21,6 +21,7 @@ from marconi.admin_client import AdminClient, TimedOut
 from marconi.arguments import migration_id, partition_name, seconds
 from marconi.output import ago, emit, emit_json, error, fields, table
 from marconi.progress import Progress, duration
+from wire.topics import container
 
 ROUTE = [Phase.INIT, Phase.COPYING, Phase.CATCHING_UP, Phase.FROZEN, Phase.SWITCHED]
 ROUTE += [Phase.CLEANUP, Phase.DONE]
@@ -192,8 +193,10 @@ def migrate_move(client: AdminClient, args: argparse.Namespace) -> int:
             return 2
         from marconi import move_preview  # reads etcd and storage itself: the worker's dependencies
 
+        if args.topic:
+            args.queue = container(args.queue)  # what the worker moves (`wire.topics`)
         return move_preview.move(args)
-    m = client.create_migration(args.project, args.queue, args.to)
+    m = client.create_migration(args.project, args.queue, args.to, topic=args.topic)
     if args.wait:
         if not args.json:
             emit(f"Created migration {m['id']}: {queue_name(m)} {m['source']} -> {m['target']}")
@@ -285,6 +288,9 @@ def add_commands(commands: Subcommands) -> None:
     move.add_argument("project", metavar="PROJECT", help='the project ("_" or "" for none)')
     move.add_argument("queue", metavar="QUEUE")
     move.add_argument("--to", required=True, type=partition_name, metavar="PARTITION")
+    move.add_argument(
+        "--topic", action="store_true", help="QUEUE names a topic (/v2/topics): move the topic"
+    )
     wait_flags(move, "the migration")
     move.add_argument(
         "--dry-run",

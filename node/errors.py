@@ -5,6 +5,8 @@ raises the wire contract's `ApiError` family (`wire.errors`). `node.api.errors` 
 an HTTP status and Zaqar's `{"title", "description"}` body in one table.
 """
 
+from wire.topics import described
+
 
 class NodeError(Exception):
     """Root of every error the node raises on purpose."""
@@ -20,13 +22,15 @@ class DoesNotExist(StorageError):
 
 class QueueDoesNotExist(DoesNotExist):
     def __init__(self, project: str, queue: str) -> None:
-        super().__init__(f"Queue {queue} does not exist for project {project or '(none)'}")
+        super().__init__(
+            f"{described(queue, capital=True)} does not exist for project {project or '(none)'}"
+        )
 
 
 class MessageDoesNotExist(DoesNotExist):
     def __init__(self, project: str, queue: str, message_id: str) -> None:
         super().__init__(
-            f"Message {message_id} does not exist in queue {queue} "
+            f"Message {message_id} does not exist in {described(queue)} "
             f"for project {project or '(none)'}"
         )
 
@@ -82,7 +86,9 @@ class QueueFrozen(StorageError):
     ) -> None:
         self.reason = reason
         self.lifts = lifts  # seconds until the fence lifts itself; None: until it is lifted
-        super().__init__(f"Queue {queue} of project {project or '(none)'} is {reason}")
+        super().__init__(
+            f"{described(queue, capital=True)} of project {project or '(none)'} is {reason}"
+        )
 
 
 class TransferConflict(StorageError):

@@ -29,6 +29,7 @@ from proxy.errors import BadRequest
 from proxy.load import LoadReader
 from wire.answers import ok
 from wire.request import param_bool
+from wire.topics import container
 from wire.validation import PROJECT_ID_MAX_LEN, QUEUE_NAME, utf8
 
 log = get_logger("proxy.admin")
@@ -110,7 +111,10 @@ class MigrationAdmin:
     async def create_migration(self, request: web.Request) -> web.Response:
         doc = await read_body(request)
         project = _project(doc)
-        queue = _text(doc, "queue", QUEUE_NAME, "a queue name")
+        if "topic" in doc:  # a topic moves as its container (`wire.topics`)
+            queue = container(_text(doc, "topic", QUEUE_NAME, "a topic name"))
+        else:
+            queue = _text(doc, "queue", QUEUE_NAME, "a queue name")
         target = _text(doc, "to", NAME, "a partition name")
         _receives(await self.catalog.partition(target))  # NotFound: 404
         migration = await self.registry.create(project, queue, target)

@@ -37,7 +37,7 @@ from proxy.nodes import NodePools
 from proxy.pipeline import LeanPath
 from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
-from proxy.routing import QUEUE, QUEUE_ROUTES, VERSION, Router
+from proxy.routing import QUEUE, QUEUE_ROUTES, TOPIC, TOPIC_ROUTES, VERSION, Router
 from proxy.settings import ProxySettings
 from proxy.steps import Steps
 from proxy.upstream import Upstreams
@@ -111,8 +111,11 @@ def create_app(
     app.router.add_routes(admin.routes())
     app.router.add_routes(migrations.routes())
     app.router.add_get(VERSION + "/queues", listing.handle, allow_head=False)
+    app.router.add_get("/{version:v2}/{kind:topics}", listing.handle, allow_head=False)
     for suffix in QUEUE_ROUTES:
         app.router.add_route("*", QUEUE + suffix, path.queue_route)
+    for suffix in TOPIC_ROUTES:
+        app.router.add_route("*", TOPIC + suffix, path.queue_route)
     app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

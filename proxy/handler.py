@@ -23,9 +23,11 @@ from proxy.forward import Forwarder, Outgoing, answer_response
 from proxy.routing import Router, Target, may_create
 from proxy.settings import ProxySettings
 from proxy.upstream import Answer
+from wire.topics import described, is_topic, topic_name
 
 log = get_logger("proxy")
 MAX_REROUTES = 8  # placements followed for one request (each after a fence)
+PROBE_CLIENT = "00000000-0000-4000-8000-000000000000"  # the Client-ID of the proxy's own probes
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,10 @@ class RequestPath:
             placement = await self.buffer.after_fence(
                 target.project, target.queue, placement, answer.fence, deadline
             )
-        raise QueueFrozen(f"Queue {target.queue} kept moving; please try again in a few seconds.")
+        raise QueueFrozen(
+            f"{described(target.queue, capital=True)} kept moving; please try again in a few "
+            "seconds."
+        )
 
     async def _undo_placement(self, target: Target, placement: Placement | None) -> None:
         """The node refused the request that was to create the queue: drop the placement this
@@ -114,7 +119,13 @@ class RequestPath:
         if placement is None:
             return
         headers = {"X-Project-ID": target.project} if target.project else {}
-        probe = Outgoing("HEAD", f"/v1/queues/{quote(target.queue)}", CIMultiDict(headers), b"")
+        if is_topic(target.queue):  # v2 only: a topic's GET answers 200 when it exists
+            headers["Client-ID"] = PROBE_CLIENT
+            path, exists = f"/v2/topics/{quote(topic_name(target.queue))}", 200
+            probe = Outgoing("GET", path, CIMultiDict(headers), b"")
+        else:
+            path, exists = f"/v1/queues/{quote(target.queue)}", 204
+            probe = Outgoing("HEAD", path, CIMultiDict(headers), b"")
         partition = self.router.partition_for(target.project, target.queue, placement)
-        if (await self.forwarder.send(partition, probe)).status != 204:
+        if (await self.forwarder.send(partition, probe)).status != exists:
             await self.router.unplace(target.project, target.queue)

@@ -1,4 +1,5 @@
-"""`GET /{version}/queues`, answered from the catalog as the node would answer it.
+"""`GET /{version}/queues` (and `GET /v2/topics`), answered from the catalog as the node would
+answer it.
 
 Names, marker and limit come from the catalog's placements (sorted by name). With
 `detailed=true` the metadata comes from the owning partitions, one request per partition: that
@@ -22,6 +23,7 @@ from wire.answers import no_content, ok
 from wire.checks import PROJECT, with_checks
 from wire.limits import ApiLimits
 from wire.listing import queue_listing
+from wire.topics import container
 
 
 class CatalogListing:
@@ -44,32 +46,36 @@ class CatalogListing:
         version = request.match_info["version"]
         listing = queue_listing(request, self.limits)
         project: str = request[PROJECT]
-        names = await self.router.catalog.queue_names(project, listing.marker, listing.page_size)
+        kind = request.match_info.get("kind", "queues")
+        catalog = self.router.catalog
+        names_of = catalog.topic_names if kind == "topics" else catalog.queue_names
+        names = await names_of(project, listing.marker, listing.page_size)
         metadata = {}
         if listing.detailed:
-            metadata = await self._metadata(request, project, listing.marker, names)
+            metadata = await self._metadata(request, project, listing.marker, names, kind)
         listed = []
         for name in names:
-            item: dict[str, Any] = {"name": name, "href": f"/{version}/queues/{name}"}
+            item: dict[str, Any] = {"name": name, "href": f"/{version}/{kind}/{name}"}
             if listing.detailed:
                 item["metadata"] = metadata.get(name, {})
             listed.append(item)
         if version == "v1" and not listed:
             return no_content()  # v1 answers an empty page with 204
-        return ok({"queues": listed, "links": listing.links(request.path, names)})
+        return ok({kind: listed, "links": listing.links(request.path, names)})
 
     async def _metadata(
-        self, request: web.Request, project: str, marker: str | None, names: list[str]
+        self, request: web.Request, project: str, marker: str | None, names: list[str], kind: str
     ) -> dict[str, Any]:
-        """Each listed queue's metadata, one request per owning partition."""
+        """Each listed queue's (or topic's) metadata, one request per owning partition."""
         by_partition: dict[str, list[str]] = defaultdict(list)
         for name in names:
-            placement = await self.router.placement(project, name)
-            partition = self.router.partition_for(project, name, placement)
+            key = container(name) if kind == "topics" else name
+            placement = await self.router.placement(project, key)
+            partition = self.router.partition_for(project, key, placement)
             by_partition[partition.name].append(name)
         pages = await asyncio.gather(
             *(
-                self._fetch(request, part, marker, len(owned))
+                self._fetch(request, part, marker, len(owned), kind)
                 for part, owned in by_partition.items()
             )
         )
@@ -79,16 +85,16 @@ class CatalogListing:
         return found
 
     async def _fetch(
-        self, request: web.Request, partition: str, marker: str | None, count: int
+        self, request: web.Request, partition: str, marker: str | None, count: int, kind: str
     ) -> dict[str, Any]:
         query: dict[str, Any] = {"detailed": "true", "limit": count}
         if marker:
             query["marker"] = marker
         base = await Outgoing.read(request)
-        path = f"/{request.match_info['version']}/queues?{urlencode(query)}"
+        path = f"/{request.match_info['version']}/{kind}?{urlencode(query)}"
         out = Outgoing("GET", path, base.headers, b"")
         answer = await self.forwarder.send(self.router.partition(partition), out)
         if answer.status != 200:
             return {}
         document = json.loads(answer.body)
-        return {q["name"]: q.get("metadata", {}) for q in document.get("queues", [])}
+        return {q["name"]: q.get("metadata", {}) for q in document.get(kind, [])}

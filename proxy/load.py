@@ -28,6 +28,7 @@ from catalog.records import Partition, Placement
 from ground.logs import get_logger
 from proxy.errors import ProxyError
 from proxy.forward import Forwarder, Outgoing
+from wire.topics import is_topic, topic_name
 
 log = get_logger("proxy.load")
 
@@ -144,7 +145,10 @@ class LoadReader:
         if partition is None:
             return 0
         headers = CIMultiDict({"Client-ID": CLIENT_ID, "Accept": "application/json"})
-        if placement.project:
+        if is_topic(placement.queue):  # v2 only, so never without a project
+            headers["X-Project-ID"] = placement.project
+            path = f"/v2/topics/{topic_name(placement.queue)}/stats"
+        elif placement.project:
             headers["X-Project-ID"] = placement.project
             path = f"/v2/queues/{placement.queue}/stats"
         else:

@@ -26,6 +26,7 @@ from proxy.policy import PlacementPolicy
 from wire import validation
 from wire.checks import accepts_json
 from wire.errors import ApiError
+from wire.topics import container, is_topic, topic_name
 
 VERSIONS = ("v1", "v1.1", "v2")
 VERSION = r"/{version:v1|v1\.1|v2}"
@@ -44,6 +45,18 @@ QUEUE_ROUTES = (
     "/subscriptions",
     "/{rest:.+}",
 )
+# A topic (`/v2/topics/{name}`) is routed as its container (`wire.topics`): its own placement
+# key, distinct from a queue of the same name, placed, moved and fenced as a queue is.
+TOPIC = "/{version:v2}/topics/{topic_name}"
+TOPIC_ROUTES = (
+    "",
+    "/stats",
+    "/purge",
+    "/messages",
+    "/messages/{message_id}",
+    "/subscriptions",
+    "/{rest:.+}",
+)
 LAZY_CREATION = frozenset({"v1.1", "v2"})
 
 PLACED = Counter("marconi_proxy_placements_total", "Queue placements this proxy asked for.")
@@ -54,12 +67,14 @@ class QueueRoute(NamedTuple):
     cheapest records to make, a few per request.)"""
 
     version: str
-    queue: str
-    suffix: str  # one of QUEUE_ROUTES
+    queue: str  # a topic's container, for a topic route
+    suffix: str  # one of QUEUE_ROUTES, or of TOPIC_ROUTES for a topic route
 
     @property
     def template(self) -> str:
         """The route's template, as aiohttp names it (the metrics' route label)."""
+        if is_topic(self.queue):
+            return TOPIC_TEMPLATES[self.suffix]
         return TEMPLATES[self.suffix]
 
 
@@ -69,7 +84,12 @@ def _canonical(template: str) -> str:
 
 
 TEMPLATES = {suffix: _canonical(QUEUE + suffix) for suffix in QUEUE_ROUTES}
-SUFFIXES = {template: suffix for suffix, template in TEMPLATES.items()}
+TOPIC_TEMPLATES = {suffix: _canonical(TOPIC + suffix) for suffix in TOPIC_ROUTES}
+SUFFIXES = {
+    template: suffix
+    for templates in (TEMPLATES, TOPIC_TEMPLATES)
+    for suffix, template in templates.items()
+}
 _EXACT = frozenset(s for s in QUEUE_ROUTES if "{" not in s)
 
 
@@ -77,10 +97,11 @@ def match_queue_route(path: str) -> QueueRoute | None:
     """The queue route of a raw path (no query), or None for anything else or anything this
     plain reading might get wrong (escapes, braces, non-ASCII): aiohttp's router takes those."""
     parts = path.split("/", 4)
+    topic = len(parts) >= 4 and parts[2] == "topics" and parts[1] == "v2"
     if (
         len(parts) < 4
         or parts[1] not in VERSIONS
-        or parts[2] != "queues"
+        or (parts[2] != "queues" and not topic)
         or not parts[3]
         or not path.isascii()
         or "%" in path
@@ -100,7 +121,13 @@ def match_queue_route(path: str) -> QueueRoute | None:
         suffix = "/{rest:.+}"
     else:
         return None  # "/v2/queues/q/": no queue route takes it
+    if topic:
+        return QueueRoute(parts[1], container(parts[3]), _topic_suffix(suffix))
     return QueueRoute(parts[1], parts[3], suffix)
+
+
+def _topic_suffix(suffix: str) -> str:
+    return suffix if suffix in TOPIC_ROUTES else "/{rest:.+}"
 
 
 class Target(NamedTuple):
@@ -127,9 +154,10 @@ class Target(NamedTuple):
         """The target of a request aiohttp's router matched to a queue route."""
         resource = request.match_info.route.resource
         canonical = resource.canonical if resource is not None else ""
+        topic = request.match_info.get("topic_name")
         route = QueueRoute(
             request.match_info["version"],
-            request.match_info["queue_name"],
+            request.match_info["queue_name"] if topic is None else container(topic),
             SUFFIXES.get(canonical, "/{rest:.+}"),
         )
         return cls.make(request.method, route, request.headers.get("X-Project-ID", ""))
@@ -155,7 +183,10 @@ def may_create(headers: Mapping[str, str], target: Target) -> bool:
             uuid.UUID(client)
         elif ids_required:
             return False
-        validation.queue_identification(target.queue, target.project)
+        if is_topic(target.queue):
+            validation.topic_identification(topic_name(target.queue), target.project)
+        else:
+            validation.queue_identification(target.queue, target.project)
     except (ValueError, ApiError):
         return False
     return True

@@ -1,7 +1,7 @@
 """What Zaqar's `before` hooks check on every versioned request, wrapped around each handler.
 
 Order as in Zaqar: a pre-signed URL's signature (when the request brings one), Accept,
-Content-Type, Client-ID, X-Project-ID, then the queue name.
+Content-Type, Client-ID, X-Project-ID, then the queue or topic name.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ def with_checks(
         queue = request.match_info.get("queue_name")
         if queue is not None:
             validation.queue_identification(queue, project)
+        topic = request.match_info.get("topic_name")
+        if topic is not None:
+            validation.topic_identification(topic, project)
         return await handler(request)
 
     return hooked

@@ -37,6 +37,17 @@ def queue_identification(queue: str, project: str | None) -> None:
         )
 
 
+def topic_identification(topic: str, project: str | None) -> None:
+    """A topic's name follows a queue's rules (Zaqar's `topic_identification`)."""
+    try:
+        queue_identification(topic, project)
+    except ApiError:
+        raise ApiError(
+            "The format of the submitted topic name or project id is not valid.",
+            title="Invalid topic identification",
+        ) from None
+
+
 def document_type(document: Any, expected: type) -> None:
     if not isinstance(document, expected):
         raise BadRequestBody("Document type not supported.")

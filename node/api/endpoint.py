@@ -10,6 +10,7 @@ from node.api import formatting as fmt
 from node.api.deps import Deps
 from node.models import Message
 from wire.checks import PROJECT
+from wire.topics import container, is_topic, topic_name
 
 V2_PREFIX = "/v2"
 DEFAULT_MESSAGES_PER_PAGE = 10
@@ -17,7 +18,11 @@ DEFAULT_MESSAGES_PER_CLAIM = 10
 
 
 def scope(request: web.Request) -> tuple[str, str]:
-    """(project, queue) of a queue route."""
+    """(project, queue) of a queue route; of a topic route, the topic's container as the queue
+    (`wire.topics`), so the message handlers serve topics as they serve queues."""
+    topic = request.match_info.get("topic_name")
+    if topic is not None:
+        return request[PROJECT], container(topic)
     return request[PROJECT], request.match_info["queue_name"]
 
 
@@ -32,6 +37,9 @@ class Endpoint:
         self.limits = deps.limits
 
     def queue_path(self, queue: str) -> str:
+        """The path of a queue, or of the topic whose container `queue` is."""
+        if is_topic(queue):
+            return f"{self.prefix}/topics/{topic_name(queue)}"
         return f"{self.prefix}/queues/{queue}"
 
     def format_message(

@@ -140,7 +140,7 @@ class MessageCollection(Endpoint):
             params["marker"] = str(found[-1].marker)
             links.append({"rel": "next", "href": request.path + answers.query_string(params)})
         now = self.deps.clock()
-        queue = request.match_info["queue_name"]
+        queue = scope(request)[1]
         return ok(
             {
                 "messages": [

@@ -12,6 +12,7 @@ from wire import validation
 from wire.answers import no_content, ok, query_string
 from wire.errors import ApiError, error_response
 from wire.request import optional_json_body, param_int, param_str
+from wire.topics import is_topic, topic_name
 
 DEFAULT_SUBSCRIPTIONS_PER_PAGE = 10
 ALREADY_EXISTS = (
@@ -22,7 +23,7 @@ ALREADY_EXISTS = (
 def subscription_body(s: Subscription, now: float) -> dict[str, Any]:
     return {
         "id": s.id,
-        "source": s.source,
+        "source": topic_name(s.source) if is_topic(s.source) else s.source,
         "subscriber": s.subscriber,
         "ttl": s.ttl,
         "age": s.age(now),

@@ -16,6 +16,7 @@ from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats
 from node.api.service import Health, Ping
 from node.api.share import QueueShare
 from node.api.subscriptions import SubscriptionCollection, SubscriptionConfirm, SubscriptionItem
+from node.api.topics import TopicCollection, TopicItem, TopicPurge, TopicStats
 from wire.answers import dumps
 
 PREFIX = V2_PREFIX
@@ -149,8 +150,40 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.patch(q + "/subscriptions/{subscription_id}", subscription.patch),
         web.delete(q + "/subscriptions/{subscription_id}", subscription.delete),
         web.put(q + "/subscriptions/{subscription_id}/confirm", confirm.put),
+        *topic_routes(deps),
         web.get("/ping", ping.get, allow_head=False),
         web.head("/ping", ping.head),
         web.get("/health", health.get, allow_head=False),
         web.head("/health", health.head),
+    ]
+
+
+def topic_routes(deps: Deps) -> list[web.RouteDef]:
+    """`/v2/topics`: a topic's routes are a queue's without claims; its messages and
+    subscriptions are served by the queue's handlers, over the topic's container."""
+    t = "/topics/{topic_name}"
+    topics, topic = TopicCollection(deps), TopicItem(deps)
+    stats, purge = TopicStats(deps), TopicPurge(deps)
+    messages, message = MessageCollection(deps), MessageItem(deps)
+    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
+    confirm = SubscriptionConfirm(deps)
+    return [
+        web.get("/topics", topics.get, allow_head=False),
+        web.get(t, topic.get, allow_head=False),
+        web.put(t, topic.put),
+        web.delete(t, topic.delete),
+        web.patch(t, topic.patch),
+        web.get(t + "/stats", stats.get, allow_head=False),
+        web.post(t + "/purge", purge.post),
+        web.post(t + "/messages", messages.post),
+        web.get(t + "/messages", messages.get, allow_head=False),
+        web.delete(t + "/messages", messages.delete),
+        web.get(t + "/messages/{message_id}", message.get, allow_head=False),
+        web.delete(t + "/messages/{message_id}", message.delete),
+        web.get(t + "/subscriptions", subscriptions.get, allow_head=False),
+        web.post(t + "/subscriptions", subscriptions.post),
+        web.get(t + "/subscriptions/{subscription_id}", subscription.get, allow_head=False),
+        web.patch(t + "/subscriptions/{subscription_id}", subscription.patch),
+        web.delete(t + "/subscriptions/{subscription_id}", subscription.delete),
+        web.put(t + "/subscriptions/{subscription_id}/confirm", confirm.put),
     ]

@@ -57,8 +57,14 @@ class QueueStore(Protocol):
         """Delete the queue with its messages, claims and subscriptions; a missing queue is
         not an error."""
 
-    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
-        """Queues of `project` sorted by name, strictly after `marker`."""
+    async def list(
+        self, project: str, *, marker: str | None, limit: int, detailed: bool, topics: bool = False
+    ) -> Queues:
+        """Queues of `project` sorted by name, strictly after `marker`; never a topic's container.
+
+        With `topics`, the containers of the project's topics instead (`wire.topics`), sorted,
+        after the container of the topic `marker`, listed under their container names.
+        """
 
     async def stats(self, project: str, queue: str) -> QueueStats:
         """Counts of live messages. Raises `QueueDoesNotExist`."""

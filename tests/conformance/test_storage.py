@@ -18,6 +18,7 @@ from node.errors import (
 from node.models import NewMessage, is_id, new_id
 from node.storage.base import Storage
 from tests.conftest import FakeClock
+from wire.topics import container
 
 P = "project-a"
 Q = "orders"
@@ -92,6 +93,22 @@ async def test_list_queues_sorted_paged_per_project(storage: Storage) -> None:
     assert [
         q.name for q in await storage.queues.list("project-b", marker=None, limit=5, detailed=False)
     ] == ["zz"]
+
+
+async def test_topic_containers_are_listed_apart_from_queues(storage: Storage) -> None:
+    for name in ["c", "a", "b"]:
+        await storage.queues.create(P, name, {"kind": "queue"})
+        await storage.queues.create(P, container(name), {"kind": "topic"})
+    await storage.messages.post(P, container("a"), msgs("t"), CLIENT)
+    queues = await storage.queues.list(P, marker=None, limit=10, detailed=True)
+    assert [(q.name, q.metadata) for q in queues] == [(n, {"kind": "queue"}) for n in "abc"]
+    page = await storage.queues.list(P, marker=None, limit=2, detailed=False, topics=True)
+    assert [q.name for q in page] == [container("a"), container("b")]
+    page = await storage.queues.list(P, marker="b", limit=10, detailed=True, topics=True)
+    assert [(q.name, q.metadata) for q in page] == [(container("c"), {"kind": "topic"})]
+    assert await storage.queues.list(P, marker="c", limit=10, detailed=False, topics=True) == []
+    assert (await storage.queues.stats(P, container("a"))).total == 1
+    assert (await storage.queues.stats(P, "a")).total == 0
 
 
 async def test_projects_are_isolated(storage: Storage) -> None:

@@ -1,9 +1,9 @@
 """No way into another project: a member of alpha, through every route of every API version,
-never sees or changes beta's queue, messages, claims or subscriptions, whatever X-Project-ID it
-sends.
+never sees or changes beta's queue (or topic), messages, claims or subscriptions, whatever
+X-Project-ID it sends.
 
 The routes come from the node's own route tables (v1, v1.1, v2), checked against the proxy's
-(`proxy.routing.QUEUE_ROUTES`), so a route added later is swept too.
+(`proxy.routing.QUEUE_ROUTES`, `TOPIC_ROUTES`), so a route added later is swept too.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from node.api import v1, v1_1, v2
-from proxy.routing import QUEUE_ROUTES
+from proxy.routing import QUEUE_ROUTES, TOPIC_ROUTES
 from tests.conftest import FakeClock
 from tests.keystone import ALICE, BOB, Keystone
 from tests.proxy.cluster import cluster
 from tests.proxy.conftest import CLIENT_ID
 from tests.proxy.keystone import keystone_settings, send
+from wire.topics import container
 
 pytestmark = pytest.mark.keystone
 
@@ -49,6 +50,7 @@ def requests_for(
     reach beta's data if the project were not the token's)."""
     filled = path.format(
         queue_name=QUEUE,
+        topic_name=QUEUE,
         message_id=ids["message"],
         claim_id=ids["claim"],
         subscription_id=ids["subscription"],
@@ -101,9 +103,12 @@ async def raw(
         return resp.status, await resp.read()
 
 
-async def beta_state(client: TestClient, bob: str, ids: dict[str, str]) -> dict[str, Any]:
+async def beta_state(
+    client: TestClient, bob: str, ids: dict[str, str], topic_ids: dict[str, str]
+) -> dict[str, Any]:
     """Everything alice could have touched in beta, as bob sees it."""
     q = f"/v2/queues/{QUEUE}"
+    t = f"/v2/topics/{QUEUE}"
     state: dict[str, Any] = {}
     for name, path in {
         "queue": q,
@@ -112,18 +117,24 @@ async def beta_state(client: TestClient, bob: str, ids: dict[str, str]) -> dict[
         "claim": f"{q}/claims/{ids['claim']}",
         "listing": "/v2/queues?detailed=true",
         "subscriptions": f"{q}/subscriptions",
+        "topic": t,
+        "topic_stats": f"{t}/stats",
+        "topic_messages": f"{t}/messages?ids={topic_ids['message']},{topic_ids['claimed']}",
+        "topic_listing": "/v2/topics?detailed=true",
+        "topic_subscriptions": f"{t}/subscriptions",
     }.items():
         status, body, _ = await send(client, "GET", path, token=bob)
         state[name] = (status, body)
-    for key in ("messages", "claim"):  # ages and remaining TTLs move on with the clock
+    for key in ("messages", "claim", "topic_messages"):  # ages and TTLs move on with the clock
         body = state[key][1]
         for message in body.get("messages", []) if isinstance(body, dict) else []:
             message.pop("age", None)
             message.pop("ttl", None)
         if key == "claim":
             body.pop("age", None)
-    for subscription in state["subscriptions"][1]["subscriptions"]:
-        subscription.pop("age")
+    for key in ("subscriptions", "topic_subscriptions"):
+        for subscription in state[key][1]["subscriptions"]:
+            subscription.pop("age")
     return state
 
 
@@ -163,19 +174,42 @@ async def test_a_member_never_reaches_another_projects_queue(
             json={"confirmed": True},
         )
         assert status == 204
-        before = await beta_state(c.proxy, bob, ids)
+        # A topic of the same name, with its own secrets and subscription.
+        t = f"/v2/topics/{QUEUE}"
+        assert (await send(c.proxy, "PUT", t, token=bob, json={"owner": "bob"}))[0] == 201
+        status, posted, _ = await send(c.proxy, "POST", f"{t}/messages", token=bob, json=messages)
+        assert status == 201
+        topic_messages = [r.rsplit("/", 1)[1] for r in posted["resources"]]
+        status, subscribed, _ = await send(
+            c.proxy, "POST", f"{t}/subscriptions", token=bob, json={"subscriber": SUBSCRIBER}
+        )
+        assert status == 201
+        topic_ids = {
+            "message": topic_messages[0],
+            "claimed": topic_messages[1],  # topics have no claims: a second message
+            "claim": ids["claim"],
+            "subscription": subscribed["subscription_id"],
+        }
+        before = await beta_state(c.proxy, bob, ids, topic_ids)
         assert before["stats"][1]["messages"]["claimed"] == 1
         assert before["subscriptions"][1]["subscriptions"][0]["confirmed"] is True
+        assert before["topic_stats"][1]["messages"]["total"] == 2
+        assert len(before["topic_subscriptions"][1]["subscriptions"]) == 1
         secrets = [b"bob-secret", b"owner"]  # never in any answer to alice
-        found = [i.encode() for i in ids.values()]  # in no success (errors echo what was sent)
+        # In no success (errors echo what was sent).
+        found = [i.encode() for i in [*ids.values(), *topic_ids.values()]]
 
         table = route_table(c.partitions["p1"].deps)
         templates = {re.sub(r"^/v[^/]+/queues/\{queue_name\}", "", p) for _, _, p in table}
         assert {s for s in QUEUE_ROUTES if "{rest" not in s} <= templates  # nothing unswept
+        templates = {re.sub(r"^/v2/topics/\{topic_name\}", "", p) for _, _, p in table}
+        assert {s for s in TOPIC_ROUTES if "{rest" not in s} <= templates
         table.append(("v2", "GET", "/v2/queues/{queue_name}/anything/else"))
+        table.append(("v2", "GET", "/v2/topics/{topic_name}/anything/else"))
         swept = 0
         for version, method, template in table:
-            for path, kw in requests_for(version, method, template, ids):
+            on_topic = "{topic_name}" in template
+            for path, kw in requests_for(version, method, template, topic_ids if on_topic else ids):
                 # Naming beta in X-Project-ID: refused before anything is forwarded.
                 status, body = await raw(c.proxy, method, path, alice, beta, **kw)
                 assert status == 403, (method, path, status, body)
@@ -186,6 +220,7 @@ async def test_a_member_never_reaches_another_projects_queue(
                 assert not [leak for leak in leaks if leak in body], (method, path, body)
                 swept += 1
         assert swept > 60
-        assert await beta_state(c.proxy, bob, ids) == before  # unchanged, to the claim
+        assert await beta_state(c.proxy, bob, ids, topic_ids) == before  # unchanged, to the claim
         storage = [p.deps.storage for p in c.partitions.values()]
         assert [await s.queues.exists(beta, QUEUE) for s in storage].count(True) == 1
+        assert [await s.queues.exists(beta, container(QUEUE)) for s in storage].count(True) == 1

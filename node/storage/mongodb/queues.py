@@ -20,6 +20,7 @@ from node.storage.base import Queues
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import Doc, backend, live_query, queue_key
 from node.storage.mongodb.fences import alongside
+from wire.topics import name_range
 
 QUIET = 0.25  # seconds a node believes the metadata it read
 QUIET_QUEUES = 10_000  # queues whose metadata a node remembers, at most
@@ -111,11 +112,14 @@ class MongoQueues:
         self._forget(project, queue)
 
     @backend()
-    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
+    async def list(
+        self, project: str, *, marker: str | None, limit: int, detailed: bool, topics: bool = False
+    ) -> Queues:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         fields = {"_id": 0, "name": 1, "metadata": 1} if detailed else {"_id": 0, "name": 1}
-        query = {"project": project, "name": {"$gt": marker or ""}}
+        after, before = name_range(marker, topics=topics)
+        query = {"project": project, "name": {"$gt": after, "$lt": before}}
         cursor = self._s.queue_docs.find(query, fields).sort("name", ASCENDING).limit(limit)
         return [
             QueueInfo(doc["name"], json.loads(doc["metadata"]) if detailed else None)

@@ -18,6 +18,7 @@ from node.storage.postgresql.schema import (
     unfenced,
 )
 from node.storage.postgresql.subscriptions import delete_all as delete_subscriptions
+from wire.topics import MARK, name_range
 
 Queues = list[QueueInfo]
 # Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
@@ -114,14 +115,20 @@ class PostgresQueues:
                 "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
             )
 
-    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
+    async def list(
+        self, project: str, *, marker: str | None, limit: int, detailed: bool, topics: bool = False
+    ) -> Queues:
+        after, _ = name_range(marker, topics=topics)
         async with self._db.session() as conn:
+            # A prefix test rather than a range: the database's collation may not order `MARK`.
             rows = await conn.fetch(
                 "SELECT name, metadata FROM queues WHERE project = $1 AND name > $2"
-                " ORDER BY name LIMIT $3",
+                " AND starts_with(name, $4) = $5 ORDER BY name LIMIT $3",
                 project,
-                marker or "",
+                after,
                 limit,
+                MARK,
+                topics,
             )
         return [QueueInfo(name, json.loads(meta) if detailed else None) for name, meta in rows]
 

@@ -12,6 +12,7 @@ from node.storage.base import Queues
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import LIVE, check_readable, check_writable
 from node.storage.sqlite.subscriptions import delete_all as delete_subscriptions
+from wire.topics import name_range
 
 
 class SqliteQueues:
@@ -74,12 +75,15 @@ class SqliteQueues:
 
         await self._s.write(delete)
 
-    async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
+    async def list(
+        self, project: str, *, marker: str | None, limit: int, detailed: bool, topics: bool = False
+    ) -> Queues:
+        after, before = name_range(marker, topics=topics)
         rows = await self._s.read(
             lambda c: c.execute(
-                "SELECT name, metadata FROM queues WHERE project = ? AND name > ? "
+                "SELECT name, metadata FROM queues WHERE project = ? AND name > ? AND name < ? "
                 "ORDER BY name LIMIT ?",
-                (project, marker or "", limit),
+                (project, after, before, limit),
             ).fetchall()
         )
         return [QueueInfo(name, json.loads(meta) if detailed else None) for name, meta in rows]
