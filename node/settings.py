@@ -29,6 +29,9 @@ class NodeSettings:
     log_level: str = "info"
     log_json: bool | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
+    # The key of queues with `_enable_encrypt_messages` (node/encryption.py): every node of a
+    # cluster needs the same one, since a migration moves bodies as they are stored.
+    message_encryption_key: str = field(default="", repr=False)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -53,5 +56,6 @@ class NodeSettings:
             "max_connections": "MARCONI_MAX_CONNECTIONS",
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
+            "message_encryption_key": "MARCONI_MESSAGE_ENCRYPTION_KEY",
         }
         return env.read(cls, names, limits=ApiLimits.from_env())

@@ -22,6 +22,8 @@ class ClaimCollection(Endpoint):
         limit = param_int(request, "limit")
         ttl, grace = await self.claim_metadata(request)
         validation.claim_creation(ttl, grace, limit, self.limits)
+        metadata = await self.attributes(project, queue)
+        self.cipher(metadata)  # no key: refused before any message is claimed
         claim, held = await self.storage.claims.create(
             project,
             queue,
@@ -31,6 +33,7 @@ class ClaimCollection(Endpoint):
         )
         if not held:
             return no_content()
+        held = self.revealed(held, metadata)
         now = self.deps.clock()
         try:
             return self.claimed(
@@ -68,6 +71,7 @@ class ClaimItem(Endpoint):
         project, queue = scope(request)
         claim_id = request.match_info["claim_id"]
         claim, held = await self.storage.claims.get(project, queue, claim_id)
+        held = self.revealed(held, await self.attributes(project, queue))
         now = self.deps.clock()
         return ok(
             {

@@ -1,4 +1,5 @@
-"""What every handler is built with: the partition's storage, the limits and a clock."""
+"""What every handler is built with: the partition's storage, the limits, a clock and the
+message cipher."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from node.encryption import MessageCipher
 from node.storage.base import Storage
 from wire.limits import ApiLimits
 
@@ -16,3 +18,4 @@ class Deps:
     limits: ApiLimits = field(default_factory=ApiLimits)
     clock: Callable[[], float] = time.time
     partition: str = "default"
+    cipher: MessageCipher | None = None  # None: no key, so no queue may encrypt its messages

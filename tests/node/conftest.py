@@ -4,6 +4,7 @@ test."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from node.api.app import create_app
 from node.api.deps import Deps
+from node.encryption import MessageCipher
 from node.storage import open_storage
 from tests.conftest import FakeClock, storage_uri
 
@@ -23,10 +25,13 @@ HEADERS = {"Client-ID": CLIENT_ID, "X-Project-ID": PROJECT}
 class Api:
     """A thin HTTP client that sends the usual headers unless told otherwise."""
 
-    def __init__(self, client: TestClient, clock: FakeClock, deps: Deps) -> None:
+    def __init__(
+        self, client: TestClient, clock: FakeClock, deps: Deps, every: tuple[Deps, ...] = ()
+    ) -> None:
         self.client = client
         self.clock = clock
         self.deps = deps
+        self.every = every or (deps,)  # every partition's, behind a proxy
 
     async def request(
         self,
@@ -53,6 +58,10 @@ class Api:
             return resp.status, body, dict(resp.headers)
 
 
+# The message encryption key every test node is given (queues encrypt only when they ask).
+CIPHER = MessageCipher("test-message-encryption-key")
+
+
 @pytest.fixture(
     params=[
         "direct",
@@ -67,6 +76,15 @@ async def api(
     """The node API over HTTP: straight to one node, or through a proxy in front of two
     partitions (real etcd, one in-process node each); `deps` is the first partition's. The
     partitions are SQLite files, or PostgreSQL schemas with `-postgresql`."""
+    async with serve_api(request, tmp_path, clock) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serve_api(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Api]:
+    """`api` for the fixture parameter `route[-driver]` (driver: sqlite, postgresql, mongodb)."""
     route, _, driver = request.param.partition("-")
     driver = driver or "sqlite"
     if route == "proxy":
@@ -78,11 +96,14 @@ async def api(
             (tmp_path / name).mkdir()
             return storage_uri(driver, tmp_path / name, request)
 
-        async with cluster(tmp_path, clock, etcd_url=etcd_url, storage_uri=partition_uri) as c:
-            yield Api(c.proxy, clock, c.partitions["p1"].deps)
+        async with cluster(
+            tmp_path, clock, etcd_url=etcd_url, storage_uri=partition_uri, cipher=CIPHER
+        ) as c:
+            every = tuple(p.deps for p in c.partitions.values())
+            yield Api(c.proxy, clock, c.partitions["p1"].deps, every)
         return
     storage = await open_storage(storage_uri(driver, tmp_path, request), clock)
-    deps = Deps(storage=storage, clock=clock)
+    deps = Deps(storage=storage, clock=clock, cipher=CIPHER)
     server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()

@@ -21,6 +21,7 @@ from catalog.records import Partition
 from catalog.store import CatalogStore
 from node.api.app import create_app as create_node
 from node.api.deps import Deps
+from node.encryption import MessageCipher
 from node.storage import open_storage
 from proxy.app import REQUEST_PATH, create_app
 from proxy.front import ProxyRunner
@@ -98,6 +99,7 @@ async def cluster(
     wrap_node: NodeWrapper | None = None,
     hooks: Sequence[Hook] = (),
     storage_uri: Callable[[str], str] | None = None,
+    cipher: MessageCipher | None = None,
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     """Start partitions (one in-process node over its own SQLite file, or the storage
@@ -114,7 +116,8 @@ async def cluster(
         for name in partitions:
             uri = storage_uri(name) if storage_uri else f"sqlite:///{tmp_path}/{name}.db"
             storage = await open_storage(uri, clock)
-            part = PartitionNodes(name, Deps(storage=storage, clock=clock, partition=name))
+            deps = Deps(storage=storage, clock=clock, partition=name, cipher=cipher)
+            part = PartitionNodes(name, deps)
             app = create_node(part.deps, gc_interval=3600)  # closes the storage at cleanup
             if wrap_node is not None:
                 app = wrap_node(app, name)
