@@ -60,12 +60,14 @@ def row(m: Message) -> MessageRow:
         m.delay_expires,
         m.claim_id,
         m.claim_expires,
+        m.claim_count,
     )
 
 
 def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
     """A row's values in the SQL drivers' `messages` column order (id, project, queue, marker,
-    body, ttl, created, expires, delay_expires, client_id, claim_id, claim_expires)."""
+    body, ttl, created, expires, delay_expires, client_id, claim_id, claim_expires,
+    claim_count)."""
     return (
         m.id,
         project,
@@ -79,12 +81,13 @@ def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
         m.client_id,
         m.claim_id,
         m.claim_expires,
+        m.claim_count,
     )
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
     """A message from a row of the SQL drivers' `MESSAGE_COLUMNS` (id, marker, body, ttl,
-    created, expires, client_id, delay_expires, claim_id, claim_expires)."""
+    created, expires, client_id, delay_expires, claim_id, claim_expires, claim_count)."""
     return Message(
         id=row[0],
         marker=row[1],
@@ -96,6 +99,7 @@ def message_from_row(row: Sequence[Any]) -> Message:
         delay_expires=row[7],
         claim_id=row[8],
         claim_expires=row[9],
+        claim_count=row[10] if len(row) > 10 else 0,
     )
 
 

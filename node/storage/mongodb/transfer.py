@@ -61,6 +61,7 @@ def _message_doc(project: str, queue: str, m: MessageRow) -> Doc:
         "client_id": m.client_id,
         "claim_id": None if m.claim_id is None else ObjectId(m.claim_id),
         "claim_expires": m.claim_expires,
+        "claim_count": m.claim_count,
     }
 
 
@@ -78,6 +79,7 @@ def _row(doc: Doc, now: float) -> MessageRow:
         doc["delay_expires"],
         str(doc["claim_id"]) if claimed else None,
         doc["claim_expires"] if claimed else 0.0,
+        doc.get("claim_count", 0),
     )
 
 

@@ -98,6 +98,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE fences ADD COLUMN until double precision NOT NULL DEFAULT 0",
         "ALTER TABLE queues ADD COLUMN fence_until double precision NOT NULL DEFAULT 0",
     ),
+    # 4: how many claims took each message (a queue's `_max_claim_count`).
+    ("ALTER TABLE messages ADD COLUMN claim_count integer NOT NULL DEFAULT 0",),
 )
 VERSION = len(MIGRATIONS)
 
@@ -137,7 +139,8 @@ async def upgrade(conn: Any, schema: str, *, upto: int = VERSION) -> int:
 
 
 MESSAGE_COLUMNS = (
-    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
+    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires,"
+    " claim_count"
 )
 LIVE = "project = $1 AND queue = $2 AND expires > $3"
 FREE = "delay_expires <= $3 AND (claim_id IS NULL OR claim_expires <= $3)"

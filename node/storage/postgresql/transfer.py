@@ -43,7 +43,8 @@ CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
     " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_id END,"
-    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_expires ELSE 0 END"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_expires ELSE 0 END,"
+    " claim_count"
 )
 
 

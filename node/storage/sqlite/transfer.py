@@ -35,7 +35,7 @@ from node.storage.transfer import message_from_row
 CHUNK = 500
 STORED_MESSAGE = (
     "id, project, queue, marker, body, ttl, created, expires, delay_expires, client_id,"
-    " claim_id, claim_expires"
+    " claim_id, claim_expires, claim_count"
 )
 STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
 CLAIM_COLUMNS = "id, ttl, grace, created, expires"
@@ -43,7 +43,8 @@ CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
     " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_id END,"
-    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END,"
+    " claim_count"
 )
 
 
