@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from node.api.app import create_app
 from node.api.deps import Deps
+from node.encryption import MessageCipher
 from node.storage import open_storage
 from tests.conftest import FakeClock
 from tests.node.conftest import CIPHER, Api, serve_api
@@ -359,3 +360,20 @@ async def test_a_dead_letter_queue_on_another_partition_gets_nothing_yet(api: Ap
         assert await claim_bodies(api) == [1]
     _, body, _ = await api.request("GET", f"/v2/queues/{apart[0]}/stats")
     assert body["messages"]["total"] == 0
+
+
+def test_the_key_comes_from_the_environment_and_never_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node.settings import NodeSettings
+
+    monkeypatch.setenv("MARCONI_MESSAGE_ENCRYPTION_KEY", "s3cret-key")
+    settings = NodeSettings.from_env()
+    assert settings.message_encryption_key == "s3cret-key"
+    assert "s3cret-key" not in repr(settings)
+    cipher = MessageCipher(settings.message_encryption_key)
+    assert "s3cret" not in repr(cipher)
+    assert cipher.decrypt(cipher.encrypt({"a": [1]})) == {"a": [1]}
+    assert MessageCipher("another key").decrypt(cipher.encrypt("x")) != "x"
+    with pytest.raises(ValueError):
+        MessageCipher("")
