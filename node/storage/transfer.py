@@ -111,14 +111,18 @@ def fingerprint(
     claim_id: str | None,
     claim_expires: float,
     now: float,
+    claim_count: int = 0,
 ) -> int:
     """A live message's fingerprint: a 64-bit hash of what can differ between two copies of it
     (ttl changes only with `expires`; created, delay and client id never change after the post).
     `body` is the stored JSON text, which every driver writes with `json.dumps`; a claim that
-    has expired by `now` counts as none, as in an export."""
+    has expired by `now` counts as none, as in an export. A claim count counts when it is not 0
+    (so a message never claimed keeps the fingerprint it had before counts were kept)."""
     live = claim_id is not None and claim_expires > now
     claim = f"{claim_id}\x1f{float(claim_expires)!r}" if live else "\x1f0.0"
     line = f"{message_id}\x1f{int(marker)}\x1f{float(expires)!r}\x1f{claim}\x1f{body}"
+    if claim_count:
+        line += f"\x1e{int(claim_count)}"
     return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
 
 

@@ -134,3 +134,14 @@ async def test_claim_counts_move_with_the_queue(storage: Storage) -> None:
         else:
             assert await storage.transfer.import_rows(P, Q, rows) == 2
         assert await counts(storage) == {"a": 1, "b": 0}
+
+
+async def test_a_verify_sees_claim_counts(storage: Storage) -> None:
+    """The digest a migration's verify compares covers the counts: a claim made and released
+    leaves the messages as they were but for their counts, and changes the digest."""
+    await post(storage, "a", "b")
+    before = await storage.transfer.digest(P, Q)
+    await claim_and_release(storage, limit=1)
+    after = await storage.transfer.digest(P, Q)
+    assert (after.count, after.max_marker) == (before.count, before.max_marker)
+    assert after.checksum != before.checksum

@@ -200,7 +200,14 @@ class MongoTransfer:
             return []
         now = self._s.clock()
         query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        fields = {"marker": 1, "body": 1, "expires": 1, "claim_id": 1, "claim_expires": 1}
+        fields = {
+            "marker": 1,
+            "body": 1,
+            "expires": 1,
+            "claim_id": 1,
+            "claim_expires": 1,
+            "claim_count": 1,
+        }
         cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
         return [
             (
@@ -213,6 +220,7 @@ class MongoTransfer:
                     None if d.get("claim_id") is None else str(d["claim_id"]),
                     d["claim_expires"],
                     now,
+                    d.get("claim_count", 0),
                 ),
             )
             async for d in cursor

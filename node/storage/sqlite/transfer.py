@@ -237,14 +237,15 @@ class SqliteTransfer:
         now = self._s.clock()
         rows = await self._s.read(
             lambda c: c.execute(
-                "SELECT id, marker, body, expires, claim_id, claim_expires FROM messages"
+                "SELECT id, marker, body, expires, claim_id, claim_expires, claim_count"
+                " FROM messages"
                 f" WHERE {LIVE} AND marker > ? ORDER BY marker LIMIT ?",
                 (project, queue, now, after_marker, limit),
             ).fetchall()
         )
         return [
-            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now))
-            for mid, marker, body, expires, claim, claimed in rows
+            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now, count))
+            for mid, marker, body, expires, claim, claimed, count in rows
         ]
 
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
