@@ -222,7 +222,9 @@ def _add_servers(commands: admin.Subcommands) -> None:
         description="Serve the Zaqar API (v1, v1.1, v2) over one storage partition. "
         "Environment: MARCONI_STORAGE, MARCONI_PARTITION, MARCONI_HOST, MARCONI_PORT, "
         "MARCONI_WORKERS, MARCONI_DRAIN_TIMEOUT, MARCONI_LOG_LEVEL, MARCONI_LIMIT_<NAME>, "
-        "MARCONI_SIGNED_URL_KEY (the pre-signed URLs' secret).",
+        "MARCONI_SIGNED_URL_KEY (the pre-signed URLs' secret), "
+        "MARCONI_MESSAGE_ENCRYPTION_KEY (for queues with _enable_encrypt_messages; the same on "
+        "every node).",
     )
     node.add_argument(
         "--storage",

@@ -37,6 +37,7 @@ class Message:
     delay_expires: float = 0.0
     claim_id: str | None = None
     claim_expires: float = 0.0
+    claim_count: int = 0  # how many claims have taken it (a queue's `_max_claim_count`)
 
     def age(self, now: float) -> int:
         return max(0, int(now - self.created))
@@ -60,6 +61,17 @@ class MessageRow(NamedTuple):
     delay_expires: float
     claim_id: str | None
     claim_expires: float
+    claim_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Where a queue's messages go once claimed `max_claims` times (Zaqar's `_max_claim_count`,
+    `_dead_letter_queue` and `_dead_letter_queue_messages_ttl`)."""
+
+    queue: str
+    max_claims: int
+    ttl: int | None = None  # their ttl there, from the move; None keeps ttl and expiry
 
 
 @dataclass(frozen=True, slots=True)

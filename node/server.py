@@ -14,6 +14,7 @@ from ground.workers import run_workers
 from node.api.app import create_app
 from node.api.deps import Deps
 from node.drain import AFTER_DRAIN, Drain
+from node.encryption import MessageCipher
 from node.settings import NodeSettings
 from node.storage import open_storage
 from wire.deadlines import guarded_runner
@@ -24,11 +25,13 @@ log = get_logger("node")
 async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None) -> None:
     async with stop_signals() as stop:
         storage = await open_storage(settings.storage)
+        key = settings.message_encryption_key
         deps = Deps(
             storage=storage,
             limits=settings.limits,
             partition=settings.partition,
             signed_url_key=settings.signed_url_key or None,
+            cipher=MessageCipher(key) if key else None,
         )
         app = create_app(deps, gc_interval=settings.gc_interval)
         drain = Drain()

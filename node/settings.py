@@ -32,6 +32,9 @@ class NodeSettings:
     # Zaqar's `[signed_url] secret_key` (the share route signs with it, signed requests are
     # checked with it); the proxies in front need the same one. Unset: no pre-signed URLs.
     signed_url_key: str | None = field(default=None, repr=False)
+    # The key of queues with `_enable_encrypt_messages` (node/encryption.py): every node of a
+    # cluster needs the same one, since a migration moves bodies as they are stored.
+    message_encryption_key: str = field(default="", repr=False)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -57,5 +60,6 @@ class NodeSettings:
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
             "signed_url_key": "MARCONI_SIGNED_URL_KEY",
+            "message_encryption_key": "MARCONI_MESSAGE_ENCRYPTION_KEY",
         }
         return env.read(cls, names, limits=ApiLimits.from_env())

@@ -184,33 +184,59 @@ def queue_metadata_length(length: int | None, limits: ApiLimits) -> None:
         )
 
 
+def _reserved_int(metadata: dict[str, Any], key: str) -> int | float | None:
+    """A reserved integer attribute, None when absent or null. Zaqar refuses a truthy value that
+    is not an integer and compares anything else with its bounds; a falsy value that cannot be
+    compared (`""`, `[]`) is refused here too, where Zaqar would fail with a 503."""
+    value = metadata.get(key)
+    if value is None or (isinstance(value, (int, float)) and not value):
+        return value
+    if not isinstance(value, int):
+        raise ValidationFailed(f"{key} must be integer.")
+    return value
+
+
 def queue_metadata_putting(metadata: dict[str, Any] | None, limits: ApiLimits) -> None:
-    """The reserved `_`-attributes that Zaqar checks on PUT."""
+    """The reserved `_`-attributes that Zaqar checks on PUT and after a PATCH (Zaqar 23's
+    `queue_metadata_putting`): null leaves an attribute unset; bounds hold for any other value."""
     if not metadata:
         return
-    ttl = metadata.get("_default_message_ttl")
-    if ttl and not isinstance(ttl, int):
-        raise ValidationFailed("_default_message_ttl must be integer.")
-    if ttl and not limits.min_message_ttl <= ttl <= limits.max_message_ttl:
+    ttl = _reserved_int(metadata, "_default_message_ttl")
+    if ttl is not None and not limits.min_message_ttl <= ttl <= limits.max_message_ttl:
         raise ValidationFailed(
             f"_default_message_ttl can not exceed {limits.max_message_ttl} seconds, and must be "
             f"at least {limits.min_message_ttl} seconds long."
         )
-    size = metadata.get("_max_messages_post_size")
-    if size and not isinstance(size, int):
-        raise ValidationFailed("_max_messages_post_size must be integer.")
-    if size and not 0 < size <= limits.max_messages_post_size:
+    size = _reserved_int(metadata, "_max_messages_post_size")
+    if size is not None and not 0 < size <= limits.max_messages_post_size:
         raise ValidationFailed(
             f"_max_messages_post_size can not exceed {limits.max_messages_post_size},  and must "
             "be at least greater than 0."
         )
-    delay = metadata.get("_default_message_delay")
-    if delay and not isinstance(delay, int):
-        raise ValidationFailed("_default_message_delay must be integer.")
-    if delay and not 0 <= delay <= limits.max_message_delay:
+    count = metadata.get("_max_claim_count")
+    if count and not isinstance(count, int):
+        raise ValidationFailed("_max_claim_count must be integer.")
+    dlq_ttl = _reserved_int(metadata, "_dead_letter_queue_messages_ttl")
+    if dlq_ttl is not None and not limits.min_message_ttl <= dlq_ttl <= limits.max_message_ttl:
+        raise ValidationFailed(
+            f"The TTL for a message may not exceed {limits.max_message_ttl} seconds, and must "
+            f"be at least {limits.min_message_ttl} seconds long."
+        )
+    delay = _reserved_int(metadata, "_default_message_delay")
+    if delay is not None and not 0 <= delay <= limits.max_message_delay:
         raise ValidationFailed(
             f"The TTL can not exceed {limits.max_message_delay} seconds, and must be at least "
             "0 seconds long."
+        )
+    encrypted = metadata.get("_enable_encrypt_messages", False)
+    if encrypted and not isinstance(encrypted, bool):
+        raise ValidationFailed("_enable_encrypt_messages must be boolean.")
+    dlq = metadata.get("_dead_letter_queue")
+    if dlq is not None and not (isinstance(dlq, str) and QUEUE_NAME.match(dlq)):
+        # Zaqar stores any value here; a name no queue can have could never receive a message.
+        raise ValidationFailed(
+            "_dead_letter_queue must be a queue name: up to 64 ASCII letters, digits, "
+            "underscores, dashes and periods."
         )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from node.api.endpoint import DEFAULT_MESSAGES_PER_CLAIM, Endpoint, scope
+from node.models import DeadLetter
 from wire import validation
 from wire.answers import no_content, ok
 from wire.request import (
@@ -15,6 +17,26 @@ from wire.request import (
     param_int,
 )
 
+DEAD_LETTERS = Counter(
+    "marconi_node_dead_letters_total",
+    "Messages moved to their queue's dead-letter queue after _max_claim_count claims.",
+)
+
+
+def dead_letter_policy(metadata: dict[str, Any]) -> DeadLetter | None:
+    """The queue's dead-letter policy: Zaqar moves a message that `_max_claim_count` claims
+    have taken to `_dead_letter_queue` at its next claim, when the queue has both attributes
+    (values that cannot work leave the policy off, where Zaqar would fail the claim)."""
+    count = metadata.get("_max_claim_count")
+    target = metadata.get("_dead_letter_queue")
+    if not isinstance(count, int) or isinstance(count, bool) or not isinstance(target, str):
+        return None
+    if not validation.QUEUE_NAME.match(target):
+        return None
+    ttl = metadata.get("_dead_letter_queue_messages_ttl")
+    valid_ttl = isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0
+    return DeadLetter(target, count, ttl if valid_ttl else None)
+
 
 class ClaimCollection(Endpoint):
     async def post(self, request: web.Request) -> web.Response:
@@ -22,6 +44,14 @@ class ClaimCollection(Endpoint):
         limit = param_int(request, "limit")
         ttl, grace = await self.claim_metadata(request)
         validation.claim_creation(ttl, grace, limit, self.limits)
+        metadata = await self.attributes(project, queue)
+        self.cipher(metadata)  # no key: refused before any message is claimed
+        policy = dead_letter_policy(metadata)
+        if policy is not None:
+            moved = await self.storage.claims.dead_letter(
+                project, queue, policy, limit=limit or DEFAULT_MESSAGES_PER_CLAIM
+            )
+            DEAD_LETTERS.inc(moved)
         claim, held = await self.storage.claims.create(
             project,
             queue,
@@ -31,6 +61,7 @@ class ClaimCollection(Endpoint):
         )
         if not held:
             return no_content()
+        held = self.revealed(held, metadata)
         now = self.deps.clock()
         try:
             return self.claimed(
@@ -68,6 +99,7 @@ class ClaimItem(Endpoint):
         project, queue = scope(request)
         claim_id = request.match_info["claim_id"]
         claim, held = await self.storage.claims.get(project, queue, claim_id)
+        held = self.revealed(held, await self.attributes(project, queue))
         now = self.deps.clock()
         return ok(
             {

@@ -1,5 +1,5 @@
 """What every handler is built with: the partition's storage, the limits, a clock and the
-signed URLs' secret."""
+signed URLs' secret and the message cipher."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from node.encryption import MessageCipher
 from node.storage.base import Storage
 from wire.limits import ApiLimits
 
@@ -20,3 +21,4 @@ class Deps:
     # Zaqar's `[signed_url] secret_key`: signs the share route's URLs and checks them; None
     # (unset) answers every share and every signed request as Zaqar does without one.
     signed_url_key: str | None = field(default=None, repr=False)
+    cipher: MessageCipher | None = None  # None: no key, so no queue may encrypt its messages

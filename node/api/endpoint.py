@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from aiohttp import web
 
 from node.api import formatting as fmt
 from node.api.deps import Deps
-from node.models import Message
+from node.encryption import KEY_SETTING, MessageCipher
+from node.errors import QueueDoesNotExist
+from node.models import Message, NewMessage
 from wire.checks import PROJECT
 from wire.topics import container, is_topic, topic_name
+from wire.errors import UNAVAILABLE_TITLE, ApiError
 
 V2_PREFIX = "/v2"
 DEFAULT_MESSAGES_PER_PAGE = 10
 DEFAULT_MESSAGES_PER_CLAIM = 10
+
+
+ENCRYPTED = "_enable_encrypt_messages"
+
+
+class NoEncryptionKey(ApiError):
+    """A queue encrypts its messages, but this server was given no key to do it with: nothing
+    is stored in clear in its place, and nothing stored is answered as ciphertext."""
+
+    status = 503
+    title = UNAVAILABLE_TITLE
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This queue encrypts its messages (_enable_encrypt_messages), but the server has "
+            f"no message encryption key ({KEY_SETTING}). Please try again later."
+        )
 
 
 def scope(request: web.Request) -> tuple[str, str]:
@@ -35,6 +57,35 @@ class Endpoint:
         self.deps = deps
         self.storage = deps.storage
         self.limits = deps.limits
+
+    async def attributes(self, project: str, queue: str) -> dict[str, Any]:
+        """The queue's metadata, which shapes posts and reads; {} for a queue yet to be made."""
+        try:
+            return await self.storage.queues.get_metadata(project, queue)
+        except QueueDoesNotExist:
+            return {}
+
+    def cipher(self, metadata: dict[str, Any]) -> MessageCipher | None:
+        """The cipher of a queue that encrypts its messages; None for one that does not."""
+        if metadata.get(ENCRYPTED) is not True:
+            return None
+        if self.deps.cipher is None:
+            raise NoEncryptionKey()
+        return self.deps.cipher
+
+    def sealed(self, messages: list[NewMessage], metadata: dict[str, Any]) -> list[NewMessage]:
+        """Messages as the queue stores them: their bodies encrypted if it encrypts."""
+        cipher = self.cipher(metadata)
+        if cipher is None:
+            return messages
+        return [dataclasses.replace(m, body=cipher.encrypt(m.body)) for m in messages]
+
+    def revealed(self, messages: Sequence[Message], metadata: dict[str, Any]) -> list[Message]:
+        """Stored messages as answered: their bodies decrypted if the queue encrypts."""
+        cipher = self.cipher(metadata)
+        if cipher is None:
+            return list(messages)
+        return [dataclasses.replace(m, body=cipher.decrypt(m.body)) for m in messages]
 
     def queue_path(self, queue: str) -> str:
         """The path of a queue, or of the topic whose container `queue` is."""

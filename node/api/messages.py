@@ -52,6 +52,7 @@ class MessageCollection(Endpoint):
             or self.limits.default_message_delay,
             with_delay=self.with_delay,
         )
+        messages = self.sealed(messages, metadata)
         if found is None:
             # Lazy queues (v1.1, v2): created on first post, once the post is known to be valid.
             await self.storage.queues.create(project, queue, None)
@@ -88,6 +89,8 @@ class MessageCollection(Endpoint):
         project, queue = scope(request)
         validation.message_listing(len(ids), self.limits)
         found = await self.storage.messages.bulk_get(project, queue, ids)
+        if found:
+            found = self.revealed(found, await self.attributes(project, queue))
         return self.by_ids(request, ids, found)
 
     def by_ids(self, request: web.Request, ids: list[str], found: list[Message]) -> web.Response:
@@ -117,16 +120,22 @@ class MessageCollection(Endpoint):
             return []  # as Zaqar's storage: a marker it cannot read lists nothing
         if marker is not None:
             validation.message_marker(marker)  # no message is past it: never a 503 from storage
-        return await self.storage.messages.list(
+        metadata = await self.attributes(project, queue)
+        found = await self.storage.messages.list(
             project,
             queue,
             marker=marker,
             limit=params.get("limit") or DEFAULT_MESSAGES_PER_PAGE,
             echo=params.get("echo", False),
             include_claimed=params.get("include_claimed", False),
-            include_delayed=params.get("include_delayed", False),
+            include_delayed=params.get("include_delayed", False) or self.lists_delayed(metadata),
             client_id=request[CLIENT_ID],
         )
+        return self.revealed(found, metadata)
+
+    def lists_delayed(self, metadata: dict[str, Any]) -> bool:
+        """Zaqar 23 lists delayed messages too in a queue without `_default_message_delay`."""
+        return self.with_delay and not metadata.get("_default_message_delay")
 
     async def list_messages(self, request: web.Request) -> web.Response:
         params = self.listing_params(request)
@@ -160,7 +169,9 @@ class MessageCollection(Endpoint):
             await self.storage.messages.bulk_delete(project, queue, ids, claim_ids)
             return no_content()
         assert pop is not None
-        popped = await self.storage.messages.pop(project, queue, pop)
+        metadata = await self.attributes(project, queue)
+        self.cipher(metadata)  # no key: refused before anything is taken off the queue
+        popped = self.revealed(await self.storage.messages.pop(project, queue, pop), metadata)
         now = self.deps.clock()
         return ok(
             {
@@ -175,6 +186,7 @@ class MessageItem(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         m = await self.storage.messages.get(project, queue, request.match_info["message_id"])
+        (m,) = self.revealed([m], await self.attributes(project, queue))
         now = self.deps.clock()
         return ok(self.format_message(m, queue, now, fmt.held_by(m, now)))
 

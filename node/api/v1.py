@@ -89,7 +89,7 @@ class MessageCollection(v1_1.MessageCollection):
 
     async def queue_metadata(self, project: str, queue: str) -> dict[str, Any] | None:
         """Never None: v1 makes no queue, so posting to a missing one fails in storage (404)."""
-        return {}
+        return await super().queue_metadata(project, queue) or {}
 
     async def post(self, request: web.Request) -> web.Response:
         client_id(request, required=True)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from node.api import claims, messages, queues, service, v2
 from node.api.deps import Deps
+from node.api.endpoint import ENCRYPTED
 from node.api.homedoc import Resource, home_document
 from wire.answers import dumps
 
@@ -17,6 +18,9 @@ PREFIX = "/v1.1"
 
 class QueueCollection(queues.QueueCollection):
     prefix = PREFIX
+
+    def reserved(self) -> dict[str, Any]:
+        return {}  # detailed listings show the stored metadata as it is
 
 
 class QueueItem(queues.QueueItem):
@@ -41,8 +45,10 @@ class MessageCollection(messages.MessageCollection):
     listing_flags = ("echo", "include_claimed")
 
     async def queue_metadata(self, project: str, queue: str) -> dict[str, Any] | None:
-        """v1.1 posts ignore the queue's reserved attributes; the queue is still made lazily."""
-        return {} if await self.storage.queues.exists(project, queue) else None
+        """v1.1 posts ignore the queue's reserved attributes but its encryption (set in v2:
+        nothing is stored in clear that it says to encrypt); the queue is still made lazily."""
+        found = await super().queue_metadata(project, queue)
+        return None if found is None else {k: v for k, v in found.items() if k == ENCRYPTED}
 
 
 class MessageItem(messages.MessageItem):

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from node.models import (
     Changes,
     Claim,
+    DeadLetter,
     Message,
     MessageRow,
     NewMessage,
@@ -134,6 +135,19 @@ class ClaimStore(Protocol):
         the claim expires plus `grace`. Returns the claim and its messages (possibly none: the
         claim is then not stored).
         """
+
+    async def dead_letter(self, project: str, queue: str, policy: DeadLetter, *, limit: int) -> int:
+        """Move to `policy.queue` the free messages, among the next `limit` a claim would take,
+        that `policy.max_claims` claims have taken already (every claim `create` makes counts
+        one more for each message it takes); return how many moved. Called before the claim,
+        which then takes the messages that are left.
+
+        A move is atomic and happens once: the message keeps its id, body, client id and claim
+        count, takes the dead-letter queue's next marker, loses any claim and delay, and with
+        `policy.ttl` lives that long from now. A queue's messages move only within this
+        partition: nothing moves (0) while the dead-letter queue does not exist here or is
+        fenced (it lives on another partition, or nowhere yet). Raises `QueueFrozen` as a
+        write of `queue` does."""
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         """Raises `ClaimDoesNotExist` (also when expired or malformed)."""

@@ -60,12 +60,14 @@ def row(m: Message) -> MessageRow:
         m.delay_expires,
         m.claim_id,
         m.claim_expires,
+        m.claim_count,
     )
 
 
 def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
     """A row's values in the SQL drivers' `messages` column order (id, project, queue, marker,
-    body, ttl, created, expires, delay_expires, client_id, claim_id, claim_expires)."""
+    body, ttl, created, expires, delay_expires, client_id, claim_id, claim_expires,
+    claim_count)."""
     return (
         m.id,
         project,
@@ -79,12 +81,13 @@ def sql_values(project: str, queue: str, m: MessageRow) -> tuple[Any, ...]:
         m.client_id,
         m.claim_id,
         m.claim_expires,
+        m.claim_count,
     )
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
     """A message from a row of the SQL drivers' `MESSAGE_COLUMNS` (id, marker, body, ttl,
-    created, expires, client_id, delay_expires, claim_id, claim_expires)."""
+    created, expires, client_id, delay_expires, claim_id, claim_expires, claim_count)."""
     return Message(
         id=row[0],
         marker=row[1],
@@ -96,6 +99,7 @@ def message_from_row(row: Sequence[Any]) -> Message:
         delay_expires=row[7],
         claim_id=row[8],
         claim_expires=row[9],
+        claim_count=row[10] if len(row) > 10 else 0,
     )
 
 
@@ -107,14 +111,18 @@ def fingerprint(
     claim_id: str | None,
     claim_expires: float,
     now: float,
+    claim_count: int = 0,
 ) -> int:
     """A live message's fingerprint: a 64-bit hash of what can differ between two copies of it
     (ttl changes only with `expires`; created, delay and client id never change after the post).
     `body` is the stored JSON text, which every driver writes with `json.dumps`; a claim that
-    has expired by `now` counts as none, as in an export."""
+    has expired by `now` counts as none, as in an export. A claim count counts when it is not 0
+    (so a message never claimed keeps the fingerprint it had before counts were kept)."""
     live = claim_id is not None and claim_expires > now
     claim = f"{claim_id}\x1f{float(claim_expires)!r}" if live else "\x1f0.0"
     line = f"{message_id}\x1f{int(marker)}\x1f{float(expires)!r}\x1f{claim}\x1f{body}"
+    if claim_count:
+        line += f"\x1e{int(claim_count)}"
     return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "big")
 
 

@@ -4,6 +4,7 @@ test."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from multidict import CIMultiDict
 
 from node.api.app import create_app
 from node.api.deps import Deps
+from node.encryption import MessageCipher
 from node.storage import open_storage
 from tests.conftest import FakeClock, storage_uri
 
@@ -25,10 +27,13 @@ SIGNED_URL_KEY = "test-signed-url-secret"  # the `api` fixture's nodes and proxy
 class Api:
     """A thin HTTP client that sends the usual headers unless told otherwise."""
 
-    def __init__(self, client: TestClient, clock: FakeClock, deps: Deps) -> None:
+    def __init__(
+        self, client: TestClient, clock: FakeClock, deps: Deps, every: tuple[Deps, ...] = ()
+    ) -> None:
         self.client = client
         self.clock = clock
         self.deps = deps
+        self.every = every or (deps,)  # every partition's, behind a proxy
 
     async def request(
         self,
@@ -55,6 +60,10 @@ class Api:
             return resp.status, body, CIMultiDict(resp.headers)  # names compared as HTTP does
 
 
+# The message encryption key every test node is given (queues encrypt only when they ask).
+CIPHER = MessageCipher("test-message-encryption-key")
+
+
 @pytest.fixture(
     params=[
         "direct",
@@ -69,6 +78,15 @@ async def api(
     """The node API over HTTP: straight to one node, or through a proxy in front of two
     partitions (real etcd, one in-process node each); `deps` is the first partition's. The
     partitions are SQLite files, or PostgreSQL schemas with `-postgresql`."""
+    async with serve_api(request, tmp_path, clock) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serve_api(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Api]:
+    """`api` for the fixture parameter `route[-driver]` (driver: sqlite, postgresql, mongodb)."""
     route, _, driver = request.param.partition("-")
     driver = driver or "sqlite"
     if route == "proxy":
@@ -86,11 +104,13 @@ async def api(
             etcd_url=etcd_url,
             storage_uri=partition_uri,
             signed_url_key=SIGNED_URL_KEY,
+            cipher=CIPHER,
         ) as c:
-            yield Api(c.proxy, clock, c.partitions["p1"].deps)
+            every = tuple(p.deps for p in c.partitions.values())
+            yield Api(c.proxy, clock, c.partitions["p1"].deps, every)
         return
     storage = await open_storage(storage_uri(driver, tmp_path, request), clock)
-    deps = Deps(storage=storage, clock=clock, signed_url_key=SIGNED_URL_KEY)
+    deps = Deps(storage=storage, clock=clock, signed_url_key=SIGNED_URL_KEY, cipher=CIPHER)
     server = TestServer(create_app(deps, gc_interval=3600), host="127.0.0.1")
     client = TestClient(server)
     await client.start_server()

@@ -167,7 +167,34 @@ async def test_a_version_3_schema_gets_subscriptions(uri: str) -> None:
     finally:
         await store.close()
     async with connect(uri) as conn:
-        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 4
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION
+
+
+async def test_a_version_3_schema_counts_claims_from_zero(uri: str) -> None:
+    """Version 5 adds each message's claim count: messages stored before count from 0."""
+    schema = PostgresSettings.from_uri(uri).schema
+    now = time.time()
+    async with connect(uri) as conn:
+        assert await upgrade(conn, schema, upto=3) == 0
+        await conn.execute(
+            "INSERT INTO queues (project, name, counter, created) VALUES ($1, $2, 1, $3)", P, Q, now
+        )
+        await conn.execute(
+            "INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,"
+            " client_id) VALUES ($1, $2, $3, 1, '\"old\"', 600, $4::float8, $4::float8 + 600,"
+            " $5)",
+            new_id(),
+            P,
+            Q,
+            now,
+            CLIENT,
+        )
+    store = await PostgresStorage.open(uri)
+    try:
+        _, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=1)
+        assert [(m.body, m.claim_count) for m in held] == [("old", 1)]
+    finally:
+        await store.close()
 
 
 async def test_nodes_starting_at_once_create_the_schema_once(uri: str) -> None:

@@ -21,6 +21,7 @@ from catalog.records import Partition
 from catalog.store import CatalogStore
 from node.api.app import create_app as create_node
 from node.api.deps import Deps
+from node.encryption import MessageCipher
 from node.storage import open_storage
 from proxy.app import REQUEST_PATH, create_app
 from proxy.front import ProxyRunner
@@ -98,6 +99,7 @@ async def cluster(
     wrap_node: NodeWrapper | None = None,
     hooks: Sequence[Hook] = (),
     storage_uri: Callable[[str], str] | None = None,
+    cipher: MessageCipher | None = None,
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     """Start partitions (one in-process node over its own SQLite file, or the storage
@@ -119,6 +121,7 @@ async def cluster(
                 clock=clock,
                 partition=name,
                 signed_url_key=proxy_settings.signed_url_key,  # one secret for the cluster
+                cipher=cipher,
             )
             part = PartitionNodes(name, deps)
             app = create_node(part.deps, gc_interval=3600)  # closes the storage at cleanup

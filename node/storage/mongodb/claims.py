@@ -9,12 +9,21 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 
-from node.errors import ClaimDoesNotExist
-from node.models import Claim, is_id, new_id
+from node.errors import ClaimDoesNotExist, QueueDoesNotExist, QueueFrozen
+from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
 from node.storage.mongodb.database import Database
-from node.storage.mongodb.documents import Doc, backend, to_message, to_messages
+from node.storage.mongodb.documents import (
+    Doc,
+    backend,
+    free_query,
+    live_query,
+    to_message,
+    to_messages,
+)
 from node.storage.mongodb.fences import alongside
+
+HOLD_SECONDS = 30.0  # how long a dead-letter move may hold its messages
 
 
 class MongoClaims:
@@ -59,7 +68,12 @@ class MongoClaims:
         stamp = await self._s.tracking.stamp(project, queue)  # just before: see `Tracking`
         marked = []
         for doc in taken:
-            changes: Doc = {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}
+            changes: Doc = {
+                "claim_id": cid,
+                "claim_expires": claim.expires,
+                "stamp": stamp,
+                "claim_count": doc.get("claim_count", 0) + 1,  # held: nobody else writes it
+            }
             if doc["expires"] < lives_until:
                 changes.update(expires=lives_until, ttl=ttl + grace)
             marked.append(({**doc, **changes}, UpdateOne({"_id": doc["_id"]}, {"$set": changes})))
@@ -74,6 +88,59 @@ class MongoClaims:
             left = {doc["_id"] async for doc in self._s.message_docs.find({"_id": {"$in": ids}})}
             marked = [(doc, update) for doc, update in marked if doc["_id"] in left]
         return claim, [to_message(doc) for doc, _ in marked]
+
+    @backend()
+    async def dead_letter(self, project: str, queue: str, policy: DeadLetter, *, limit: int) -> int:
+        await self._s.fences.check_write(project, queue)
+        if policy.queue == queue:
+            return 0
+        now = self._s.clock()
+        query = {
+            **live_query(project, queue, now),
+            **free_query(now),
+            "claim_count": {"$gte": policy.max_claims},
+        }
+        found = await self._s.message_docs.find(query).sort("marker", ASCENDING).to_list(limit)
+        if not found:
+            return 0
+        # Held while they move, as a pop holds what it takes: no claim takes them meanwhile.
+        token = ObjectId()
+        until = now + HOLD_SECONDS
+        won = set(
+            await self._s.holds.acquire(
+                [d["_id"] for d in found], holder=token, claim=False, until=until, now=now
+            )
+        )
+        dead = [d for d in found if d["_id"] in won]
+        try:
+            if not dead:
+                return 0
+            try:
+                top, stamp = await self._s.posts.reserve(project, policy.queue, len(dead))
+            except (QueueFrozen, QueueDoesNotExist):
+                return 0  # the dead-letter queue is not on this partition (or fenced)
+            first = top - len(dead) + 1
+            moves = []
+            for i, doc in enumerate(dead):
+                changes: Doc = {
+                    "queue": policy.queue,
+                    "marker": first + i,
+                    "delay_expires": 0.0,
+                    "claim_id": None,
+                    "claim_expires": 0.0,
+                    "stamp": stamp,
+                }
+                if policy.ttl is not None:
+                    changes.update(ttl=policy.ttl, expires=now + policy.ttl)
+                # One document each: it is in one queue or the other, never both.
+                moves.append(UpdateOne({"_id": doc["_id"], "queue": queue}, {"$set": changes}))
+            await self._s.message_docs.bulk_write(moves, ordered=False)
+            gone = [(d["_id"], d["marker"]) for d in dead]
+            source_stamp = await self._s.tracking.stamp(project, queue)
+            await self._s.tracking.bury(project, queue, source_stamp, gone, now)
+            return len(dead)
+        finally:
+            await self._s.holds.release(token)
 
     @backend()
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:

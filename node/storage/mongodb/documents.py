@@ -66,6 +66,7 @@ def to_message(doc: Doc) -> Message:
         delay_expires=doc["delay_expires"],
         claim_id=None if claim_id is None else str(claim_id),
         claim_expires=doc["claim_expires"],
+        claim_count=doc.get("claim_count", 0),
     )
 
 

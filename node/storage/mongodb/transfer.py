@@ -61,6 +61,7 @@ def _message_doc(project: str, queue: str, m: MessageRow) -> Doc:
         "client_id": m.client_id,
         "claim_id": None if m.claim_id is None else ObjectId(m.claim_id),
         "claim_expires": m.claim_expires,
+        "claim_count": m.claim_count,
     }
 
 
@@ -78,6 +79,7 @@ def _row(doc: Doc, now: float) -> MessageRow:
         doc["delay_expires"],
         str(doc["claim_id"]) if claimed else None,
         doc["claim_expires"] if claimed else 0.0,
+        doc.get("claim_count", 0),
     )
 
 
@@ -198,7 +200,14 @@ class MongoTransfer:
             return []
         now = self._s.clock()
         query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        fields = {"marker": 1, "body": 1, "expires": 1, "claim_id": 1, "claim_expires": 1}
+        fields = {
+            "marker": 1,
+            "body": 1,
+            "expires": 1,
+            "claim_id": 1,
+            "claim_expires": 1,
+            "claim_count": 1,
+        }
         cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
         return [
             (
@@ -211,6 +220,7 @@ class MongoTransfer:
                     None if d.get("claim_id") is None else str(d["claim_id"]),
                     d["claim_expires"],
                     now,
+                    d.get("claim_count", 0),
                 ),
             )
             async for d in cursor

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from node.errors import ClaimDoesNotExist
-from node.models import Claim, Message, is_id, new_id
+from node.models import Claim, DeadLetter, Message, is_id, new_id
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     FREE,
@@ -40,6 +40,7 @@ picked AS (
     ORDER BY marker LIMIT $4 FOR UPDATE SKIP LOCKED),
 held AS (
     UPDATE messages m SET claim_id = $5, claim_expires = $6, stamp = $9,
+        claim_count = m.claim_count + 1,
         ttl = CASE WHEN m.expires < $7 THEN $8 ELSE m.ttl END,
         expires = GREATEST(m.expires, $7)
     FROM picked WHERE m.id = picked.id
@@ -95,6 +96,58 @@ class PostgresClaims:
             args[8] = stamp
             rows = await conn.fetch(CLAIM_TRACKED, *args)
         return claim, [message_from_row(row) for row in rows]
+
+    async def dead_letter(self, project: str, queue: str, policy: DeadLetter, *, limit: int) -> int:
+        if policy.queue == queue:
+            return 0
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            stamp = await hold_queue(conn, project, queue, now)
+            if stamp is None:
+                return 0
+            dead = await conn.fetch(
+                f"SELECT id, marker, ttl, expires FROM messages WHERE {LIVE} AND {FREE}"
+                " AND claim_count >= $4 ORDER BY marker LIMIT $5 FOR UPDATE SKIP LOCKED",
+                project,
+                queue,
+                now,
+                policy.max_claims,
+                limit,
+            )
+            if not dead:
+                return 0
+            # The dead-letter queue's row, locked as a post locks it: here and unfenced, or
+            # nothing moves. Its counter hands out the moved messages' markers.
+            target = await conn.fetchrow(
+                "UPDATE queues SET counter = counter + $4, stamp = stamp + tracked::int"
+                f" WHERE project = $1 AND name = $2 AND {unfenced('$3')}"
+                " RETURNING counter, CASE WHEN tracked THEN stamp ELSE 0 END",
+                project,
+                policy.queue,
+                now,
+                len(dead),
+            )
+            if target is None:
+                return 0
+            first, target_stamp = int(target[0]) - len(dead) + 1, int(target[1])
+            ttls = [policy.ttl if policy.ttl is not None else int(r[2]) for r in dead]
+            expires = [now + policy.ttl if policy.ttl is not None else r[3] for r in dead]
+            await conn.execute(
+                "UPDATE messages m SET queue = $2, marker = u.marker, ttl = u.ttl,"
+                " expires = u.expires, delay_expires = 0, claim_id = NULL, claim_expires = 0,"
+                " stamp = $3"
+                " FROM unnest($4::text[], $5::bigint[], $6::int[], $7::float8[])"
+                " AS u(id, marker, ttl, expires) WHERE m.id = u.id AND m.project = $1",
+                project,
+                policy.queue,
+                target_stamp,
+                [r[0] for r in dead],
+                list(range(first, first + len(dead))),
+                ttls,
+                expires,
+            )
+            await bury(conn, project, queue, [(r[0], int(r[1])) for r in dead], now, stamp)
+        return len(dead)
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         now = self._clock()

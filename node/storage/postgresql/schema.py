@@ -115,6 +115,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX subscriptions_by_source ON subscriptions (project, source, id)",
         "CREATE INDEX subscriptions_by_expiry ON subscriptions (expires)",
     ),
+    # 5: how many claims took each message (a queue's `_max_claim_count`).
+    ("ALTER TABLE messages ADD COLUMN claim_count integer NOT NULL DEFAULT 0",),
 )
 VERSION = len(MIGRATIONS)
 
@@ -154,7 +156,8 @@ async def upgrade(conn: Any, schema: str, *, upto: int = VERSION) -> int:
 
 
 MESSAGE_COLUMNS = (
-    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
+    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires,"
+    " claim_count"
 )
 LIVE = "project = $1 AND queue = $2 AND expires > $3"
 # The queue of a row found by its key (a message's or claim's id, a claim's messages), checked

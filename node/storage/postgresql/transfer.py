@@ -45,7 +45,8 @@ CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
     " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_id END,"
-    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_expires ELSE 0 END"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > $3 THEN claim_expires ELSE 0 END,"
+    " claim_count"
 )
 
 
@@ -193,7 +194,8 @@ class PostgresTransfer:
         now = self._clock()
         async with self._db.session() as conn:
             rows = await conn.fetch(
-                "SELECT id, marker, body, expires, claim_id, claim_expires FROM messages"
+                "SELECT id, marker, body, expires, claim_id, claim_expires, claim_count"
+                " FROM messages"
                 f" WHERE {LIVE} AND marker > $4 ORDER BY marker LIMIT $5",
                 project,
                 queue,
@@ -202,8 +204,8 @@ class PostgresTransfer:
                 limit,
             )
         return [
-            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now))
-            for mid, marker, body, expires, claim, claimed in rows
+            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now, count))
+            for mid, marker, body, expires, claim, claimed, count in rows
         ]
 
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:

@@ -22,6 +22,7 @@ MESSAGE_FIELDS = (
     "client_id",
     "claim_id",
     "claim_expires",
+    "claim_count",
 )
 MESSAGE_TYPES = (
     "text",
@@ -36,6 +37,7 @@ MESSAGE_TYPES = (
     "text",
     "text",
     "float8",
+    "int",
 )
 CLAIM_FIELDS = ("id", "project", "queue", "ttl", "grace", "created", "expires")
 CLAIM_TYPES = ("text", "text", "text", "int", "int", "float8", "float8")

@@ -6,13 +6,15 @@ import sqlite3
 from typing import Any
 
 from node.errors import ClaimDoesNotExist
-from node.models import Claim, is_id, new_id
+from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import (
+    FENCE,
     FREE,
     LIVE,
     MESSAGE_COLUMNS,
+    bury,
     bury_claims,
     check_readable,
     check_writable,
@@ -57,6 +59,41 @@ class SqliteClaims:
             return [message_from_row(r) for r in rows]
 
         return claim, await self._s.write(create)
+
+    async def dead_letter(self, project: str, queue: str, policy: DeadLetter, *, limit: int) -> int:
+        now = self._s.clock()
+
+        def move(conn: sqlite3.Connection) -> int:
+            check_writable(conn, project, queue)
+            dead = conn.execute(
+                f"SELECT id, marker, ttl, expires FROM messages WHERE {LIVE} AND {FREE}"
+                " AND claim_count >= ? ORDER BY marker LIMIT ?",
+                (project, queue, now, now, now, policy.max_claims, limit),
+            ).fetchall()
+            if not dead or policy.queue == queue or not _open(conn, project, policy.queue):
+                return 0
+            # One transaction: each message leaves this queue and lands in the other with the
+            # other's next marker, or neither happens.
+            row = conn.execute(
+                "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ?"
+                " RETURNING counter",
+                (len(dead), project, policy.queue),
+            ).fetchone()
+            first = int(row[0]) - len(dead) + 1
+            stamp = next_stamp(conn, project, policy.queue)
+            for i, (mid, _, ttl, expires) in enumerate(dead):
+                if policy.ttl is not None:
+                    ttl, expires = policy.ttl, now + policy.ttl
+                conn.execute(
+                    "UPDATE messages SET queue = ?, marker = ?, ttl = ?, expires = ?,"
+                    " delay_expires = 0, claim_id = NULL, claim_expires = 0, stamp = ?"
+                    " WHERE id = ?",
+                    (policy.queue, first + i, ttl, expires, stamp, mid),
+                )
+            bury(conn, project, queue, [(mid, marker) for mid, marker, _, _ in dead], now)
+            return len(dead)
+
+        return await self._s.write(move)
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         def get(conn: sqlite3.Connection, now: float) -> tuple[Claim, Messages]:
@@ -125,6 +162,17 @@ class SqliteClaims:
         await self._s.write(delete, self._s.clock())
 
 
+def _open(conn: sqlite3.Connection, project: str, queue: str) -> bool:
+    """Whether `queue` exists on this partition and takes writes (a dead-letter queue that is
+    not here lives on another partition, or nowhere yet)."""
+    if conn.execute(FENCE, (project, queue)).fetchone() is not None:
+        return False
+    found = conn.execute(
+        "SELECT 1 FROM queues WHERE project = ? AND name = ?", (project, queue)
+    ).fetchone()
+    return found is not None
+
+
 def _hold(
     conn: sqlite3.Connection,
     claim: Claim,
@@ -133,10 +181,12 @@ def _hold(
     ids: list[str] | None = None,
     now: float = 0.0,
 ) -> None:
-    """Mark messages as held by `claim`; each lives at least until the claim ends plus grace."""
+    """Mark messages as held by `claim`; each lives at least until the claim ends plus grace.
+    A new claim (`ids`) counts one more claim of each."""
     lives_until = claim.expires + claim.grace
+    counted = " claim_count = claim_count + 1," if ids is not None else ""
     sql = (
-        "UPDATE messages SET claim_id = ?, claim_expires = ?, stamp = ?,"
+        f"UPDATE messages SET claim_id = ?, claim_expires = ?, stamp = ?,{counted}"
         " ttl = CASE WHEN expires < ? THEN ? ELSE ttl END,"
         " expires = MAX(expires, ?) WHERE "
     )

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS messages (
     client_id TEXT NOT NULL,
     claim_id TEXT,
     claim_expires REAL NOT NULL DEFAULT 0,
-    stamp INTEGER NOT NULL DEFAULT 0
+    stamp INTEGER NOT NULL DEFAULT 0,
+    claim_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_marker ON messages (project, queue, marker);
 CREATE INDEX IF NOT EXISTS messages_by_claim ON messages (claim_id) WHERE claim_id IS NOT NULL;
@@ -108,7 +109,10 @@ ADDED = {
         "forgotten": "INTEGER NOT NULL DEFAULT 0",
         "tracked": "INTEGER NOT NULL DEFAULT 0",
     },
-    "messages": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
+    "messages": {
+        "stamp": "INTEGER NOT NULL DEFAULT 0",
+        "claim_count": "INTEGER NOT NULL DEFAULT 0",
+    },
     "claims": {"stamp": "INTEGER NOT NULL DEFAULT 0"},
     "removed": {"claim": "INTEGER NOT NULL DEFAULT 0"},
     "fences": {"until": "REAL NOT NULL DEFAULT 0"},
@@ -119,7 +123,8 @@ CREATE INDEX IF NOT EXISTS claims_by_stamp ON claims (project, queue, stamp) WHE
 """
 
 MESSAGE_COLUMNS = (
-    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires"
+    "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires,"
+    " claim_count"
 )
 LIVE = "project = ? AND queue = ? AND expires > ?"
 FREE = "delay_expires <= ? AND (claim_id IS NULL OR claim_expires <= ?)"

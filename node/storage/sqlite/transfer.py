@@ -36,7 +36,7 @@ from node.storage.transfer import message_from_row
 CHUNK = 500
 STORED_MESSAGE = (
     "id, project, queue, marker, body, ttl, created, expires, delay_expires, client_id,"
-    " claim_id, claim_expires"
+    " claim_id, claim_expires, claim_count"
 )
 STORED_CLAIM = "id, project, queue, ttl, grace, created, expires"
 CLAIM_COLUMNS = "id, ttl, grace, created, expires"
@@ -44,7 +44,8 @@ CLAIM_COLUMNS = "id, ttl, grace, created, expires"
 ROW = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires,"
     " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_id END,"
-    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END"
+    " CASE WHEN claim_id IS NOT NULL AND claim_expires > ? THEN claim_expires ELSE 0.0 END,"
+    " claim_count"
 )
 
 
@@ -237,14 +238,15 @@ class SqliteTransfer:
         now = self._s.clock()
         rows = await self._s.read(
             lambda c: c.execute(
-                "SELECT id, marker, body, expires, claim_id, claim_expires FROM messages"
+                "SELECT id, marker, body, expires, claim_id, claim_expires, claim_count"
+                " FROM messages"
                 f" WHERE {LIVE} AND marker > ? ORDER BY marker LIMIT ?",
                 (project, queue, now, after_marker, limit),
             ).fetchall()
         )
         return [
-            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now))
-            for mid, marker, body, expires, claim, claimed in rows
+            (marker, transfer.fingerprint(mid, marker, body, expires, claim, claimed, now, count))
+            for mid, marker, body, expires, claim, claimed, count in rows
         ]
 
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
