@@ -11,6 +11,7 @@ from node.errors import StorageUnavailable
 from node.storage.sqlite.claims import SqliteClaims
 from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite_path
 from node.storage.sqlite.messages import SqliteMessages
+from node.storage.sqlite.outbox import SqliteOutbox
 from node.storage.sqlite.queues import SqliteQueues
 from node.storage.sqlite.transfer import SqliteTransfer
 from node.storage.transfer import TOMBSTONE_RETENTION
@@ -31,6 +32,7 @@ class SqliteStorage(Database):
         self.messages = SqliteMessages(self)
         self.claims = SqliteClaims(self)
         self.transfer = SqliteTransfer(self)
+        self.outbox = SqliteOutbox(self)
 
     @classmethod
     async def open(
