@@ -25,7 +25,7 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
     async with stop_signals() as stop:
         storage = await open_storage(settings.storage)
         deps = Deps(storage=storage, limits=settings.limits, partition=settings.partition)
-        app = create_app(deps, gc_interval=settings.gc_interval)
+        app = create_app(deps, gc_interval=settings.gc_interval, notify=settings.notify)
         drain = Drain()
         app.middlewares.insert(0, drain.middleware)
         runner = guarded_runner(settings.deadlines)(

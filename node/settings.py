@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ground import env
+from node.notify.settings import NotifySettings
 from wire.deadlines import Deadlines
 from wire.limits import ApiLimits
 
@@ -29,6 +30,7 @@ class NodeSettings:
     log_level: str = "info"
     log_json: bool | None = None
     limits: ApiLimits = field(default_factory=ApiLimits)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -38,7 +40,8 @@ class NodeSettings:
 
     @classmethod
     def from_env(cls) -> NodeSettings:
-        """`MARCONI_*` variables (and `MARCONI_LIMIT_<NAME>` for each API limit)."""
+        """`MARCONI_*` variables (and `MARCONI_LIMIT_<NAME>` for each API limit,
+        `MARCONI_NOTIFY_<NAME>` for each notification setting)."""
         names = {
             "storage": "MARCONI_STORAGE",
             "partition": "MARCONI_PARTITION",
@@ -54,4 +57,4 @@ class NodeSettings:
             "log_level": "MARCONI_LOG_LEVEL",
             "log_json": "MARCONI_LOG_JSON",
         }
-        return env.read(cls, names, limits=ApiLimits.from_env())
+        return env.read(cls, names, limits=ApiLimits.from_env(), notify=NotifySettings.from_env())
