@@ -38,6 +38,21 @@ class ClaimDoesNotExist(DoesNotExist):
         )
 
 
+class SubscriptionDoesNotExist(DoesNotExist):
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"Subscription {subscription_id} does not exist")
+
+
+class SubscriptionAlreadyExists(StorageError):
+    """Another live subscription of the same source has that subscriber."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Such subscription already exists. Subscriptions are unique by project + queue "
+            "+ subscriber URI."
+        )
+
+
 class InvalidClaim(StorageError):
     """A delete named a claim that does not exist or has expired."""
 

@@ -75,6 +75,24 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription to a queue's messages (Zaqar v2). `source` is the queue's name (or, later,
+    a topic's): subscriptions are unique by project, source and subscriber."""
+
+    id: str
+    source: str
+    subscriber: str  # the URI notifications go to: http(s)://..., mailto:...
+    ttl: int
+    created: float
+    expires: float  # absolute, by the partition's clock: `created`/last ttl change + `ttl`
+    options: dict[str, Any]
+    confirmed: bool = False
+
+    def age(self, now: float) -> int:
+        return max(0, int(now - self.created))
+
+
+@dataclass(frozen=True, slots=True)
 class QueueInfo:
     name: str
     metadata: dict[str, Any] | None = None

@@ -2,10 +2,10 @@
 
 Every API version is served at one endpoint. A route that names a queue is sent to the partition
 holding the queue's placement (read through the cache, never from etcd per request). A request
-that creates a queue (PUT queue in every version; a message post in v1.1 and v2, which create
-queues lazily) first places a queue that has none: the policy chooses, and the catalog's
-create-if-absent makes two racing proxies agree. Any other request for an unplaced queue goes to
-the partition the policy would choose, without placing it.
+that creates a queue (PUT queue in every version; a message post in v1.1 and v2 and a
+subscription in v2, which create queues lazily) first places a queue that has none: the policy
+chooses, and the catalog's create-if-absent makes two racing proxies agree. Any other request for
+an unplaced queue goes to the partition the policy would choose, without placing it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ QUEUE_ROUTES = (
     "/messages/{message_id}",
     "/claims",
     "/claims/{claim_id}",
+    "/subscriptions",
     "/{rest:.+}",
 )
 LAZY_CREATION = frozenset({"v1.1", "v2"})
@@ -114,8 +115,10 @@ class Target(NamedTuple):
     @classmethod
     def make(cls, method: str, route: QueueRoute, project: str) -> Target:
         on_queue = route.suffix == ""
-        creates = (method == "PUT" and on_queue) or (
-            method == "POST" and route.suffix == "/messages" and route.version in LAZY_CREATION
+        creates = (
+            (method == "PUT" and on_queue)
+            or (method == "POST" and route.suffix == "/messages" and route.version in LAZY_CREATION)
+            or (method == "POST" and route.suffix == "/subscriptions" and route.version == "v2")
         )
         return cls(route.version, project, route.queue, creates, method == "DELETE" and on_queue)
 

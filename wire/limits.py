@@ -25,9 +25,19 @@ class ApiLimits:
     default_message_delay: int = 0
     default_claim_ttl: int = 300
     default_claim_grace: int = 60
+    max_subscriptions_per_page: int = 20
+    min_subscription_ttl: int = 60
+    default_subscription_ttl: int = 3600
+    # The subscriber URI schemes a subscription may use, comma-separated (Zaqar's
+    # `subscriber_types`).
+    subscriber_types: str = "http,https,mailto,trust+http,trust+https"
     # How deeply arrays and objects may nest in a request body (Zaqar sets no bound): deeper
     # is refused with 400, so that nothing stored is too deep to be answered later.
     max_json_depth: int = 32
+
+    @property
+    def subscriber_schemes(self) -> list[str]:
+        return [t.strip() for t in self.subscriber_types.split(",") if t.strip()]
 
     @classmethod
     def from_env(cls, prefix: str = "MARCONI_LIMIT_") -> ApiLimits:

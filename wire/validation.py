@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from wire.errors import ApiError, BadRequestBody, ValidationFailed
 from wire.limits import ApiLimits
@@ -260,3 +262,94 @@ def queue_patching(changes: Any) -> list[tuple[str, str, Any]]:
                 raise ValidationFailed("The root of path must be metadata, e.g /metadata/key.")
         washed.append((op, path[1], value))
     return washed
+
+
+# --- subscriptions -------------------------------------------------------------------------------
+
+RETRY_POLICY_INTS = (
+    "retries_with_no_delay",
+    "minimum_delay_retries",
+    "minimum_delay",
+    "maximum_delay",
+    "maximum_delay_retries",
+)
+# The latest expiry Zaqar can represent (Python's `datetime.max`), in UNIX seconds.
+LATEST_EXPIRY = (datetime.datetime.max - datetime.datetime(1970, 1, 1)).total_seconds()
+
+
+def retry_policy(options: Any) -> None:
+    """The shape of `options["_retry_policy"]` (a subscription's, or a queue's metadata)."""
+    policy = options.get("_retry_policy") if isinstance(options, dict) else None
+    if policy and not isinstance(policy, dict):
+        raise ValidationFailed("retry_policy must be a dict.")
+    if not policy:
+        return
+    for key in RETRY_POLICY_INTS:
+        value = policy.get(key)
+        if value and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValidationFailed(f"Retry policy: {key} must be a integer.")
+    backoff = policy.get("retry_backoff_function")
+    if backoff and not isinstance(backoff, str):
+        raise ValidationFailed("retry_backoff_function must be a string.")
+    if backoff and backoff != "linear":
+        raise ValidationFailed("retry_backoff_function only supports linear now.")
+    ignore = policy.get("ignore_subscription_override")
+    if ignore and not isinstance(ignore, bool):
+        raise ValidationFailed("ignore_subscription_override must be a boolean.")
+
+
+def subscription_posting(document: Any, limits: ApiLimits, now: float) -> None:
+    """A new subscription: a subscriber is required, the rest as `subscription_patching`."""
+    if not isinstance(document, dict):
+        raise ValidationFailed("Subscriptions must be a dict.")
+    if "subscriber" not in document:
+        raise ValidationFailed("Missing parameter subscriber in body.")
+    subscription_patching(document, limits, now)
+
+
+def subscription_patching(document: Any, limits: ApiLimits, now: float) -> None:
+    """The fields of a subscription being created or updated."""
+    if not document:
+        raise ValidationFailed("No subscription to create.")
+    if not isinstance(document, dict):
+        raise ValidationFailed("Subscriptions must be a dict.")
+    subscriber = document.get("subscriber")
+    if subscriber is not None:  # Zaqar lets "" through, to fail later with a 503
+        schemes = limits.subscriber_schemes
+        if not isinstance(subscriber, str) or urlsplit(subscriber).scheme not in schemes:
+            raise ValidationFailed(
+                f"The subscriber type of subscription must be supported in the list {schemes}."
+            )
+    options = document.get("options")
+    if options and not isinstance(options, dict):
+        raise ValidationFailed("Options must be a dict.")
+    retry_policy(options)
+    ttl = document.get("ttl")
+    if ttl:
+        if not isinstance(ttl, int) or isinstance(ttl, bool):
+            raise ValidationFailed("TTL must be an integer.")
+        if ttl < limits.min_subscription_ttl:
+            raise ValidationFailed(
+                f"The TTL for a subscription must be at least {limits.min_subscription_ttl} "
+                "seconds long."
+            )
+        if now + ttl >= LATEST_EXPIRY:
+            raise ValidationFailed(
+                "The TTL seconds for a subscription plus current time must be less than "
+                f"{datetime.datetime.max}."
+            )
+
+
+def subscription_confirming(document: Any) -> bool:
+    confirmed = document.get("confirmed") if isinstance(document, dict) else None
+    if not isinstance(confirmed, bool):
+        raise ValidationFailed("The 'confirmed' should be boolean.")
+    return confirmed
+
+
+def subscription_listing(limit: int | None, limits: ApiLimits) -> None:
+    if limit is not None and not 0 < limit <= limits.max_subscriptions_per_page:
+        raise ValidationFailed(
+            "Limit must be at least 1 and may not be greater than "
+            f"{limits.max_subscriptions_per_page}."
+        )

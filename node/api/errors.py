@@ -31,6 +31,8 @@ TABLE: dict[type[Exception], tuple[int, str]] = {
     errors.QueueDoesNotExist: (404, "Not found"),
     errors.MessageDoesNotExist: (404, "Not found"),
     errors.ClaimDoesNotExist: (404, "Not found"),
+    errors.SubscriptionDoesNotExist: (404, "Not found"),
+    errors.SubscriptionAlreadyExists: (409, "Resource conflict"),
     errors.InvalidClaim: (400, "Unable to delete"),
     errors.MessageNotClaimed: (400, "Unable to delete"),
     errors.MessageIsClaimed: (403, "Unable to delete"),

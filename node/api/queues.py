@@ -140,4 +140,6 @@ class QueuePurge(Endpoint):
             raise QueueDoesNotExist(project, queue)
         if "messages" in types:
             await self.storage.queues.purge(project, queue)
+        if "subscriptions" in types:
+            await self.storage.subscriptions.purge(project, queue)
         return no_content()

@@ -1,5 +1,5 @@
 """API v2: the route table and the home document. The handlers live in queues, messages,
-claims and service; v1.1 and v1 subclass them."""
+claims, subscriptions and service; v1.1 and v1 subclass them (but subscriptions: v2 only)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from node.api.homedoc import Resource, home_document
 from node.api.messages import MessageCollection, MessageItem
 from node.api.queues import QueueCollection, QueueItem, QueuePurge, QueueStats
 from node.api.service import Health, Ping
+from node.api.subscriptions import SubscriptionCollection, SubscriptionConfirm, SubscriptionItem
 from wire.answers import dumps
 
 PREFIX = V2_PREFIX
@@ -76,6 +77,28 @@ HOME_RESOURCES: list[Resource] = [
         {"queue_name": "param/queue_name", "claim_id": "param/claim_id"},
         ["GET", "PATCH", "DELETE"],
     ),
+    (
+        "subscriptions",
+        "/queues/{queue_name}/subscriptions{?marker,limit}",
+        {
+            "queue_name": "param/queue_name",
+            "marker": "param/marker",
+            "limit": "param/subscription_limit",
+        },
+        ["GET", "POST"],
+    ),
+    (
+        "subscription",
+        "/queues/{queue_name}/subscriptions/{subscription_id}",
+        {"queue_name": "param/queue_name", "subscription_id": "param/subscription_id"},
+        ["GET", "PATCH", "DELETE"],
+    ),
+    (
+        "subscription_confirm",
+        "/queues/{queue_name}/subscriptions/{subscription_id}/confirm",
+        {"queue_name": "param/queue_name", "subscription_id": "param/subscription_id"},
+        ["PUT"],
+    ),
     ("ping", "/ping", {}, ["GET", "HEAD"]),
     ("health", "/health", {}, ["GET", "HEAD"]),
 ]
@@ -95,6 +118,8 @@ def routes(deps: Deps) -> list[web.RouteDef]:
     stats, purge = QueueStats(deps), QueuePurge(deps)
     messages, message = MessageCollection(deps), MessageItem(deps)
     claims, claim = ClaimCollection(deps), ClaimItem(deps)
+    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
+    confirm = SubscriptionConfirm(deps)
     ping, health, home = Ping(deps), Health(deps), Home(deps)
     return [
         web.get("", home.get, allow_head=False),
@@ -115,6 +140,12 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.get(q + "/claims/{claim_id}", claim.get, allow_head=False),
         web.patch(q + "/claims/{claim_id}", claim.patch),
         web.delete(q + "/claims/{claim_id}", claim.delete),
+        web.get(q + "/subscriptions", subscriptions.get, allow_head=False),
+        web.post(q + "/subscriptions", subscriptions.post),
+        web.get(q + "/subscriptions/{subscription_id}", subscription.get, allow_head=False),
+        web.patch(q + "/subscriptions/{subscription_id}", subscription.patch),
+        web.delete(q + "/subscriptions/{subscription_id}", subscription.delete),
+        web.put(q + "/subscriptions/{subscription_id}/confirm", confirm.put),
         web.get("/ping", ping.get, allow_head=False),
         web.head("/ping", ping.head),
         web.get("/health", health.get, allow_head=False),

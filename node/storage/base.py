@@ -26,6 +26,7 @@ from node.models import (
     QueueExport,
     QueueInfo,
     QueueStats,
+    Subscription,
 )
 
 # Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
@@ -34,6 +35,7 @@ Queues = list[QueueInfo]
 Ids = list[str]
 Claims = list[Claim]
 Fingerprints = list[tuple[int, int]]  # (marker, fingerprint)
+Subscriptions = list[Subscription]
 
 
 class QueueStore(Protocol):
@@ -52,7 +54,8 @@ class QueueStore(Protocol):
         """Replace the metadata. Raises `QueueDoesNotExist`."""
 
     async def delete(self, project: str, queue: str) -> None:
-        """Delete the queue with its messages and claims; a missing queue is not an error."""
+        """Delete the queue with its messages, claims and subscriptions; a missing queue is
+        not an error."""
 
     async def list(self, project: str, *, marker: str | None, limit: int, detailed: bool) -> Queues:
         """Queues of `project` sorted by name, strictly after `marker`."""
@@ -136,6 +139,90 @@ class ClaimStore(Protocol):
 
     async def delete(self, project: str, queue: str, claim_id: str) -> None:
         """Release the claim's messages; a missing claim is not an error."""
+
+
+class SubscriptionStore(Protocol):
+    """Subscriptions (Zaqar v2), stored in the partition with the queue they belong to.
+
+    `source` is the name of what is subscribed to: a queue (or a topic, which shares the
+    store). A subscription is unique by (project, source, subscriber) among live ones; ids are
+    24-hex ObjectIds made by the store, so `list` (in id order) is in creation order. Expired
+    subscriptions (`expires` passed, by the storage's clock) are invisible at once to every
+    method and collected later by `Storage.collect_garbage`. The source need not exist: the API
+    creates a queue before subscribing to it.
+
+    Fences: `create`, `update`, `confirm`, `delete` and `purge` raise `QueueFrozen` while the
+    source is fenced, before changing anything; with `Fence.MOVED`, `get`, `find` and `list`
+    raise it too. `live` and `subscribed` (the notification deliverer's reads) and the
+    `*_subscriptions` methods (the migration's) are never refused by a fence.
+    """
+
+    async def create(
+        self, project: str, source: str, subscriber: str, ttl: int, options: dict[str, Any]
+    ) -> str | None:
+        """Store a new, unconfirmed subscription expiring `ttl` seconds from now; return its id,
+        or None when a live one with this subscriber exists already (an expired one is
+        replaced)."""
+
+    async def get(self, project: str, source: str, subscription_id: str) -> Subscription:
+        """Raises `SubscriptionDoesNotExist` (also when expired, malformed or another
+        source's)."""
+
+    async def find(self, project: str, source: str, subscriber: str) -> Subscription | None:
+        """The live subscription of `source` with this subscriber, if any."""
+
+    async def list(
+        self, project: str, source: str, *, marker: str | None, limit: int
+    ) -> Subscriptions:
+        """Up to `limit` live subscriptions of `source` with an id above `marker`, in id order."""
+
+    async def update(
+        self,
+        project: str,
+        source: str,
+        subscription_id: str,
+        *,
+        subscriber: str | None = None,
+        ttl: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the fields given (not None); a new `ttl` runs from now, `options` replaces
+        the old ones whole. Raises `SubscriptionDoesNotExist`, and `SubscriptionAlreadyExists`
+        when another live subscription of `source` has the new subscriber."""
+
+    async def confirm(
+        self, project: str, source: str, subscription_id: str, confirmed: bool
+    ) -> None:
+        """Set the subscription's `confirmed` flag. Raises `SubscriptionDoesNotExist`."""
+
+    async def delete(self, project: str, source: str, subscription_id: str) -> None:
+        """Delete one subscription; a missing one is not an error."""
+
+    async def purge(self, project: str, source: str) -> int:
+        """Delete every subscription of `source`; return how many went."""
+
+    async def live(self, project: str, source: str) -> Subscriptions:
+        """Every live subscription of `source`, confirmed or not, in id order: one indexed read
+        (what a post's notifications go to)."""
+
+    async def subscribed(self, project: str, source: str) -> bool:
+        """Whether `source` has any live subscription: one indexed lookup, cheap enough to ask
+        on every post."""
+
+    async def export_subscriptions(self, project: str, source: str) -> Subscriptions:
+        """Every live subscription of `source` as stored (ids, expiry, options, confirmed), in
+        id order: what a migration copies."""
+
+    async def import_subscriptions(
+        self, project: str, source: str, subscriptions: Sequence[Subscription]
+    ) -> int:
+        """Upsert `subscriptions` by id, preserving every field; return how many were inserted
+        or changed (importing the same ones again returns 0). A live subscription of `source`
+        under another id with the same subscriber is replaced (the source's copy wins). Raises
+        `TransferConflict` when an id belongs to another project or source."""
+
+    async def delete_subscriptions(self, project: str, source: str, ids: Sequence[str]) -> int:
+        """Delete the subscriptions of `source` among `ids`; return how many went."""
 
 
 class TransferStore(Protocol):
@@ -309,7 +396,7 @@ class TransferStore(Protocol):
 
 
 class Storage(Protocol):
-    """One partition's storage: the three controllers, the migration's primitives, lifecycle."""
+    """One partition's storage: the controllers, the migration's primitives, lifecycle."""
 
     @property
     def queues(self) -> QueueStore: ...
@@ -321,12 +408,16 @@ class Storage(Protocol):
     def claims(self) -> ClaimStore: ...
 
     @property
+    def subscriptions(self) -> SubscriptionStore: ...
+
+    @property
     def transfer(self) -> TransferStore: ...
 
     async def ping(self) -> bool:
         """True if the backend answers."""
 
     async def collect_garbage(self) -> int:
-        """Remove expired messages and claims; return how many records went."""
+        """Remove expired messages, claims and subscriptions; return how many records
+        went."""
 
     async def close(self) -> None: ...

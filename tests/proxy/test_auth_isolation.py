@@ -1,5 +1,6 @@
 """No way into another project: a member of alpha, through every route of every API version,
-never sees or changes beta's queue, messages or claims, whatever X-Project-ID it sends.
+never sees or changes beta's queue, messages, claims or subscriptions, whatever X-Project-ID it
+sends.
 
 The routes come from the node's own route tables (v1, v1.1, v2), checked against the proxy's
 (`proxy.routing.QUEUE_ROUTES`), so a route added later is swept too.
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.keystone
 
 QUEUE = "bobs"
 SECRETS = [{"secret": "bob-secret-1"}, {"secret": "bob-secret-2"}]
+SUBSCRIBER = "http://example.test/bob-secret-hook"
 PATCH_TYPE = "application/openstack-messaging-v2.0-json-patch"
 
 
@@ -45,9 +47,23 @@ def requests_for(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The path filled in with beta's ids, and what to send (queries and bodies that would
     reach beta's data if the project were not the token's)."""
-    filled = path.format(queue_name=QUEUE, message_id=ids["message"], claim_id=ids["claim"])
+    filled = path.format(
+        queue_name=QUEUE,
+        message_id=ids["message"],
+        claim_id=ids["claim"],
+        subscription_id=ids["subscription"],
+    )
     sent: list[tuple[str, dict[str, Any]]] = []
-    if filled.endswith("/messages"):
+    if "/subscriptions" in filled:
+        bodies = {
+            "POST": {"subscriber": SUBSCRIBER},
+            "PATCH": {"ttl": 600, "subscriber": "http://example.test/hijacked"},
+            "PUT": {"confirmed": False},
+        }
+        sent.append((filled, {"json": bodies[method]} if method in bodies else {}))
+        if method == "GET" and filled.endswith("/subscriptions"):
+            sent.append((f"{filled}?limit=20&marker=0", {}))
+    elif filled.endswith("/messages"):
         if method == "POST":
             posted = [{"ttl": 300, "body": {"stolen": True}}]
             sent.append((filled, {"json": posted if version == "v1" else {"messages": posted}}))
@@ -95,6 +111,7 @@ async def beta_state(client: TestClient, bob: str, ids: dict[str, str]) -> dict[
         "messages": f"{q}/messages?ids={ids['message']},{ids['claimed']}",
         "claim": f"{q}/claims/{ids['claim']}",
         "listing": "/v2/queues?detailed=true",
+        "subscriptions": f"{q}/subscriptions",
     }.items():
         status, body, _ = await send(client, "GET", path, token=bob)
         state[name] = (status, body)
@@ -105,6 +122,8 @@ async def beta_state(client: TestClient, bob: str, ids: dict[str, str]) -> dict[
             message.pop("ttl", None)
         if key == "claim":
             body.pop("age", None)
+    for subscription in state["subscriptions"][1]["subscriptions"]:
+        subscription.pop("age")
     return state
 
 
@@ -131,8 +150,22 @@ async def test_a_member_never_reaches_another_projects_queue(
             ),
             "claim": headers["Location"].rsplit("/", 1)[1],
         }
+        status, subscribed, _ = await send(
+            c.proxy, "POST", f"{q}/subscriptions", token=bob, json={"subscriber": SUBSCRIBER}
+        )
+        assert status == 201
+        ids["subscription"] = subscribed["subscription_id"]
+        status, _, _ = await send(
+            c.proxy,
+            "PUT",
+            f"{q}/subscriptions/{ids['subscription']}/confirm",
+            token=bob,
+            json={"confirmed": True},
+        )
+        assert status == 204
         before = await beta_state(c.proxy, bob, ids)
         assert before["stats"][1]["messages"]["claimed"] == 1
+        assert before["subscriptions"][1]["subscriptions"][0]["confirmed"] is True
         secrets = [b"bob-secret", b"owner"]  # never in any answer to alice
         found = [i.encode() for i in ids.values()]  # in no success (errors echo what was sent)
 

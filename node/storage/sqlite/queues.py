@@ -11,6 +11,7 @@ from node.models import MessageSummary, QueueInfo, QueueStats
 from node.storage.base import Queues
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import LIVE, check_readable, check_writable
+from node.storage.sqlite.subscriptions import delete_all as delete_subscriptions
 
 
 class SqliteQueues:
@@ -68,6 +69,7 @@ class SqliteQueues:
             args = (project, queue)
             conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", args)
             conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", args)
+            delete_subscriptions(conn, project, queue)
             conn.execute("DELETE FROM queues WHERE project = ? AND name = ?", args)
 
         await self._s.write(delete)

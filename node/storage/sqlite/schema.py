@@ -84,6 +84,22 @@ CREATE TABLE IF NOT EXISTS removed (
     PRIMARY KEY (project, queue, stamp, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS removed_by_age ON removed (at);
+-- Subscriptions (node.storage.base.SubscriptionStore); `source` is a queue's name.
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    source TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    ttl INTEGER NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}',
+    confirmed INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS subscriptions_by_subscriber
+    ON subscriptions (project, source, subscriber);
+CREATE INDEX IF NOT EXISTS subscriptions_by_source ON subscriptions (project, source, id);
+CREATE INDEX IF NOT EXISTS subscriptions_by_expiry ON subscriptions (expires);
 """
 # Columns later releases added, with their definitions; then what indexes them.
 ADDED = {

@@ -13,6 +13,7 @@ from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite
 from node.storage.sqlite.messages import SqliteMessages
 from node.storage.sqlite.outbox import SqliteOutbox
 from node.storage.sqlite.queues import SqliteQueues
+from node.storage.sqlite.subscriptions import SqliteSubscriptions
 from node.storage.sqlite.transfer import SqliteTransfer
 from node.storage.transfer import TOMBSTONE_RETENTION
 
@@ -31,6 +32,7 @@ class SqliteStorage(Database):
         self.queues = SqliteQueues(self)
         self.messages = SqliteMessages(self)
         self.claims = SqliteClaims(self)
+        self.subscriptions = SqliteSubscriptions(self)
         self.transfer = SqliteTransfer(self)
         self.outbox = SqliteOutbox(self)
 
@@ -86,7 +88,7 @@ class SqliteStorage(Database):
 
         total = 0
         now = self.clock()
-        for table in ("messages", "claims"):
+        for table in ("messages", "claims", "subscriptions"):
             while (gone := await self.write(collect, table, now)) > 0:
                 total += gone
                 await asyncio.sleep(0)
