@@ -69,7 +69,7 @@ def create_app(
     mount(app, "/v1", v1.routes(deps), ids_required=False)
     app.cleanup_ctx.append(_storage_lifecycle(deps, gc_interval))
     if notify is not None:
-        app.cleanup_ctx.append(delivery_lifecycle(deps.storage, notify))
+        app.cleanup_ctx.append(delivery_lifecycle(deps.storage, notify, deps.clock))
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -26,14 +27,14 @@ def senders(settings: NotifySettings) -> dict[str, Sender]:
 
 
 def delivery_lifecycle(
-    storage: Storage, settings: NotifySettings
+    storage: Storage, settings: NotifySettings, clock: Callable[[], float] = time.time
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         outbox = getattr(storage, "outbox", None)  # drivers without an outbox notify nothing
         if not settings.enabled or outbox is None:
             yield
             return
-        deliverer = Deliverer(outbox, storage.queues, senders(settings), settings)
+        deliverer = Deliverer(outbox, storage.queues, senders(settings), settings, clock)
         task = asyncio.create_task(deliverer.run())
         yield
         # Stop sending: what is in flight stays leased and is sent again by whoever takes

@@ -12,7 +12,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from node.storage.outbox import Deliveries, Delivery
+from node.models import NewMessage, new_id
+from node.storage.outbox import Deliveries, Delivery, notices
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import placeholders
 
@@ -65,17 +66,23 @@ def record_post(
     conn: sqlite3.Connection,
     project: str,
     queue: str,
-    post_id: str,
-    notices: str,
+    messages: Sequence[NewMessage],
     now: float,
 ) -> int:
-    """Inside a post's transaction: one delivery of its `notices` per live subscription of the
+    """Inside a post's transaction: one delivery of its notices per live subscription of the
     queue; return how many. A queue without subscriptions costs one indexed probe."""
+    subscribed = conn.execute(
+        "SELECT 1 FROM subscriptions WHERE project = ? AND source = ? AND expires > ? LIMIT 1",
+        (project, queue, now),
+    ).fetchone()
+    if subscribed is None:
+        return 0
+    post_id = new_id()
     return conn.execute(
         f"INSERT INTO outbox ({COLUMNS})"
         " SELECT ? || id, project, source, id, subscriber, options, confirmed, ?, ?, ?, 0, 0"
         " FROM subscriptions WHERE project = ? AND source = ? AND expires > ?",
-        (post_id + ":", notices, now, now, project, queue, now),
+        (post_id + ":", notices(queue, messages), now, now, project, queue, now),
     ).rowcount
 
 

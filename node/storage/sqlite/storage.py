@@ -30,11 +30,11 @@ class SqliteStorage(Database):
     ):
         super().__init__(path, clock, checkpoint_interval, wal_limit)
         self.queues = SqliteQueues(self)
-        self.messages = SqliteMessages(self)
+        self.outbox = SqliteOutbox(self)
+        self.messages = SqliteMessages(self, self.outbox)
         self.claims = SqliteClaims(self)
         self.subscriptions = SqliteSubscriptions(self)
         self.transfer = SqliteTransfer(self)
-        self.outbox = SqliteOutbox(self)
 
     @classmethod
     async def open(

@@ -1,0 +1,73 @@
+"""A post through the node's API notifies its queue's live subscriptions: the outbox row is
+written with the messages, the node's own deliverer sends it to a real HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from node.api.app import create_app
+from node.api.deps import Deps
+from node.notify.settings import NotifySettings
+from node.storage.sqlite import SqliteStorage
+from tests.conftest import FakeClock
+from tests.node.notify.receivers import Receiver, eventually
+
+HEADERS = {"Client-ID": "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60", "X-Project-ID": "p"}
+
+
+@pytest.fixture
+async def node(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[TestClient, SqliteStorage]]:
+    storage = await SqliteStorage.open(f"sqlite:///{tmp_path}/p.db", clock)
+    deps = Deps(storage=storage, clock=clock)
+    app = create_app(deps, notify=NotifySettings(poll_interval=0.02))
+    async with TestClient(TestServer(app)) as client:
+        yield client, storage
+
+
+async def call(client: TestClient, method: str, path: str, body: Any = None) -> Any:
+    async with client.request(method, path, json=body, headers=HEADERS) as answer:
+        assert answer.status < 300, await answer.text()
+        return await answer.json() if answer.status != 204 else None
+
+
+async def test_a_post_is_notified_as_zaqar_sends_it(
+    node: tuple[TestClient, SqliteStorage], receiver: Receiver
+) -> None:
+    client, _ = node
+    await call(client, "POST", "/v2/queues/orders/subscriptions", {"subscriber": receiver.url()})
+    messages = [{"body": {"order": 1}, "ttl": 300}, {"body": "two", "ttl": 120}]
+    await call(client, "POST", "/v2/queues/orders/messages", {"messages": messages})
+    await eventually(lambda: len(receiver.hits) == 2)
+    assert [h.json() for h in receiver.hits] == [
+        {"ttl": 300, "body": {"order": 1}, "Message_Type": "Notification", "queue_name": "orders"},
+        {"ttl": 120, "body": "two", "Message_Type": "Notification", "queue_name": "orders"},
+    ]
+
+
+async def test_a_queue_without_subscriptions_owes_nothing(
+    node: tuple[TestClient, SqliteStorage],
+) -> None:
+    client, storage = node
+    await call(client, "POST", "/v2/queues/quiet/messages", {"messages": [{"body": 1}]})
+    assert await storage.outbox.depth() == 0
+
+
+async def test_expired_subscriptions_receive_nothing(
+    node: tuple[TestClient, SqliteStorage], receiver: Receiver, clock: FakeClock
+) -> None:
+    client, storage = node
+    short = {"subscriber": receiver.url("short"), "ttl": 60}
+    await call(client, "POST", "/v2/queues/orders/subscriptions", short)
+    clock.advance(61)
+    await call(client, "POST", "/v2/queues/orders/subscriptions", {"subscriber": receiver.url()})
+    await call(client, "POST", "/v2/queues/orders/messages", {"messages": [{"body": 1}]})
+    await eventually(lambda: len(receiver.hits) == 1)
+    await asyncio.sleep(0.2)
+    assert [h.path for h in receiver.hits] == ["/hook"]
+    assert await storage.outbox.depth() == 0
