@@ -143,7 +143,30 @@ async def test_a_version_2_schema_gets_tracked_claims_and_fence_deadlines(uri: s
     finally:
         await store.close()
     async with connect(uri) as conn:
-        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 3
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION
+
+
+async def test_a_version_3_schema_gets_subscriptions(uri: str) -> None:
+    """Version 4 adds the subscriptions table to a version 3 partition, its queues kept."""
+    schema = PostgresSettings.from_uri(uri).schema
+    async with connect(uri) as conn:
+        assert await upgrade(conn, schema, upto=3) == 0
+        await conn.execute(
+            "INSERT INTO queues (project, name, counter, created) VALUES ($1, $2, 0, $3)",
+            P,
+            Q,
+            time.time(),
+        )
+    store = await PostgresStorage.open(uri)
+    try:
+        assert await store.queues.exists(P, Q)
+        sid = await store.subscriptions.create(P, Q, "http://example.test/hook", 600, {})
+        assert sid is not None
+        assert [s.id for s in await store.subscriptions.live(P, Q)] == [sid]
+    finally:
+        await store.close()
+    async with connect(uri) as conn:
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 4
 
 
 async def test_nodes_starting_at_once_create_the_schema_once(uri: str) -> None:

@@ -46,6 +46,7 @@ class Database:
         self.queue_docs: AsyncCollection[Doc] = db["queues"]
         self.message_docs: AsyncCollection[Doc] = db["messages"]
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
+        self.subscription_docs: AsyncCollection[Doc] = db["subscriptions"]
         self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)

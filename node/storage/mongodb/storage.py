@@ -12,6 +12,7 @@ from node.storage.mongodb.database import DEFAULT_DATABASE, Clock, Database, cli
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.messages import MongoMessages
 from node.storage.mongodb.queues import MongoQueues
+from node.storage.mongodb.subscriptions import MongoSubscriptions
 from node.storage.mongodb.transfer import MongoTransfer
 from node.storage.transfer import TOMBSTONE_RETENTION
 
@@ -24,6 +25,7 @@ class MongoStorage(Database):
         self.queues = MongoQueues(self)
         self.messages = MongoMessages(self)
         self.claims = MongoClaims(self)
+        self.subscriptions = MongoSubscriptions(self)
         self.transfer = MongoTransfer(self)
 
     @classmethod
@@ -34,6 +36,7 @@ class MongoStorage(Database):
             storage = cls(client, client.get_default_database(DEFAULT_DATABASE).name, clock)
             try:
                 await storage.create_indexes()
+                await storage.subscriptions.create_indexes()
             except BaseException:
                 await client.close()
                 raise
@@ -53,6 +56,7 @@ class MongoStorage(Database):
         expired = {"expires": {"$lte": now}}
         gone = (await self.message_docs.delete_many(expired)).deleted_count
         gone += (await self.claim_docs.delete_many(expired)).deleted_count
+        gone += (await self.subscription_docs.delete_many(expired)).deleted_count
         await self.holds.docs.delete_many(expired)  # bookkeeping, not counted as records
         await self.tracking.collect(now - TOMBSTONE_RETENTION)  # bookkeeping too
         return gone

@@ -1,9 +1,9 @@
 """The PostgreSQL driver: one database (or one schema of one) per partition.
 
 `postgresql://user:password@host:port/database?pool_size=...` (settings: `connection`). Each
-controller is a module of its own (`queues`, `messages`, `claims`, `transfer`) over the pool in
-`connection` and the schema in `schema`, which the node creates or upgrades when it opens the
-partition.
+controller is a module of its own (`queues`, `messages`, `claims`, `subscriptions`, `transfer`)
+over the pool in `connection` and the schema in `schema`, which the node creates or upgrades when
+it opens the partition.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from node.storage.postgresql.connection import Database, PostgresSettings
 from node.storage.postgresql.messages import PostgresMessages
 from node.storage.postgresql.queues import PostgresQueues
 from node.storage.postgresql.schema import VERSION, upgrade
+from node.storage.postgresql.subscriptions import PostgresSubscriptions
 from node.storage.postgresql.transfer import PostgresTransfer
 
 log = get_logger("node.storage.postgresql")
@@ -34,6 +35,7 @@ class PostgresStorage:
         self.queues = PostgresQueues(db, clock)
         self.messages = PostgresMessages(db, clock)
         self.claims = PostgresClaims(db, clock)
+        self.subscriptions = PostgresSubscriptions(db, clock)
         self.transfer = PostgresTransfer(db, clock)
 
     @classmethod

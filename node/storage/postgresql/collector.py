@@ -35,11 +35,11 @@ SELECT count(*) FROM gone
 
 
 async def collect_garbage(db: Database, now: float, batch: int = BATCH) -> int:
-    """Delete expired messages and claims; return how many went. Then forget the tombstones
-    past their retention (not counted: bookkeeping, not records)."""
+    """Delete expired messages, claims and subscriptions; return how many went. Then forget the
+    tombstones past their retention (not counted: bookkeeping, not records)."""
     total = 0
     async with db.session() as conn:
-        for table in ("messages", "claims"):
+        for table in ("messages", "claims", "subscriptions"):
             while True:
                 status = await conn.execute(EXPIRED.format(table=table), now, batch)
                 gone = int(status.split()[-1])

@@ -17,6 +17,7 @@ from node.storage.postgresql.schema import (
     check_writable,
     unfenced,
 )
+from node.storage.postgresql.subscriptions import delete_all as delete_subscriptions
 
 Queues = list[QueueInfo]
 # Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
@@ -108,6 +109,7 @@ class PostgresQueues:
             await conn.execute(
                 "DELETE FROM claims WHERE project = $1 AND queue = $2", project, queue
             )
+            await delete_subscriptions(conn, project, queue)
             await conn.execute(
                 "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
             )

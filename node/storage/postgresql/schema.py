@@ -98,6 +98,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE fences ADD COLUMN until double precision NOT NULL DEFAULT 0",
         "ALTER TABLE queues ADD COLUMN fence_until double precision NOT NULL DEFAULT 0",
     ),
+    # 4: subscriptions (node.storage.base.SubscriptionStore); `source` is a queue's name.
+    (
+        """CREATE TABLE subscriptions (
+            id text PRIMARY KEY,
+            project text NOT NULL,
+            source text NOT NULL,
+            subscriber text NOT NULL,
+            ttl bigint NOT NULL,
+            created double precision NOT NULL,
+            expires double precision NOT NULL,
+            options text NOT NULL DEFAULT '{}',
+            confirmed boolean NOT NULL DEFAULT false)""",
+        "CREATE UNIQUE INDEX subscriptions_by_subscriber"
+        " ON subscriptions (project, source, subscriber)",
+        "CREATE INDEX subscriptions_by_source ON subscriptions (project, source, id)",
+        "CREATE INDEX subscriptions_by_expiry ON subscriptions (expires)",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
