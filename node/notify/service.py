@@ -30,11 +30,10 @@ def delivery_lifecycle(
     storage: Storage, settings: NotifySettings, clock: Callable[[], float] = time.time
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        outbox = getattr(storage, "outbox", None)  # drivers without an outbox notify nothing
-        if not settings.enabled or outbox is None:
+        if not settings.enabled:
             yield
             return
-        deliverer = Deliverer(outbox, storage.queues, senders(settings), settings, clock)
+        deliverer = Deliverer(storage.outbox, storage.queues, senders(settings), settings, clock)
         task = asyncio.create_task(deliverer.run())
         yield
         # Stop sending: what is in flight stays leased and is sent again by whoever takes

@@ -17,6 +17,8 @@ at-least-once allows.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,3 +95,20 @@ def notices(queue: str, messages: Sequence[NewMessage]) -> str:
             for m in messages
         ]
     )
+
+
+class Nudge:
+    """The in-process wake-up behind `OutboxStore.wait`: a post that owes deliveries sets it
+    once its write is committed, so the deliverer next to it need not wait for its next look."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        self._event.clear()

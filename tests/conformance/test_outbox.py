@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from node.models import Fence
+from node.models import Fence, NewMessage
 from node.storage import open_storage
 from node.storage.outbox import Delivery
 from tests.conftest import FakeClock, storage_uri
@@ -17,7 +17,13 @@ P = "project-a"
 Q = "orders"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mongodb", marks=pytest.mark.mongodb),
+    ]
+)
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Any]:
@@ -87,3 +93,36 @@ async def test_a_fenced_queue_is_left_alone_and_moves_whole(storage: Any, clock:
     assert await outbox.import_outbox(P, Q, exported) == 1
     await storage.transfer.unfreeze(P, Q)
     assert [d.id for d in await outbox.lease("a", limit=10, lasts=30)] == ["post0001:sub"]
+
+
+async def test_a_post_owes_each_live_subscription_its_notices(
+    storage: Any, clock: FakeClock
+) -> None:
+    await storage.queues.create(P, Q, None)
+    await storage.queues.create(P, "quiet", None)
+    hook = await storage.subscriptions.create(P, Q, "http://127.0.0.1:1/a", 600, {"k": "v"})
+    await storage.subscriptions.create(P, Q, "mailto:ops@example.org", 60, {})
+    clock.advance(61)  # the mailto subscription expired
+    await storage.messages.post(P, Q, [NewMessage({"n": 1}, 300), NewMessage("two", 120)], "c")
+    await storage.messages.post(P, "quiet", [NewMessage(3, 300)], "c")
+    owed = await storage.outbox.lease("a", limit=10, lasts=30)
+    assert len(owed) == 1
+    (d,) = owed
+    assert (d.project, d.queue, d.subscription_id, d.subscriber) == (
+        P,
+        Q,
+        hook,
+        "http://127.0.0.1:1/a",
+    )
+    assert (d.options, d.confirmed, d.posted, d.sent, d.failures) == (
+        {"k": "v"},
+        False,
+        clock.now,
+        0,
+        0,
+    )
+    assert d.notices == [
+        {"ttl": 300, "body": {"n": 1}, "Message_Type": "Notification", "queue_name": Q},
+        {"ttl": 120, "body": "two", "Message_Type": "Notification", "queue_name": Q},
+    ]
+    assert await storage.outbox.depth() == 1

@@ -6,14 +6,13 @@ or not: a lease moves `due` forward, a retry sets it to the next attempt's time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from node.models import NewMessage, new_id
-from node.storage.outbox import Deliveries, Delivery, notices
+from node.storage.outbox import Deliveries, Delivery, Nudge, notices
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import placeholders
 
@@ -89,7 +88,7 @@ def record_post(
 class SqliteOutbox:
     def __init__(self, storage: Database) -> None:
         self._s = storage
-        self.written = asyncio.Event()  # set by a post of this process that owes deliveries
+        self.written = Nudge()  # set by a post of this process that owes deliveries
 
     async def lease(self, owner: str, *, limit: int, lasts: float) -> Deliveries:
         def lease(conn: sqlite3.Connection, now: float) -> Deliveries:
@@ -150,12 +149,7 @@ class SqliteOutbox:
         return int(row[0])
 
     async def wait(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self.written.wait()
-        except TimeoutError:
-            pass
-        self.written.clear()
+        await self.written.wait(seconds)
 
     async def export_outbox(self, project: str, queue: str) -> Deliveries:
         rows = await self._s.read(
