@@ -61,6 +61,7 @@ class Deliverer:
         self.clock = clock
         self.owner = uuid.uuid4().hex
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._finished: list[str] = []  # settled by the next step, in one write
 
     async def run(self) -> None:
         """Deliver until cancelled; storage failures are logged and waited out."""
@@ -73,6 +74,9 @@ class Deliverer:
                     log.warning("outbox_unavailable", error=str(exc))
                     await asyncio.sleep(self.settings.poll_interval * 10)
         finally:
+            if self._finished:  # sent: settle them if the storage still answers
+                with contextlib.suppress(Exception):
+                    await self.outbox.done(self.owner, self._finished)
             counter.cancel()
             for task in [counter, *self._in_flight]:
                 task.cancel()
@@ -81,7 +85,12 @@ class Deliverer:
                 await sender.close()
 
     async def step(self) -> None:
-        """Lease what there is room for and start sending it; nap when nothing is due."""
+        """Settle what was sent, lease what there is room for and start sending it; nap when
+        nothing is due. A nap cut short by a post waits `gather` seconds more, so that one
+        lease takes the deliveries of many posts rather than one write per post."""
+        if self._finished:
+            finished, self._finished = self._finished, []
+            await self.outbox.done(self.owner, finished)
         room = self.settings.concurrency - len(self._in_flight)
         if room <= 0:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -95,6 +104,7 @@ class Deliverer:
             task.add_done_callback(self._in_flight.discard)
         if len(taken) < min(room, self.settings.batch):
             await self.outbox.wait(self.settings.poll_interval)
+            await asyncio.sleep(self.settings.gather)
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight (for tests and a clean stop)."""
@@ -115,7 +125,7 @@ class Deliverer:
         sender = self.senders.get(scheme)
         if sender is None or (self.settings.require_confirmation and not d.confirmed):
             ABANDONED.labels("unconfirmed" if sender else "scheme").inc()
-            await self.outbox.done(self.owner, [d.id])
+            self._finished.append(d.id)
             return
         sent, failures = d.sent, d.failures
         while sent < len(d.notices):
@@ -145,7 +155,7 @@ class Deliverer:
             DELIVERED.labels(scheme).inc()
             LAG.observe(max(0.0, self.clock() - d.posted))
             sent, failures = sent + 1, 0
-        await self.outbox.done(self.owner, [d.id])
+        self._finished.append(d.id)
 
     async def _queue_metadata(self, d: Delivery) -> dict[str, Any]:
         with contextlib.suppress(QueueDoesNotExist, QueueFrozen):

@@ -21,6 +21,7 @@ class NotifySettings:
     batch: int = 64  # deliveries taken at once
     concurrency: int = 128  # deliveries in flight per process
     poll_interval: float = 0.1  # seconds between looks at an idle outbox
+    gather: float = 0.02  # seconds a deliverer woken by a post waits for more before leasing
     depth_interval: float = 5.0  # seconds between counts of the outbox, for its gauge
 
     @classmethod
