@@ -14,6 +14,10 @@ anywhere else, or finds changes lost, levels the whole queue once instead. Claim
 the same way (made, renewed and released claims are changes too), so a round costs what changed
 since the last one, not what is live: a queue with ten thousand live claims costs no more to
 catch up than one with none.
+
+Subscriptions are few per queue and rarely change: each catch-up levels them whole (upsert what
+differs, delete what the source no longer has), the frozen one last of all, so the target ends
+with exactly the source's, ids, expiry, options and confirmation kept.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from dataclasses import dataclass
 from migrate.errors import Unmovable
 from node.errors import ChangesLost, TransferConflict
 from node.models import Message, QueueExport
-from node.storage.base import TransferStore
+from node.storage.base import SubscriptionStore, TransferStore
+
+# The source's subscription store, then the target's.
+SubscriptionPair = tuple[SubscriptionStore, SubscriptionStore]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,7 @@ class Copier:
         *,
         settle: float = 0.05,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        subscriptions: SubscriptionPair | None = None,
     ) -> None:
         self.project = project
         self.queue = queue
@@ -56,6 +64,7 @@ class Copier:
         self.batch = batch
         self.settle = settle
         self.sleep = sleep
+        self.subscriptions = subscriptions
         self.cursor: int | None = None  # None: the next catch-up levels the whole queue
         self.arrived = 0  # changes the source recorded during the last catch-up
         self._noted: deque[tuple[float, int]] = deque()  # (monotonic time, source position)
@@ -99,7 +108,7 @@ class Copier:
     async def catch_up(self) -> int:
         """Level the target with the source; the lag: records that had to change. `arrived`
         is then how many changes the source recorded while it ran."""
-        lag = await self.copy_queue()
+        lag = await self.copy_queue() + await self.level_subscriptions()
         started = time.monotonic()
         begun = await self._note()
         if self.cursor is not None:
@@ -229,6 +238,23 @@ class Copier:
             await self.target.delete_claims(self.project, self.queue, gone)
         if fresh:
             await self.target.import_claims(self.project, self.queue, fresh)
+        return len(fresh) + len(gone)
+
+    async def level_subscriptions(self) -> int:
+        """The queue's subscriptions at the target as at the source; the records changed."""
+        if self.subscriptions is None:
+            return 0
+        source, target = self.subscriptions
+        theirs = await source.export_subscriptions(self.project, self.queue)
+        ours = await target.export_subscriptions(self.project, self.queue)
+        held = {s.id: s for s in ours}
+        fresh = [s for s in theirs if held.get(s.id) != s]
+        kept = {s.id for s in theirs}
+        gone = [s.id for s in ours if s.id not in kept]
+        if gone:
+            await target.delete_subscriptions(self.project, self.queue, gone)
+        if fresh:
+            await target.import_subscriptions(self.project, self.queue, fresh)
         return len(fresh) + len(gone)
 
 

@@ -28,7 +28,7 @@ from catalog.catalog import CAS_ATTEMPTS, Catalog
 from catalog.errors import Conflict
 from catalog.migrations import Migration, Phase
 from catalog.records import Placement, PlacementState, Versioned
-from migrate.copy import Batch, Copier
+from migrate.copy import Batch, Copier, SubscriptionPair
 from migrate.errors import Diverged, FenceLeaked, Unmovable
 from migrate.verify import Verifier
 from node.errors import QueueDoesNotExist
@@ -65,16 +65,16 @@ class Steps(Protocol):
         """Lift a fence an earlier move of this queue away from the target left there."""
 
     async def copy_queue(self) -> None:
-        """The queue at the target as at the source (metadata, created, marker counter raised),
-        its changes on the source tracked from now on. Raises `Unmovable` when the source has no
-        such queue."""
+        """The queue at the target as at the source (metadata, created, marker counter raised,
+        subscriptions), its changes on the source tracked from now on. Raises `Unmovable` when
+        the source has no such queue."""
 
     async def copy_batch(self, after_marker: int, limit: int) -> Batch:
         """Copy up to `limit` source messages above `after_marker` (upserts, by id)."""
 
     async def catch_up(self) -> int:
-        """Bring the target level with the source (queue record, messages, claims); return the
-        lag: how many records had to change."""
+        """Bring the target level with the source (queue record, subscriptions, messages,
+        claims); return the lag: how many records had to change."""
 
     def arrived(self) -> int:
         """How many changes the source recorded while the last `catch_up` ran."""
@@ -94,9 +94,10 @@ class Steps(Protocol):
         placement names the target (the switch is done: the fence no longer matters)."""
 
     async def verify(self) -> QueueDigest:
-        """Compare the frozen source with the target, the whole queue (counts, ids, checksums),
-        reading only the ranges changed since the baseline; raises `Diverged` when they differ,
-        and `FenceLeaked` when posts went on landing on the source after the final catch-up."""
+        """Compare the frozen source with the target, the whole queue (counts, ids, checksums,
+        subscriptions), reading only the ranges changed since the baseline; raises `Diverged`
+        when they differ, and `FenceLeaked` when posts went on landing on the source after the
+        final catch-up."""
 
     async def switch_placement(self) -> Placement:
         """THE POINT OF NO RETURN: the placement names the target at epoch + 1, ACTIVE."""
@@ -140,6 +141,7 @@ class LiveSteps:
         settle: float = 0.05,
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
         clock: Callable[[], float] = time.time,
+        subscriptions: SubscriptionPair | None = None,
         outboxes: tuple[OutboxStore, OutboxStore] | None = None,  # (source's, target's)
     ) -> None:
         self.move = move
@@ -147,7 +149,17 @@ class LiveSteps:
         self.source = source
         self.target = target
         self.outboxes = outboxes
-        self.copier = Copier(move.project, move.queue, source, target, batch, settle=settle)
+        self.pinned = pinned
+        self.subscriptions = subscriptions
+        self.copier = Copier(
+            move.project,
+            move.queue,
+            source,
+            target,
+            batch,
+            settle=settle,
+            subscriptions=subscriptions,
+        )
         self.verifier = Verifier(
             self.copier,
             pinned=pinned,
@@ -165,6 +177,7 @@ class LiveSteps:
 
     async def copy_queue(self) -> None:
         await self.copier.copy_queue()
+        await self.copier.level_subscriptions()
         await self.copier.track(True, target=False)
 
     async def copy_batch(self, after_marker: int, limit: int) -> Batch:
@@ -218,7 +231,19 @@ class LiveSteps:
                 f"the source's marker counter rose to {src_queue.counter} while frozen"
                 f" (the copy has {dst_queue.counter})"
             )
+        await self._verify_subscriptions()
         return await self.verifier.verify()
+
+    async def _verify_subscriptions(self) -> None:
+        if self.subscriptions is None:
+            return
+        m = self.move
+        source, target = self.subscriptions
+        with self.pinned():  # one instant on both sides, so nothing expires in between
+            theirs = await source.export_subscriptions(m.project, m.queue)
+            ours = await target.export_subscriptions(m.project, m.queue)
+        if theirs != ours:
+            raise Diverged(f"verify: the subscriptions of queue {m.queue} differ")
 
     async def switch_placement(self) -> Placement:
         """THE POINT OF NO RETURN: one compare-and-swap moves the queue to the target."""

@@ -198,6 +198,7 @@ class Worker:
             settle=self.settings.settle,
             pinned=self.storages.clock.pinned,
             clock=self.storages.clock,
+            subscriptions=(source.subscriptions, target.subscriptions),
             outboxes=(source.outbox, target.outbox),
         )
         machine = Machine(

@@ -391,9 +391,9 @@ class TransferStore(Protocol):
 
     async def drop(self, project: str, queue: str, *, limit: int) -> int:
         """Delete up to `limit` of the queue's messages and claims, expired or not; once none are
-        left, the queue's record. Return how many records went: 0 when nothing is left. The fence
-        stays, so a dropped source keeps answering `QueueFrozen` (a tombstone); unfenced, nothing
-        is left of the queue."""
+        left, the queue's record with its subscriptions. Return how many records went: 0 when
+        nothing is left. The fence stays, so a dropped source keeps answering `QueueFrozen` (a
+        tombstone); unfenced, nothing is left of the queue."""
 
 
 class Storage(Protocol):

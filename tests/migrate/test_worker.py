@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from catalog.migrations import Migration, Phase
+from catalog.registry import Registry
 from migrate.machine import Hooks
 from migrate.settings import WorkerSettings
 from node.models import Claim, NewMessage
@@ -36,8 +37,20 @@ def sqlite_uris(tmp_path: Path) -> dict[str, str]:
     return {name: f"sqlite:///{tmp_path}/{name}.db" for name in ("p1", "p2")}
 
 
-async def seed(c: MigrationCluster) -> tuple[list[str], str, str]:
-    """20 messages all held by one long claim, and the `next` link of their first page."""
+Seeds = tuple[list[str], str, str, list[dict[str, Any]]]
+SUBS = f"{Q}/subscriptions"
+
+
+async def subscriptions(c: MigrationCluster) -> list[dict[str, Any]]:
+    """The queue's subscriptions through the proxy, without their ages."""
+    status, body, _ = await call(c.proxy, "GET", f"{SUBS}?limit=20")
+    assert status == 200
+    return [{k: v for k, v in s.items() if k != "age"} for s in body["subscriptions"]]
+
+
+async def seed(c: MigrationCluster) -> Seeds:
+    """20 messages all held by one long claim, the `next` link of their first page, and two
+    subscriptions (one confirmed)."""
     messages = [{"body": {"seed": i}, "ttl": 3600} for i in range(20)]
     status, body, _ = await call(c.proxy, "POST", f"{Q}/messages", json={"messages": messages})
     assert status == 201
@@ -51,10 +64,26 @@ async def seed(c: MigrationCluster) -> tuple[list[str], str, str]:
     status, page, _ = await call(c.proxy, "GET", path)
     assert status == 200
     [next_link] = [link["href"] for link in page["links"] if link["rel"] == "next"]
-    return ids, claim_id, next_link
+    for subscriber, options in (("http://example.test/hook", {"a": 1}), ("mailto:o@x.test", {})):
+        body = {"subscriber": subscriber, "ttl": 3600, "options": options}
+        status, made, _ = await call(c.proxy, "POST", SUBS, json=body)
+        assert status == 201
+    status, _, _ = await call(
+        c.proxy, "PUT", f"{SUBS}/{made['subscription_id']}/confirm", json={"confirmed": True}
+    )
+    assert status == 204
+    subscribed = await subscriptions(c)
+    assert [s["confirmed"] for s in subscribed] == [False, True]
+    return ids, claim_id, next_link, subscribed
 
 
-async def check_seeds(c: MigrationCluster, ids: list[str], claim_id: str, next_link: str) -> None:
+async def check_seeds(
+    c: MigrationCluster,
+    ids: list[str],
+    claim_id: str,
+    next_link: str,
+    subscribed: list[dict[str, Any]],
+) -> None:
     status, claim, _ = await call(c.proxy, "GET", f"{Q}/claims/{claim_id}")
     assert status == 200
     assert [m["href"].split("?")[0].rsplit("/", 1)[1] for m in claim["messages"]] == ids
@@ -62,9 +91,10 @@ async def check_seeds(c: MigrationCluster, ids: list[str], claim_id: str, next_l
     status, page, _ = await call(c.proxy, "GET", next_link)
     assert status == 200
     assert [m["id"] for m in page["messages"]] == ids[10:]
+    assert (await subscriptions(c))[: len(subscribed)] == subscribed  # ids, options, confirmed
 
 
-async def prepare(c: MigrationCluster) -> tuple[str, str, tuple[list[str], str, str]]:
+async def prepare(c: MigrationCluster) -> tuple[str, str, Seeds]:
     assert (await call(c.proxy, "PUT", Q))[0] == 201
     source = (await c.placement()).partition
     target = "p2" if source == "p1" else "p1"
@@ -76,7 +106,7 @@ async def check_after_move(
     load: Load,
     source: str,
     target: str,
-    seeds: tuple[list[str], str, str],
+    seeds: Seeds,
     *,
     max_wait: float = 1.5,
     min_acked: int = 50,
@@ -89,6 +119,7 @@ async def check_after_move(
     await check_seeds(c, *seeds)
     # The source was purged, and its tombstone lifted.
     assert await c.storage(source).transfer.export_queue(PROJECT, QUEUE) is None
+    assert await c.storage(source).subscriptions.export_subscriptions(PROJECT, QUEUE) == []
     assert await c.storage(source).transfer.fence(PROJECT, QUEUE) is None
     # The marker counter went on from the source's: a new message follows every moved one.
     status, body, _ = await call(
@@ -100,6 +131,24 @@ async def check_after_move(
     )
     assert moved[-1].body == "last" and moved[-1].id == body["resources"][0].rsplit("/", 1)[1]
     assert len({m.marker for m in moved}) == len(moved)
+
+
+async def churn_subscriptions(c: MigrationCluster, migration_id: str) -> dict[str, str]:
+    """Subscribe and unsubscribe through the proxy until the migration ends; what is left."""
+    left: dict[str, str] = {}
+    for i in range(10_000):
+        subscriber = f"http://example.test/during-{i}"
+        status, made, _ = await call(c.proxy, "POST", SUBS, json={"subscriber": subscriber})
+        assert status == 201, made
+        left[subscriber] = made["subscription_id"]
+        if i % 3 == 1:
+            gone = f"http://example.test/during-{i - 1}"
+            status, _, _ = await call(c.proxy, "DELETE", f"{SUBS}/{left.pop(gone)}")
+            assert status == 204
+        if (await Registry(c.catalog).get(migration_id)).migration.phase.terminal:
+            return left
+        await asyncio.sleep(0.01)
+    raise AssertionError("the migration never ended")
 
 
 async def test_move_under_load(etcd_server: Etcd, tmp_path: Path, clock: FakeClock) -> None:
@@ -120,10 +169,17 @@ async def test_move_under_load(etcd_server: Etcd, tmp_path: Path, clock: FakeClo
         load.start()
         await asyncio.sleep(0.3)
         m = await c.move(target)
+        # Subscriptions made and deleted while the queue moves end up on the target as made.
+        churn = asyncio.create_task(churn_subscriptions(c, m.id))
         done = await c.wait_for(m.id, Phase.DONE, Phase.FAILED, Phase.CANCELLED)
         assert done.phase is Phase.DONE, done.error
+        expected = await churn
+        assert len(expected) >= 3  # made before, during and after the freeze
         await asyncio.sleep(0.2)  # the clients go on, on the target
         await load.finish()
+        assert {s["subscriber"]: s["id"] for s in (await subscriptions(c))[2:]} == expected
+        on_target = await c.storage(target).subscriptions.live(PROJECT, QUEUE)
+        assert {s.subscriber: s.id for s in on_target[2:]} == expected
 
         assert len(acting) == 1
         after = await c.placement()

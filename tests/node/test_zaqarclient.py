@@ -63,3 +63,40 @@ def test_official_client_metadata_v2(node_url: str) -> None:
     queue.metadata(new_meta={"color": "red"})
     assert queue.metadata(force_reload=True)["color"] == "red"
     queue.delete()
+
+
+def drive_subscriptions(cli: zaqar.Client, name: str) -> None:
+    """Subscribe (creating the queue), get, list across pages, update, delete, purge, with the
+    official client's own calls."""
+    made = [
+        cli.subscription(name, subscriber=f"http://example.test/{i}", ttl=600, options={"n": i})
+        for i in range(5)
+    ]
+    assert all(s.id for s in made) and len({s.id for s in made}) == 5
+    assert name in queue_names(cli)
+    got = cli.subscription(name, id=made[0].id, auto_create=False)
+    got.ensure_exists()
+    assert (got.subscriber, got.ttl, got.options, got.confirmed) == (
+        "http://example.test/0",
+        600,
+        {"n": 0},
+        False,
+    )
+    assert len(list(cli.subscriptions(name, limit=2))) == 2  # one page
+    # Two to a page, streamed: the client follows the `next` links to the end.
+    listed = list(cli.subscriptions(name, limit=2).stream())
+    assert [s.id for s in listed] == sorted(s.id for s in made)
+    assert [s.subscriber for s in listed] == [f"http://example.test/{i}" for i in range(5)]
+    assert {s.queue_name for s in cli.queue(name).subscriptions(limit=20)} == {name}
+    made[1].update({"ttl": 1200, "options": {"changed": True}})
+    again = cli.subscription(name, id=made[1].id)
+    assert (again.ttl, again.options) == (1200, {"changed": True})
+    made[2].delete()
+    assert made[2].id not in [s.id for s in cli.subscriptions(name)]
+    cli.queue(name).purge(resource_types=["subscriptions"])
+    assert list(cli.subscriptions(name)) == []
+    cli.queue(name).delete()
+
+
+def test_official_client_subscriptions(node_url: str) -> None:
+    drive_subscriptions(make_client(node_url, 2), "notified")

@@ -18,7 +18,7 @@ from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.records import Partition
 from tests.conftest import unique_prefix
-from tests.node.test_zaqarclient import make_client, queue_names
+from tests.node.test_zaqarclient import drive_subscriptions, make_client, queue_names
 from tests.services import Etcd, free_port, node_process, stop, wait_for_port
 
 
@@ -86,3 +86,9 @@ def test_official_client_metadata_through_the_proxy(proxy_url: str) -> None:
     queue.metadata(new_meta={"color": "red"})
     assert queue.metadata(force_reload=True)["color"] == "red"
     queue.delete()
+
+
+def test_official_client_subscriptions_through_the_proxy(proxy_url: str) -> None:
+    cli = make_client(proxy_url, 2)
+    for name in ("notified-a", "notified-b", "notified-c"):  # placed on either partition
+        drive_subscriptions(cli, name)

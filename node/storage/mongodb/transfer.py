@@ -355,6 +355,9 @@ class MongoTransfer:
                     found += len(ids)
         if found:  # counted as found: gone, whether this call or a concurrent one removed them
             return found
-        gone = (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
+        # The queue's record last, with its few subscriptions.
+        subscriptions = {"project": project, "source": queue}
+        gone = (await self._s.subscription_docs.delete_many(subscriptions)).deleted_count
+        gone += (await self._s.queue_docs.delete_one(queue_key(project, queue))).deleted_count
         await self._s.tracking.end(project, queue)
         return gone

@@ -29,6 +29,7 @@ from node.storage.postgresql.schema import (
     next_stamp,
     unfenced,
 )
+from node.storage.postgresql.subscriptions import delete_all as delete_subscriptions
 from node.storage.postgresql.upsert import (
     CLAIM_FIELDS,
     CLAIM_TYPES,
@@ -363,9 +364,10 @@ class PostgresTransfer:
                         limit - gone,
                     )
                     gone += int(status.split()[-1])
-            if gone == 0:
+            if gone == 0:  # the queue's record last, with its few subscriptions
+                gone = await delete_subscriptions(conn, project, queue)
                 status = await conn.execute(
                     "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
                 )
-                gone = int(status.split()[-1])
+                gone += int(status.split()[-1])
         return gone

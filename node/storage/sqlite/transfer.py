@@ -29,6 +29,7 @@ from node.storage.sqlite.schema import (
     next_stamp,
     placeholders,
 )
+from node.storage.sqlite.subscriptions import delete_all as delete_subscriptions
 from node.storage.transfer import message_from_row
 
 # Few enough parameters per statement for any SQLite build's limit.
@@ -380,8 +381,9 @@ class SqliteTransfer:
                         " WHERE project = ? AND queue = ? LIMIT ?)",
                         (project, queue, limit - gone),
                     ).rowcount
-            if gone == 0:
-                gone = conn.execute(
+            if gone == 0:  # the queue's record last, with its few subscriptions
+                gone = delete_subscriptions(conn, project, queue)
+                gone += conn.execute(
                     "DELETE FROM queues WHERE project = ? AND name = ?", (project, queue)
                 ).rowcount
             return gone
