@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from node.notify.confirm import Signer
 from node.storage.base import Storage
 from wire.limits import ApiLimits
 
@@ -16,3 +17,6 @@ class Deps:
     limits: ApiLimits = field(default_factory=ApiLimits)
     clock: Callable[[], float] = time.time
     partition: str = "default"
+    # Set when subscriptions must be confirmed (require_confirmation, and a signed-URL key to
+    # sign the confirm link with): new webhook subscriptions are sent a confirmation request.
+    confirmations: Signer | None = None
