@@ -153,6 +153,11 @@ def section(base: Path, load: Load, command: str) -> str:
             f"| {'-' if r.receiver_us_per_notice is None else f'{r.receiver_us_per_notice:,.0f}'} |"
         )
     table = "\n".join(lines)
+    marginal = [
+        f"{(r.node_us_per_post - rows[0].node_us_per_post) / r.subscriptions:,.0f} µs with "
+        f"{r.subscriptions}"
+        for r in rows[1:]
+    ]
     return f"""{TITLES["notifications"]}
 
 Measured with `{command}`: wrk, {load.threads} thread, {load.connections} connections,
@@ -164,4 +169,13 @@ after wrk stopped included. Load average before: {before}; after: {after}.
 Targets: with 1 subscription at least 0.8x the posts/s of none; lag p99 < 1 s at that rate.
 
 {table}
+
+- The node's CPU time per notification (its CPU per post less that with no subscription, per
+  subscription): {"; ".join(marginal)} subscription(s). The deliverer runs in the node process:
+  under a saturating load every notification's cost comes out of the posts' share of the CPU,
+  and so does the subscriber's when it shares the machine's cores, as here. CPU per post and per
+  notification hold better than posts/s when other processes load the machine (see the load
+  average): posts/s rows measured under a load above 2 compare poorly with each other.
+- *notifications received / owed*: owed counts the posts wrk saw answered 201; the posts in
+  flight when wrk stopped were stored and notified too, hence a few more received.
 """
