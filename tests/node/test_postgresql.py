@@ -22,6 +22,7 @@ from node.storage.postgresql import PostgresStorage
 from node.storage.postgresql.claims import CLAIM
 from node.storage.postgresql.connection import PostgresSettings
 from node.storage.postgresql.messages import POST
+from node.storage.postgresql.outbox import LEASE
 from node.storage.postgresql.schema import VERSION, SchemaTooNew, upgrade
 from tests.conftest import storage_uri
 from tests.services import free_port, node_process
@@ -166,7 +167,7 @@ async def test_a_version_3_schema_gets_subscriptions(uri: str) -> None:
     finally:
         await store.close()
     async with connect(uri) as conn:
-        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 4
+        assert await conn.fetchval("SELECT version FROM marconi_schema") == VERSION == 5
 
 
 async def test_nodes_starting_at_once_create_the_schema_once(uri: str) -> None:
@@ -277,8 +278,11 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         )  # picks by marker, locks what it picks
         assert "Seq Scan" not in claim and "LockRows" in claim
         assert "SKIP LOCKED" in CLAIM
-        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT])
+        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT], mid)
         assert "Seq Scan on queues" not in post
+        assert "Seq Scan on subscriptions" not in post  # an unsubscribed queue: one probe
+        lease = await plan(conn, LEASE, "owner", now, now + 30, 64)
+        assert "Seq Scan on outbox" not in lease
 
 
 # --- contention ----------------------------------------------------------------------------------

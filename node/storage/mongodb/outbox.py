@@ -8,6 +8,11 @@ without subscriptions waits for nothing more): an acknowledged post has its deli
 record; a post whose process dies between the two writes was never acknowledged, like one
 whose answer was lost.
 
+Most queues have no subscriptions: like its fences (`node.storage.mongodb.fences`), a node that
+found a queue without live subscriptions believes it for `QUIET` seconds without asking again,
+so the posts of such a queue cost no command for it; a subscription made through this node
+ends that at once (`forget`), one made through another node within `QUIET`.
+
 A lease takes each candidate with a conditional update on its `due` and `owner` as read: on
 MongoDB, one document's update is atomic, so one deliverer wins each delivery. FerretDB 1.x
 applies an update as a read and a write, so two deliverers racing for one delivery may both
@@ -17,6 +22,8 @@ take it and send it twice: at least once all the same.
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from pymongo import ASCENDING, ReturnDocument
@@ -27,6 +34,8 @@ from node.storage.mongodb.documents import Doc, backend, duplicates
 from node.storage.outbox import NOTIFICATION, Deliveries, Delivery, Nudge
 
 Clock = Callable[[], float]
+QUIET = 0.05  # seconds a node takes a queue found without subscriptions to stay so
+QUIET_QUEUES = 10_000  # queues a node remembers as without subscriptions, at most
 
 
 def _document(d: Delivery) -> Doc:
@@ -77,6 +86,7 @@ class MongoOutbox:
         self._fences = fence_docs
         self._clock = clock
         self.written = Nudge()
+        self._quiet: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> believed until
 
     async def create_indexes(self) -> None:
         await self.docs.create_index("due")
@@ -85,13 +95,30 @@ class MongoOutbox:
     # --- the post path -------------------------------------------------------------------------
 
     async def subscribers(self, project: str, queue: str) -> list[Doc]:
-        """The queue's live subscriptions, as a post owes them (one indexed query)."""
+        """The queue's live subscriptions, as a post owes them (one indexed query, none for a
+        queue found without any less than `QUIET` seconds ago)."""
+        key = (project, queue)
+        until = self._quiet.get(key)
+        if until is not None and until > time.monotonic():
+            return []
         async with backend():
             cursor = self._subscriptions.find(
                 {"project": project, "source": queue, "expires": {"$gt": self._clock()}},
                 {"subscriber": 1, "options": 1, "confirmed": 1},
             )
-            return [doc async for doc in cursor]
+            found = [doc async for doc in cursor]
+        if found:
+            self._quiet.pop(key, None)
+        else:
+            self._quiet[key] = time.monotonic() + QUIET
+            self._quiet.move_to_end(key)
+            while len(self._quiet) > QUIET_QUEUES:
+                self._quiet.popitem(last=False)
+        return found
+
+    def forget(self, project: str, queue: str) -> None:
+        """The queue may have subscriptions now: the next post asks."""
+        self._quiet.pop((project, queue), None)
 
     async def record_post(
         self, project: str, queue: str, subscribers: list[Doc], messages: list[Doc], now: float
