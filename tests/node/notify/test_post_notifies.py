@@ -14,16 +14,25 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.api.app import create_app
 from node.api.deps import Deps
 from node.notify.settings import NotifySettings
-from node.storage.sqlite import SqliteStorage
-from tests.conftest import FakeClock
+from node.storage import open_storage
+from node.storage.base import Storage
+from tests.conftest import FakeClock, storage_uri
 from tests.node.notify.receivers import Receiver, eventually
 
 HEADERS = {"Client-ID": "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60", "X-Project-ID": "p"}
 
 
-@pytest.fixture
-async def node(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[TestClient, SqliteStorage]]:
-    storage = await SqliteStorage.open(f"sqlite:///{tmp_path}/p.db", clock)
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mongodb", marks=pytest.mark.mongodb),
+    ]
+)
+async def node(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[tuple[TestClient, Storage]]:
+    storage = await open_storage(storage_uri(request.param, tmp_path, request), clock)
     deps = Deps(storage=storage, clock=clock)
     app = create_app(deps, notify=NotifySettings(poll_interval=0.02))
     async with TestClient(TestServer(app)) as client:
@@ -37,7 +46,7 @@ async def call(client: TestClient, method: str, path: str, body: Any = None) -> 
 
 
 async def test_a_post_is_notified_as_zaqar_sends_it(
-    node: tuple[TestClient, SqliteStorage], receiver: Receiver
+    node: tuple[TestClient, Storage], receiver: Receiver
 ) -> None:
     client, _ = node
     await call(client, "POST", "/v2/queues/orders/subscriptions", {"subscriber": receiver.url()})
@@ -51,7 +60,7 @@ async def test_a_post_is_notified_as_zaqar_sends_it(
 
 
 async def test_a_queue_without_subscriptions_owes_nothing(
-    node: tuple[TestClient, SqliteStorage],
+    node: tuple[TestClient, Storage],
 ) -> None:
     client, storage = node
     await call(client, "POST", "/v2/queues/quiet/messages", {"messages": [{"body": 1}]})
@@ -59,7 +68,7 @@ async def test_a_queue_without_subscriptions_owes_nothing(
 
 
 async def test_expired_subscriptions_receive_nothing(
-    node: tuple[TestClient, SqliteStorage], receiver: Receiver, clock: FakeClock
+    node: tuple[TestClient, Storage], receiver: Receiver, clock: FakeClock
 ) -> None:
     client, storage = node
     short = {"subscriber": receiver.url("short"), "ttl": 60}
