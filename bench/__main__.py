@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import busy, catalog, migration, mongodb, workers
+from bench import busy, catalog, migration, mongodb, notifications, workers
 from bench.cluster import direct, storage
 from bench.overhead import measure_overhead
 from bench.reference import compare_nginx
@@ -51,6 +51,7 @@ SECTIONS = (
     "postgresql",
     "mongodb",
     "workers",
+    "notifications",
 )
 
 
@@ -169,6 +170,10 @@ def main() -> int:
         if "mongodb" in wanted:
             # The MongoDB driver on FerretDB's two backends, posts at 1, 16 and 64 connections.
             sections["mongodb"] = mongodb.section(base / "mongodb", args.seconds, command)
+
+        if "notifications" in wanted:
+            # Posts/s with 0, 1 and 10 webhook subscriptions, and the delivery lag.
+            sections["notifications"] = notifications.section(base, load, command)
 
     output = Path(args.output)
     previous = output.read_text() if output.exists() else None

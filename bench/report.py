@@ -37,6 +37,7 @@ TITLES = {
     "workers": "## Workers (`--workers 2` against one worker)",
     "busy": "## Busy-queue move",
     "mongodb": "## MongoDB driver on FerretDB (both backends)",
+    "notifications": "## Notifications (webhook subscriptions: post throughput, delivery lag)",
 }
 BUSY = 0.1  # cores used by processes outside the bench above which a figure is flagged
 

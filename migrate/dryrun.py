@@ -139,6 +139,11 @@ class DryRunSteps:
         if not any(s.verb == "mark_moved" for s in self.planned):
             self._plan("mark_moved", f'fence {self.move.source} "moved": stale routes look again')
 
+    async def move_outbox(self) -> int:
+        if not any(s.verb == "move_outbox" for s in self.planned):
+            self._plan("move_outbox", f"move the notifications owed to {self.move.target}")
+        return 0
+
     async def unfreeze_source(self) -> None:
         return None  # only on the way back, which a plan does not take
 

@@ -298,6 +298,7 @@ class Machine:
 
     async def _cleanup(self) -> None:
         await self.steps.mark_moved()  # a resumed cleanup: the switch's last step again
+        await self.steps.move_outbox()  # the notifications owed, from the fenced source
         waited = self.migration.updated + self.settings.purge_grace - self.clock()
         if waited > 0:
             await self.sleep(waited)

@@ -34,6 +34,7 @@ from migrate.verify import Verifier
 from node.errors import QueueDoesNotExist
 from node.models import Fence, QueueDigest
 from node.storage.base import TransferStore
+from node.storage.outbox import OutboxStore
 
 # THE POINT OF NO RETURN. Once a migration's record says SWITCHED, the target owns the queue:
 # `switch_placement` runs (again, after a worker's death) until the placement names the target,
@@ -104,6 +105,12 @@ class Steps(Protocol):
     async def mark_moved(self) -> None:
         """The source's fence says "moved": stale routes are sent to look again."""
 
+    async def move_outbox(self) -> int:
+        """After the switch: the notifications the source still owes for the queue go to the
+        target (upserted by id), then leave the source; return how many arrived. The source's
+        deliverers leave a fenced queue's deliveries alone, so each is sent from one side
+        only, but for those in flight at the freeze (at least once)."""
+
     async def unfreeze_source(self) -> None:
         """Abort a freeze: the source's fence lifted, then the placement ACTIVE again."""
 
@@ -135,11 +142,13 @@ class LiveSteps:
         pinned: Callable[[], AbstractContextManager[None]] = nullcontext,
         clock: Callable[[], float] = time.time,
         subscriptions: SubscriptionPair | None = None,
+        outboxes: tuple[OutboxStore, OutboxStore] | None = None,  # (source's, target's)
     ) -> None:
         self.move = move
         self.catalog = catalog
         self.source = source
         self.target = target
+        self.outboxes = outboxes
         self.pinned = pinned
         self.subscriptions = subscriptions
         self.copier = Copier(
@@ -254,6 +263,16 @@ class LiveSteps:
 
     async def mark_moved(self) -> None:
         await self.source.freeze(self.move.project, self.move.queue, Fence.MOVED)
+
+    async def move_outbox(self) -> int:
+        if self.outboxes is None:
+            return 0
+        m, (source, target) = self.move, self.outboxes
+        await self._guard_not_on(m.source, "move the outbox away from")
+        owed = await source.export_outbox(m.project, m.queue)
+        arrived = await target.import_outbox(m.project, m.queue, owed)
+        await source.drop_outbox(m.project, m.queue)
+        return arrived
 
     async def unfreeze_source(self) -> None:
         m = self.move

@@ -199,6 +199,7 @@ class Worker:
             pinned=self.storages.clock.pinned,
             clock=self.storages.clock,
             subscriptions=(source.subscriptions, target.subscriptions),
+            outboxes=(source.outbox, target.outbox),
         )
         machine = Machine(
             journal,

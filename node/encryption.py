@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 IV_BYTES = 16
 KEY_SETTING = "MARCONI_MESSAGE_ENCRYPTION_KEY"
+ENCRYPTED = "_enable_encrypt_messages"  # the queue attribute that turns encryption on
 
 
 class MessageCipher:

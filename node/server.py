@@ -15,6 +15,7 @@ from node.api.app import create_app
 from node.api.deps import Deps
 from node.drain import AFTER_DRAIN, Drain
 from node.encryption import MessageCipher
+from node.notify.confirm import confirmation_signer
 from node.settings import NodeSettings
 from node.storage import open_storage
 from wire.deadlines import guarded_runner
@@ -26,14 +27,18 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
     async with stop_signals() as stop:
         storage = await open_storage(settings.storage)
         key = settings.message_encryption_key
+        signed_url_key = settings.signed_url_key or None
         deps = Deps(
             storage=storage,
             limits=settings.limits,
             partition=settings.partition,
-            signed_url_key=settings.signed_url_key or None,
+            signed_url_key=signed_url_key,
             cipher=MessageCipher(key) if key else None,
+            confirmations=confirmation_signer(signed_url_key)
+            if settings.notify.require_confirmation
+            else None,
         )
-        app = create_app(deps, gc_interval=settings.gc_interval)
+        app = create_app(deps, gc_interval=settings.gc_interval, notify=settings.notify)
         drain = Drain()
         app.middlewares.insert(0, drain.middleware)
         runner = guarded_runner(settings.deadlines)(

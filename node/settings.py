@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ground import env
+from node.notify.settings import NotifySettings
 from wire.deadlines import Deadlines
 from wire.limits import ApiLimits
 
@@ -35,6 +36,7 @@ class NodeSettings:
     # The key of queues with `_enable_encrypt_messages` (node/encryption.py): every node of a
     # cluster needs the same one, since a migration moves bodies as they are stored.
     message_encryption_key: str = field(default="", repr=False)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def deadlines(self) -> Deadlines:
@@ -44,7 +46,8 @@ class NodeSettings:
 
     @classmethod
     def from_env(cls) -> NodeSettings:
-        """`MARCONI_*` variables (and `MARCONI_LIMIT_<NAME>` for each API limit)."""
+        """`MARCONI_*` variables (and `MARCONI_LIMIT_<NAME>` for each API limit,
+        `MARCONI_NOTIFY_<NAME>` for each notification setting)."""
         names = {
             "storage": "MARCONI_STORAGE",
             "partition": "MARCONI_PARTITION",
@@ -62,4 +65,4 @@ class NodeSettings:
             "signed_url_key": "MARCONI_SIGNED_URL_KEY",
             "message_encryption_key": "MARCONI_MESSAGE_ENCRYPTION_KEY",
         }
-        return env.read(cls, names, limits=ApiLimits.from_env())
+        return env.read(cls, names, limits=ApiLimits.from_env(), notify=NotifySettings.from_env())

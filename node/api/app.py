@@ -16,6 +16,8 @@ from node.api import v2
 from node.api.deps import Deps
 from node.api.errors import error_middleware
 from node.api.homedoc import VERSIONS
+from node.notify.service import delivery_lifecycle
+from node.notify.settings import NotifySettings
 from wire.answers import dumps, zaqar_header_names
 from wire.checks import with_checks
 from wire.deadlines import oversized_middleware
@@ -49,8 +51,11 @@ def mount(
         web.RouteDef(route.method, prefix + route.path, hooked, route.kwargs).register(app.router)
 
 
-def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
-    """The whole node: `/`, `/metrics`, and each API version under its prefix."""
+def create_app(
+    deps: Deps, *, gc_interval: float = 30.0, notify: NotifySettings | None = None
+) -> web.Application:
+    """The whole node: `/`, `/metrics`, and each API version under its prefix; with `notify`,
+    the deliverer of the partition's notifications."""
     from node.api import v1, v1_1
 
     app = web.Application(
@@ -72,6 +77,8 @@ def create_app(deps: Deps, *, gc_interval: float = 30.0) -> web.Application:
     mount(app, "/v1", v1.routes(deps), ids_required=False, signed_url_key=key)
     app.on_response_prepare.append(zaqar_header_names)
     app.cleanup_ctx.append(_storage_lifecycle(deps, gc_interval))
+    if notify is not None:
+        app.cleanup_ctx.append(delivery_lifecycle(deps.storage, notify, deps.clock, deps.cipher))
     return app
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node.encryption import MessageCipher
+from node.notify.confirm import Signer
 from node.storage.base import Storage
 from wire.limits import ApiLimits
 
@@ -22,3 +23,6 @@ class Deps:
     # (unset) answers every share and every signed request as Zaqar does without one.
     signed_url_key: str | None = field(default=None, repr=False)
     cipher: MessageCipher | None = None  # None: no key, so no queue may encrypt its messages
+    # Set when subscriptions must be confirmed (require_confirmation, and a signed-URL key to
+    # sign the confirm link with): new webhook subscriptions are sent a confirmation request.
+    confirmations: Signer | None = None

@@ -10,19 +10,16 @@ from aiohttp import web
 
 from node.api import formatting as fmt
 from node.api.deps import Deps
-from node.encryption import KEY_SETTING, MessageCipher
+from node.encryption import ENCRYPTED, KEY_SETTING, MessageCipher
 from node.errors import QueueDoesNotExist
 from node.models import Message, NewMessage
 from wire.checks import PROJECT
-from wire.topics import container, is_topic, topic_name
 from wire.errors import UNAVAILABLE_TITLE, ApiError
+from wire.topics import container, is_topic, topic_name
 
 V2_PREFIX = "/v2"
 DEFAULT_MESSAGES_PER_PAGE = 10
 DEFAULT_MESSAGES_PER_CLAIM = 10
-
-
-ENCRYPTED = "_enable_encrypt_messages"
 
 
 class NoEncryptionKey(ApiError):

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from node.api import formatting as fmt
-from node.api.endpoint import ENCRYPTED, Endpoint, scope
-from node.encryption import KEY_SETTING
+from node.api.endpoint import Endpoint, scope
+from node.encryption import ENCRYPTED, KEY_SETTING
 from node.errors import QueueDoesNotExist
 from wire import validation
 from wire.answers import no_content, ok

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from node.api.endpoint import Endpoint, scope
 from node.models import Subscription
+from node.notify.confirm import confirmation_delivery, needs_confirmation
 from wire import validation
 from wire.answers import no_content, ok, query_string
 from wire.errors import ApiError, error_response
@@ -76,13 +77,26 @@ class SubscriptionCollection(SubscriptionEndpoint):
         created = await self.storage.subscriptions.create(project, queue, subscriber, ttl, options)
         headers = {"Location": request.path}
         if created is not None:
+            await self.request_confirmation(project, queue, created)
             return ok({"subscription_id": created}, status=201, headers=headers)
         existing = await self.storage.subscriptions.find(project, queue, subscriber)
         if existing is None or existing.confirmed:
             return error_response(409, "Resource conflict", ALREADY_EXISTS, headers)
         # Zaqar answers a repeated subscription that is not confirmed yet as a new one (and
         # sends its confirmation request again).
+        await self.request_confirmation(project, queue, existing.id)
         return ok({"subscription_id": existing.id}, status=201, headers=headers)
+
+    async def request_confirmation(self, project: str, queue: str, subscription_id: str) -> None:
+        """Zaqar's confirmation request, through the outbox, when confirmation is required."""
+        signer = self.deps.confirmations
+        if signer is None:
+            return
+        subscription = await self.storage.subscriptions.get(project, queue, subscription_id)
+        if needs_confirmation(subscription.subscriber):
+            now = self.deps.clock()
+            delivery = confirmation_delivery(project, queue, subscription, signer, now)
+            await self.storage.outbox.enqueue([delivery])
 
 
 class SubscriptionItem(SubscriptionEndpoint):

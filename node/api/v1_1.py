@@ -9,8 +9,8 @@ from aiohttp import web
 
 from node.api import claims, messages, queues, service, v2
 from node.api.deps import Deps
-from node.api.endpoint import ENCRYPTED
 from node.api.homedoc import Resource, home_document
+from node.encryption import ENCRYPTED
 from wire.answers import dumps
 
 PREFIX = "/v1.1"

@@ -29,6 +29,7 @@ from node.models import (
     QueueStats,
     Subscription,
 )
+from node.storage.outbox import OutboxStore
 
 # Aliases: the controllers have a method named `list`, which shadows the builtin inside them.
 Messages = list[Message]
@@ -432,6 +433,9 @@ class Storage(Protocol):
 
     @property
     def transfer(self) -> TransferStore: ...
+
+    @property
+    def outbox(self) -> OutboxStore: ...
 
     async def ping(self) -> bool:
         """True if the backend answers."""

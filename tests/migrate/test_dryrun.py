@@ -47,6 +47,7 @@ async def test_dry_run_plans_every_step_and_writes_nothing(
             "switch_placement",
             "mark_moved",
             "stop_tracking",
+            "move_outbox",
             "purge_source",
         ]
         details = {s.verb: s.detail for s in plan}

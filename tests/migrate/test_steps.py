@@ -19,6 +19,7 @@ from node.errors import QueueFrozen
 from node.models import Fence, NewMessage
 from node.storage import open_storage
 from node.storage.base import Storage
+from node.storage.outbox import Delivery
 from tests.conftest import FakeClock, unique_prefix
 
 P, Q = "tenant", "orders"
@@ -137,6 +138,31 @@ async def test_unfreeze_and_remove_partial_copy(bench: Bench) -> None:
     assert await bench.target.transfer.export_queue(P, Q) is None
     with pytest.raises(Diverged):
         await s.verify()
+
+
+async def test_move_outbox_after_the_switch_only_and_once(bench: Bench, clock: FakeClock) -> None:
+    owed = [
+        Delivery(f"post{n}:sub", P, Q, "sub", "http://127.0.0.1:1/", {}, True,
+                 [{"body": n}], clock.now, clock.now)
+        for n in range(3)
+    ]  # fmt: skip
+    await bench.source.outbox.enqueue(owed)
+    steps = LiveSteps(
+        Move("m1", P, Q, "p1", "p2"),
+        bench.catalog,
+        bench.source.transfer,
+        bench.target.transfer,
+        outboxes=(bench.source.outbox, bench.target.outbox),
+    )
+    with pytest.raises(Unmovable):
+        await steps.move_outbox()  # the source still owns the queue: it delivers them
+    await steps.freeze_source(30)
+    await steps.switch_placement()
+    await steps.mark_moved()
+    assert await steps.move_outbox() == 3
+    assert await steps.move_outbox() == 0  # a resumed cleanup: nothing twice
+    assert await bench.source.outbox.depth() == 0
+    assert await bench.target.outbox.export_outbox(P, Q) == owed
 
 
 async def test_subscriptions_move_with_the_queue(bench: Bench, clock: FakeClock) -> None:

@@ -18,7 +18,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from node.models import NewMessage
-from node.storage.mongodb import MongoStorage, changes, fences
+from node.storage.mongodb import MongoStorage, changes, fences, outbox
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.mongodb
@@ -161,6 +161,7 @@ async def counted(
     counts do not depend on how fast a loaded machine runs it."""
     monkeypatch.setattr(fences, "QUIET", 3600.0)
     monkeypatch.setattr(changes, "QUIET", 3600.0)
+    monkeypatch.setattr(outbox, "QUIET", 3600.0)  # and whether it has subscriptions
     commands = Commands()
     store = await open_store(server, fresh_database(), clock, commands)
     try:

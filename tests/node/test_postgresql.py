@@ -23,6 +23,7 @@ from node.storage.postgresql import PostgresStorage
 from node.storage.postgresql.claims import CLAIM
 from node.storage.postgresql.connection import PostgresSettings
 from node.storage.postgresql.messages import DELETE_HELD, POST
+from node.storage.postgresql.outbox import LEASE
 from node.storage.postgresql.schema import VERSION, SchemaTooNew, upgrade
 from tests.conftest import storage_uri
 from tests.services import free_port, node_process
@@ -305,8 +306,11 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         )  # picks by marker, locks what it picks
         assert "Seq Scan" not in claim and "LockRows" in claim
         assert "SKIP LOCKED" in CLAIM
-        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT])
+        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT], mid)
         assert "Seq Scan on queues" not in post
+        assert "Seq Scan on subscriptions" not in post  # an unsubscribed queue: one probe
+        lease = await plan(conn, LEASE, "owner", now, now + 30, 64)
+        assert "Seq Scan on outbox" not in lease
 
 
 async def without_statistics(store: PostgresStorage) -> None:

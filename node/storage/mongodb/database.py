@@ -16,6 +16,7 @@ from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.fences import Fences
 from node.storage.mongodb.holds import Holds
+from node.storage.mongodb.outbox import MongoOutbox
 from node.storage.mongodb.posts import Posts
 
 Clock = Callable[[], float]
@@ -50,7 +51,10 @@ class Database:
         self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
-        self.posts = Posts(self.queue_docs, self.message_docs, self.fences, self.tracking)
+        self.outbox = MongoOutbox(db["outbox"], self.subscription_docs, self.fences.docs, clock)
+        self.posts = Posts(
+            self.queue_docs, self.message_docs, self.fences, self.tracking, self.outbox
+        )
 
     async def create_indexes(self) -> None:
         """Create the indexes every query needs (idempotent)."""
@@ -71,6 +75,7 @@ class Database:
         await self.holds.docs.create_index("holder")
         await self.holds.docs.create_index("expires")
         await self.tracking.create_indexes()
+        await self.outbox.create_indexes()
 
     async def close(self) -> None:
         await self.posts.close()

@@ -38,6 +38,7 @@ from node.errors import QueueDoesNotExist, StorageUnavailable
 from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend, duplicates, queue_key
 from node.storage.mongodb.fences import Fences, alongside
+from node.storage.mongodb.outbox import MongoOutbox
 
 ATTEMPTS = 8
 # The most messages one group reserves and inserts; posts beyond wait for the next group.
@@ -67,11 +68,13 @@ class Posts:
         message_docs: AsyncCollection[Doc],
         fences: Fences,
         tracking: Tracking,
+        outbox: MongoOutbox,
     ) -> None:
         self._queues = queue_docs
         self._messages = message_docs
         self._fences = fences
         self._tracking = tracking
+        self._outbox = outbox
         self._floors: dict[Key, int] = {}
         self._lines: dict[Key, _Line] = {}
 
@@ -137,17 +140,22 @@ class Posts:
     async def _store(self, key: Key, docs: list[Doc]) -> None:
         project, queue = key
         n = len(docs)
+        now = float(docs[0]["created"])  # when the post was written, for the delivery lag
         async with backend():
             for _ in range(ATTEMPTS):
                 known = self._floors.get(key)
                 if known is None:
-                    (top, stamp), floor = await asyncio.gather(
-                        self.reserve(project, queue, n), self._highest_marker(project, queue)
+                    (top, stamp), floor, subscribers = await asyncio.gather(
+                        self.reserve(project, queue, n),
+                        self._highest_marker(project, queue),
+                        self._outbox.subscribers(project, queue),
                     )
                     self._floors[key] = floor
                 else:
                     floor = known
-                    top, stamp = await self.reserve(project, queue, n)
+                    (top, stamp), subscribers = await asyncio.gather(
+                        self.reserve(project, queue, n), self._outbox.subscribers(project, queue)
+                    )
                 first = top - n + 1
                 if first <= floor:
                     # The counter went back (an update lost on FerretDB): these markers would
@@ -163,6 +171,8 @@ class Posts:
                     duplicates(exc)  # re-raises anything but a marker handed out twice
                 else:
                     self._floors[key] = max(self._floors.get(key, 0), top)
+                    if subscribers:  # before the post is acknowledged (see `outbox`)
+                        await self._outbox.record_post(project, queue, subscribers, docs, now)
                     return
                 # Another process holds some of these markers: take back what went in.
                 await self._messages.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})

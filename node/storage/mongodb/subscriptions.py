@@ -90,6 +90,7 @@ class MongoSubscriptions:
             await self.docs.insert_one(_document(project, sub))
         except DuplicateKeyError:
             return None
+        self._s.outbox.forget(project, source)  # this node's next post asks again
         return sid
 
     async def get(self, project: str, source: str, subscription_id: str) -> Subscription:
@@ -211,6 +212,7 @@ class MongoSubscriptions:
         self, project: str, source: str, subscriptions: Sequence[Subscription]
     ) -> int:
         changed = 0
+        self._s.outbox.forget(project, source)
         for sub in subscriptions:
             doc = await self.docs.find_one({"_id": ObjectId(sub.id)})
             if doc is not None:

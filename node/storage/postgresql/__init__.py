@@ -17,6 +17,7 @@ from node.storage.postgresql.claims import PostgresClaims
 from node.storage.postgresql.collector import collect_garbage
 from node.storage.postgresql.connection import Database, PostgresSettings
 from node.storage.postgresql.messages import PostgresMessages
+from node.storage.postgresql.outbox import PostgresOutbox
 from node.storage.postgresql.queues import PostgresQueues
 from node.storage.postgresql.schema import VERSION, upgrade
 from node.storage.postgresql.subscriptions import PostgresSubscriptions
@@ -33,7 +34,8 @@ class PostgresStorage:
         self.db = db
         self.clock = clock
         self.queues = PostgresQueues(db, clock)
-        self.messages = PostgresMessages(db, clock)
+        self.outbox = PostgresOutbox(db, clock)
+        self.messages = PostgresMessages(db, clock, self.outbox.written)
         self.claims = PostgresClaims(db, clock)
         self.subscriptions = PostgresSubscriptions(db, clock)
         self.transfer = PostgresTransfer(db, clock)

@@ -17,6 +17,7 @@ from typing import Any
 
 from node.errors import InvalidClaim, MessageDoesNotExist, QueueDoesNotExist
 from node.models import Message, NewMessage, is_id, new_id
+from node.storage.outbox import Nudge
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     FREE,
@@ -37,17 +38,35 @@ from node.storage.transfer import message_from_row
 Messages = list[Message]
 Ids = list[str]
 
+# The outbox (node.storage.outbox) is written by the same statement: one delivery of the group's
+# notices (Zaqar's, in marker order) per live subscription of the queue, `$10` naming the group.
+# A queue without subscriptions costs one index probe; its notices are never rendered.
 POST = f"""
 WITH q AS (
     UPDATE queues SET counter = counter + $3, stamp = stamp + tracked::int
     WHERE project = $1 AND name = $2 AND {unfenced("$4::float8")}
-    RETURNING counter - $3 AS base, CASE WHEN tracked THEN stamp ELSE 0 END AS stamp)
-INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires, delay_expires,
-                      client_id, stamp)
-SELECT m.id, $1, $2, q.base + m.n, m.body, m.ttl, $4::float8, $4::float8 + m.ttl,
-       CASE WHEN m.delay > 0 THEN $4::float8 + m.delay ELSE 0 END, m.client_id, q.stamp
-FROM q, unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::text[])
-     WITH ORDINALITY AS m(id, body, ttl, delay, client_id, n)
+    RETURNING counter - $3 AS base, CASE WHEN tracked THEN stamp ELSE 0 END AS stamp),
+posted AS (
+    INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,
+                          delay_expires, client_id, stamp)
+    SELECT m.id, $1, $2, q.base + m.n, m.body, m.ttl, $4::float8, $4::float8 + m.ttl,
+           CASE WHEN m.delay > 0 THEN $4::float8 + m.delay ELSE 0 END, m.client_id, q.stamp
+    FROM q, unnest($5::text[], $6::text[], $7::int[], $8::int[], $9::text[])
+         WITH ORDINALITY AS m(id, body, ttl, delay, client_id, n)
+    RETURNING 1),
+owed AS (
+    INSERT INTO outbox (id, project, queue, subscription, subscriber, options, confirmed,
+                        notices, posted, due)
+    SELECT $10 || ':' || s.id, $1, $2, s.id, s.subscriber, s.options, s.confirmed,
+           (SELECT json_agg(json_build_object('ttl', m.ttl, 'body', m.body::json,
+                                              'Message_Type', 'Notification',
+                                              'queue_name', $2::text) ORDER BY m.n)::text
+            FROM unnest($6::text[], $7::int[]) WITH ORDINALITY AS m(body, ttl, n)),
+           $4::float8, $4::float8
+    FROM subscriptions s
+    WHERE EXISTS (SELECT 1 FROM q) AND s.project = $1 AND s.source = $2 AND s.expires > $4
+    RETURNING 1)
+SELECT (SELECT count(*) FROM posted), (SELECT count(*) FROM owed)
 """
 # The fast path of a delete under a claim, or of a free message with none: one statement, taken
 # only when the queue is not tracked (the slow path stamps and buries). `$5` is the claim named.
@@ -73,9 +92,10 @@ class _Post:
 
 
 class PostgresMessages:
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], written: Nudge) -> None:
         self._db = db
         self._clock = clock
+        self._written = written  # the outbox's: this process's deliverer, woken by a post
         self._waiting: dict[tuple[str, str], list[_Post]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
@@ -128,10 +148,14 @@ class PostgresMessages:
             columns[4] += [post.client_id] * len(post.ids)
         now = self._clock()
         async with self._db.session() as conn:
-            status = await conn.execute(POST, project, queue, len(columns[0]), now, *columns)
-            if status.endswith(" 0"):  # nothing inserted: no queue, or a fenced one
+            posted, owed = await conn.fetchrow(
+                POST, project, queue, len(columns[0]), now, *columns, new_id()
+            )
+            if posted == 0:  # nothing inserted: no queue, or a fenced one
                 await check_writable(conn, project, queue, now)
                 raise QueueDoesNotExist(project, queue)
+        if owed:
+            self._written.set()
 
     async def wait_idle(self) -> None:
         """Let the posts in flight finish (at close)."""

@@ -117,6 +117,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: how many claims took each message (a queue's `_max_claim_count`).
     ("ALTER TABLE messages ADD COLUMN claim_count integer NOT NULL DEFAULT 0",),
+    # 6: the outbox of notifications owed to subscribers (node.storage.postgresql.outbox).
+    (
+        """CREATE TABLE outbox (
+            id text PRIMARY KEY,
+            project text NOT NULL,
+            queue text NOT NULL,
+            subscription text NOT NULL,
+            subscriber text NOT NULL,
+            options text NOT NULL,
+            confirmed boolean NOT NULL,
+            notices text NOT NULL,
+            posted double precision NOT NULL,
+            due double precision NOT NULL,
+            failures integer NOT NULL DEFAULT 0,
+            sent integer NOT NULL DEFAULT 0,
+            owner text NOT NULL DEFAULT '')""",
+        "CREATE INDEX outbox_by_due ON outbox (due)",
+        "CREATE INDEX outbox_by_queue ON outbox (project, queue)",
+    ),
 )
 VERSION = len(MIGRATIONS)
 

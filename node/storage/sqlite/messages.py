@@ -12,6 +12,7 @@ from node.models import Message, NewMessage, is_id, new_id
 from node.storage.base import Ids, Messages
 from node.storage.rules import check_delete
 from node.storage.sqlite.database import Database
+from node.storage.sqlite.outbox import SqliteOutbox, record_post
 from node.storage.sqlite.schema import (
     BY_ID,
     FREE,
@@ -26,8 +27,9 @@ from node.storage.transfer import message_from_row
 
 
 class SqliteMessages:
-    def __init__(self, storage: Database) -> None:
+    def __init__(self, storage: Database, outbox: SqliteOutbox) -> None:
         self._s = storage
+        self._outbox = outbox
 
     async def post(
         self, project: str, queue: str, messages: Sequence[NewMessage], client_id: str
@@ -71,6 +73,8 @@ class SqliteMessages:
                     for i, m in enumerate(messages)
                 ],
             )
+            if record_post(conn, project, queue, messages, now):
+                self._outbox.written.set()  # wakes this process's deliverer once committed
 
         await self._s.write(post, self._s.clock())
         return ids

@@ -121,6 +121,26 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_stamp ON messages (project, queue, stamp) WHERE stamp > 0;
 CREATE INDEX IF NOT EXISTS claims_by_stamp ON claims (project, queue, stamp) WHERE stamp > 0;
 """
+# Notifications owed to subscribers (node.storage.outbox); see node.storage.sqlite.outbox.
+OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    options TEXT NOT NULL,
+    confirmed INTEGER NOT NULL,
+    notices TEXT NOT NULL,
+    posted REAL NOT NULL,
+    due REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
+CREATE INDEX IF NOT EXISTS outbox_by_queue ON outbox (project, queue);
+"""
 
 MESSAGE_COLUMNS = (
     "id, marker, body, ttl, created, expires, client_id, delay_expires, claim_id, claim_expires,"
@@ -157,6 +177,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
         raise
     conn.execute("COMMIT")
     conn.executescript(INDEXES)
+    conn.executescript(OUTBOX)
 
 
 def next_stamp(conn: sqlite3.Connection, project: str, queue: str) -> int:

@@ -11,6 +11,7 @@ from node.errors import StorageUnavailable
 from node.storage.sqlite.claims import SqliteClaims
 from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite_path
 from node.storage.sqlite.messages import SqliteMessages
+from node.storage.sqlite.outbox import SqliteOutbox
 from node.storage.sqlite.queues import SqliteQueues
 from node.storage.sqlite.subscriptions import SqliteSubscriptions
 from node.storage.sqlite.transfer import SqliteTransfer
@@ -29,7 +30,8 @@ class SqliteStorage(Database):
     ):
         super().__init__(path, clock, checkpoint_interval, wal_limit)
         self.queues = SqliteQueues(self)
-        self.messages = SqliteMessages(self)
+        self.outbox = SqliteOutbox(self)
+        self.messages = SqliteMessages(self, self.outbox)
         self.claims = SqliteClaims(self)
         self.subscriptions = SqliteSubscriptions(self)
         self.transfer = SqliteTransfer(self)

@@ -1,0 +1,230 @@
+"""The MongoDB driver's outbox (`node.storage.outbox.OutboxStore`): one document per delivery
+in `outbox`, its `due` the lease's expiry while it is held.
+
+Without multi-document transactions a post cannot write its deliveries in the very write of its
+messages. They are written right after the messages and before the post is acknowledged (the
+lookup of the queue's subscriptions runs alongside the reservation of markers, so a queue
+without subscriptions waits for nothing more): an acknowledged post has its deliveries on
+record; a post whose process dies between the two writes was never acknowledged, like one
+whose answer was lost.
+
+Most queues have no subscriptions: like its fences (`node.storage.mongodb.fences`), a node that
+found a queue without live subscriptions believes it for `QUIET` seconds without asking again,
+so the posts of such a queue cost no command for it; a subscription made through this node
+ends that at once (`forget`), one made through another node within `QUIET`.
+
+A lease takes each candidate with a conditional update on its `due` and `owner` as read: on
+MongoDB, one document's update is atomic, so one deliverer wins each delivery. FerretDB 1.x
+applies an update as a read and a write, so two deliverers racing for one delivery may both
+take it and send it twice: at least once all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from node.storage.mongodb.documents import Doc, backend, duplicates
+from node.storage.outbox import NOTIFICATION, Deliveries, Delivery, Nudge
+
+Clock = Callable[[], float]
+QUIET = 0.05  # seconds a node takes a queue found without subscriptions to stay so
+QUIET_QUEUES = 10_000  # queues a node remembers as without subscriptions, at most
+
+
+def _document(d: Delivery) -> Doc:
+    return {
+        "_id": d.id,
+        "project": d.project,
+        "queue": d.queue,
+        "subscription": d.subscription_id,
+        "subscriber": d.subscriber,
+        "options": json.dumps(d.options),  # keys may hold `$` and `.`
+        "confirmed": d.confirmed,
+        "notices": json.dumps(d.notices),
+        "posted": d.posted,
+        "due": d.due,
+        "failures": d.failures,
+        "sent": d.sent,
+        "owner": "",
+    }
+
+
+def _delivery(doc: Doc) -> Delivery:
+    return Delivery(
+        id=doc["_id"],
+        project=doc["project"],
+        queue=doc["queue"],
+        subscription_id=doc["subscription"],
+        subscriber=doc["subscriber"],
+        options=json.loads(doc["options"]),
+        confirmed=bool(doc["confirmed"]),
+        notices=json.loads(doc["notices"]),
+        posted=float(doc["posted"]),
+        due=float(doc["due"]),
+        failures=int(doc["failures"]),
+        sent=int(doc["sent"]),
+    )
+
+
+class MongoOutbox:
+    def __init__(
+        self,
+        docs: AsyncCollection[Doc],
+        subscription_docs: AsyncCollection[Doc],
+        fence_docs: AsyncCollection[Doc],
+        clock: Clock,
+    ) -> None:
+        self.docs = docs
+        self._subscriptions = subscription_docs
+        self._fences = fence_docs
+        self._clock = clock
+        self.written = Nudge()
+        self._quiet: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> believed until
+
+    async def create_indexes(self) -> None:
+        await self.docs.create_index("due")
+        await self.docs.create_index([("project", ASCENDING), ("queue", ASCENDING)])
+
+    # --- the post path -------------------------------------------------------------------------
+
+    async def subscribers(self, project: str, queue: str) -> list[Doc]:
+        """The queue's live subscriptions, as a post owes them (one indexed query, none for a
+        queue found without any less than `QUIET` seconds ago)."""
+        key = (project, queue)
+        until = self._quiet.get(key)
+        if until is not None and until > time.monotonic():
+            return []
+        async with backend():
+            cursor = self._subscriptions.find(
+                {"project": project, "source": queue, "expires": {"$gt": self._clock()}},
+                {"subscriber": 1, "options": 1, "confirmed": 1},
+            )
+            found = [doc async for doc in cursor]
+        if found:
+            self._quiet.pop(key, None)
+        else:
+            self._quiet[key] = time.monotonic() + QUIET
+            self._quiet.move_to_end(key)
+            while len(self._quiet) > QUIET_QUEUES:
+                self._quiet.popitem(last=False)
+        return found
+
+    def forget(self, project: str, queue: str) -> None:
+        """The queue may have subscriptions now: the next post asks."""
+        self._quiet.pop((project, queue), None)
+
+    async def record_post(
+        self, project: str, queue: str, subscribers: list[Doc], messages: list[Doc], now: float
+    ) -> None:
+        """One delivery of the stored `messages` (in marker order) per subscription."""
+        notices = json.dumps(
+            [
+                {"ttl": m["ttl"], "body": json.loads(m["body"]), "Message_Type": NOTIFICATION,
+                 "queue_name": queue}
+                for m in messages
+            ]
+        )  # fmt: skip
+        post = str(messages[0]["_id"])
+        docs = [
+            {
+                "_id": f"{post}:{s['_id']}",
+                "project": project,
+                "queue": queue,
+                "subscription": str(s["_id"]),
+                "subscriber": s["subscriber"],
+                "options": s["options"],
+                "confirmed": bool(s.get("confirmed")),
+                "notices": notices,
+                "posted": now,
+                "due": now,
+                "failures": 0,
+                "sent": 0,
+                "owner": "",
+            }
+            for s in subscribers
+        ]
+        await self._insert(docs)
+        self.written.set()
+
+    async def _insert(self, docs: list[Doc]) -> int:
+        if not docs:
+            return 0
+        async with backend():
+            try:
+                return len((await self.docs.insert_many(docs, ordered=False)).inserted_ids)
+            except BulkWriteError as exc:
+                duplicates(exc)  # already there: a retried write, or a repeated import
+                return int(exc.details.get("nInserted", 0))
+
+    # --- the deliverers -----------------------------------------------------------------------
+
+    async def lease(self, owner: str, *, limit: int, lasts: float) -> Deliveries:
+        now = self._clock()
+        async with backend():
+            fenced = {
+                (f["project"], f["queue"])
+                async for f in self._fences.find(
+                    {"$or": [{"until": 0}, {"until": {"$gt": now}}, {"until": None}]},
+                    {"project": 1, "queue": 1},
+                )
+            }
+            cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING).limit(limit)
+            candidates = [d async for d in cursor if (d["project"], d["queue"]) not in fenced]
+            taken: Deliveries = []
+            for doc in candidates:
+                won = await self.docs.find_one_and_update(
+                    {"_id": doc["_id"], "due": doc["due"], "owner": doc["owner"]},
+                    {"$set": {"owner": owner, "due": now + lasts}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if won is not None:
+                    taken.append(_delivery(won))
+            return taken
+
+    async def done(self, owner: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with backend():
+            gone = await self.docs.delete_many({"_id": {"$in": list(ids)}, "owner": owner})
+            return int(gone.deleted_count)
+
+    async def retry(
+        self, owner: str, delivery_id: str, *, due: float, failures: int, sent: int
+    ) -> bool:
+        async with backend():
+            found = await self.docs.update_one(
+                {"_id": delivery_id, "owner": owner},
+                {"$set": {"due": due, "failures": failures, "sent": sent, "owner": ""}},
+            )
+            return found.matched_count > 0
+
+    async def enqueue(self, deliveries: Sequence[Delivery]) -> None:
+        await self._insert([_document(d) for d in deliveries])
+        self.written.set()
+
+    async def depth(self) -> int:
+        async with backend():
+            return int(await self.docs.count_documents({}))
+
+    async def wait(self, seconds: float) -> None:
+        await self.written.wait(seconds)
+
+    async def export_outbox(self, project: str, queue: str) -> Deliveries:
+        async with backend():
+            cursor = self.docs.find({"project": project, "queue": queue}).sort("_id", ASCENDING)
+            return [_delivery(d) async for d in cursor]
+
+    async def import_outbox(self, project: str, queue: str, deliveries: Sequence[Delivery]) -> int:
+        return await self._insert([_document(d) for d in deliveries])
+
+    async def drop_outbox(self, project: str, queue: str) -> int:
+        async with backend():
+            gone = await self.docs.delete_many({"project": project, "queue": queue})
+            return int(gone.deleted_count)
