@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ground import env
@@ -25,6 +26,8 @@ class NotifySettings:
     depth_interval: float = 5.0  # seconds between counts of the outbox, for its gauge
 
     @classmethod
-    def from_env(cls, prefix: str = "MARCONI_NOTIFY_") -> NotifySettings:
+    def from_env(
+        cls, prefix: str = "MARCONI_NOTIFY_", environ: Mapping[str, str] | None = None
+    ) -> NotifySettings:
         """Each field may be set by `MARCONI_NOTIFY_<FIELD>` (upper case)."""
-        return env.read(cls, env.prefixed(cls, prefix))
+        return env.read(cls, env.prefixed(cls, prefix), environ)

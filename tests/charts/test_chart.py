@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from node.notify.settings import NotifySettings
 from tests.charts.chart import (
     CHART,
     EXAMPLE,
@@ -450,3 +451,25 @@ def test_the_signed_url_secret_reaches_every_node_and_proxy_only_when_set(
     }
     for workload in found:
         assert secret_ref(env_of(workload)["MARCONI_SIGNED_URL_KEY"]) == ("marconi-signing", "key")
+
+
+def test_notification_settings_reach_every_node_as_the_node_reads_them(helm: Helm) -> None:
+    manifests = helm.template(
+        **{
+            "notifications.requireConfirmation": "true",
+            "notifications.smtp.host": "mail.example.test",
+            "notifications.smtp.port": "587",
+        }
+    )
+    nodes = [
+        d
+        for d in manifests.of("Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "node"
+    ]
+    assert nodes
+    for node in nodes:
+        environment = {name: e["value"] for name, e in env_of(node).items() if "value" in e}
+        settings = NotifySettings.from_env(environ=environment)
+        assert settings.require_confirmation is True
+        assert (settings.smtp_host, settings.smtp_port) == ("mail.example.test", 587)
+        assert settings.enabled is True and settings.webhook_timeout == 10.0
