@@ -119,10 +119,7 @@ def routes(deps: Deps) -> list[web.RouteDef]:
     q = "/queues/{queue_name}"
     queues, queue = QueueCollection(deps), QueueItem(deps)
     stats, purge, share = QueueStats(deps), QueuePurge(deps), QueueShare(deps)
-    messages, message = MessageCollection(deps), MessageItem(deps)
     claims, claim = ClaimCollection(deps), ClaimItem(deps)
-    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
-    confirm = SubscriptionConfirm(deps)
     ping, health, home = Ping(deps), Health(deps), Home(deps)
     return [
         web.get("", home.get, allow_head=False),
@@ -135,21 +132,12 @@ def routes(deps: Deps) -> list[web.RouteDef]:
         web.get(q + "/stats", stats.get, allow_head=False),
         web.post(q + "/purge", purge.post),
         web.post(q + "/share", share.post),
-        web.post(q + "/messages", messages.post),
-        web.get(q + "/messages", messages.get, allow_head=False),
-        web.delete(q + "/messages", messages.delete),
-        web.get(q + "/messages/{message_id}", message.get, allow_head=False),
-        web.delete(q + "/messages/{message_id}", message.delete),
+        *message_routes(deps, q),
         web.post(q + "/claims", claims.post),
         web.get(q + "/claims/{claim_id}", claim.get, allow_head=False),
         web.patch(q + "/claims/{claim_id}", claim.patch),
         web.delete(q + "/claims/{claim_id}", claim.delete),
-        web.get(q + "/subscriptions", subscriptions.get, allow_head=False),
-        web.post(q + "/subscriptions", subscriptions.post),
-        web.get(q + "/subscriptions/{subscription_id}", subscription.get, allow_head=False),
-        web.patch(q + "/subscriptions/{subscription_id}", subscription.patch),
-        web.delete(q + "/subscriptions/{subscription_id}", subscription.delete),
-        web.put(q + "/subscriptions/{subscription_id}/confirm", confirm.put),
+        *subscription_routes(deps, q),
         *topic_routes(deps),
         web.get("/ping", ping.get, allow_head=False),
         web.head("/ping", ping.head),
@@ -164,9 +152,6 @@ def topic_routes(deps: Deps) -> list[web.RouteDef]:
     t = "/topics/{topic_name}"
     topics, topic = TopicCollection(deps), TopicItem(deps)
     stats, purge = TopicStats(deps), TopicPurge(deps)
-    messages, message = MessageCollection(deps), MessageItem(deps)
-    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
-    confirm = SubscriptionConfirm(deps)
     return [
         web.get("/topics", topics.get, allow_head=False),
         web.get(t, topic.get, allow_head=False),
@@ -175,15 +160,34 @@ def topic_routes(deps: Deps) -> list[web.RouteDef]:
         web.patch(t, topic.patch),
         web.get(t + "/stats", stats.get, allow_head=False),
         web.post(t + "/purge", purge.post),
-        web.post(t + "/messages", messages.post),
-        web.get(t + "/messages", messages.get, allow_head=False),
-        web.delete(t + "/messages", messages.delete),
-        web.get(t + "/messages/{message_id}", message.get, allow_head=False),
-        web.delete(t + "/messages/{message_id}", message.delete),
-        web.get(t + "/subscriptions", subscriptions.get, allow_head=False),
-        web.post(t + "/subscriptions", subscriptions.post),
-        web.get(t + "/subscriptions/{subscription_id}", subscription.get, allow_head=False),
-        web.patch(t + "/subscriptions/{subscription_id}", subscription.patch),
-        web.delete(t + "/subscriptions/{subscription_id}", subscription.delete),
-        web.put(t + "/subscriptions/{subscription_id}/confirm", confirm.put),
+        *message_routes(deps, t),
+        *subscription_routes(deps, t),
+    ]
+
+
+def message_routes(deps: Deps, base: str) -> list[web.RouteDef]:
+    """The messages of the queue or topic at `base`."""
+    messages, message = MessageCollection(deps), MessageItem(deps)
+    item = base + "/messages/{message_id}"
+    return [
+        web.post(base + "/messages", messages.post),
+        web.get(base + "/messages", messages.get, allow_head=False),
+        web.delete(base + "/messages", messages.delete),
+        web.get(item, message.get, allow_head=False),
+        web.delete(item, message.delete),
+    ]
+
+
+def subscription_routes(deps: Deps, base: str) -> list[web.RouteDef]:
+    """The subscriptions of the queue or topic at `base`."""
+    subscriptions, subscription = SubscriptionCollection(deps), SubscriptionItem(deps)
+    confirm = SubscriptionConfirm(deps)
+    item = base + "/subscriptions/{subscription_id}"
+    return [
+        web.get(base + "/subscriptions", subscriptions.get, allow_head=False),
+        web.post(base + "/subscriptions", subscriptions.post),
+        web.get(item, subscription.get, allow_head=False),
+        web.patch(item, subscription.patch),
+        web.delete(item, subscription.delete),
+        web.put(item + "/confirm", confirm.put),
     ]
