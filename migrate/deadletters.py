@@ -26,6 +26,7 @@ its lease, as a migration is owned).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from itertools import groupby
@@ -78,6 +79,9 @@ class Mover:
         moved = 0
         for partition in await self.catalog.partitions():
             if not partition.storage or not await self.ownership.claim(_key(partition.name)):
+                # Another worker's (or none's): its count is that worker's to tell.
+                with contextlib.suppress(KeyError):
+                    metrics.DEAD_LETTERS_WAITING.remove(partition.name)
                 continue
             try:
                 moved += await self.empty(partition.name)
