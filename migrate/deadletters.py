@@ -69,8 +69,12 @@ class Mover:
         while True:
             try:
                 await self.pass_once()
-            except (CatalogError, StorageError, MigrationError) as exc:
-                log.warning("dead_letter_pass_failed", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the next pass tries again; the loop must not end
+                log.warning(
+                    "dead_letter_pass_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=not isinstance(exc, CatalogError | StorageError | MigrationError),
+                )
             await asyncio.sleep(self.interval)
 
     async def pass_once(self) -> int:
@@ -85,7 +89,8 @@ class Mover:
                 continue
             try:
                 moved += await self.empty(partition.name)
-            except (CatalogError, StorageError, MigrationError) as exc:
+            except (CatalogError, StorageError, MigrationError, ValueError) as exc:
+                # ValueError: a storage URI no driver opens.
                 log.warning(
                     "dead_letter_partition_failed",
                     partition=partition.name,
