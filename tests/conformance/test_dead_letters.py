@@ -234,6 +234,21 @@ async def test_a_received_dead_letter_is_a_change_of_a_tracked_queue(storage: St
     assert [(m.id, m.claim_id) for m in changed.messages] == [(mid, None)]
 
 
+async def test_letters_leaving_a_moving_queue_for_the_pile_are_its_changes(
+    storage: Storage,
+) -> None:
+    """A queue being migrated: letters it loses to the pile are deletes the catch-up applies
+    to the copy, so they are not in the queue on the target either (the pile stays here and
+    is moved from here)."""
+    (mid,) = await post(storage, "a")
+    await claim_and_release(storage)
+    await storage.transfer.track(P, Q, True)
+    since = await storage.transfer.sequence(P, Q)
+    assert await storage.claims.dead_letter(P, Q, DeadLetter(DLQ, 1), limit=10) == 1
+    changed = await storage.transfer.changes(P, Q, since=since, limit=10)
+    assert [r.id for r in changed.removed] == [mid]
+
+
 def _fields(message: Message) -> dict[str, object]:
     return {f: getattr(message, f) for f in Message.__dataclass_fields__}
 
