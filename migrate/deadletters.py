@@ -99,6 +99,14 @@ class Mover:
         return moved
 
     async def empty(self, partition: str) -> int:
+        """Move `partition`'s piles batch after batch while whole batches move (a backlog
+        drains within one pass; letters left waiting end it)."""
+        total = 0
+        while (moved := await self.empty_batch(partition)) == self.batch:
+            total += moved
+        return total + moved
+
+    async def empty_batch(self, partition: str) -> int:
         """Move one batch of `partition`'s piles, dead-letter queue by dead-letter queue."""
         source = await self.storages.of(partition)
         waiting = await source.dead_letters.waiting(limit=self.batch)
