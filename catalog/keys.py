@@ -86,7 +86,8 @@ class Keys:
     def migration(self, migration_id: str) -> str:
         return f"{self.migrations}{migration_id}"
 
-    # owners/{migration id}: the worker running that migration, bound to the worker's lease.
+    # owners/{migration id}: the worker running that migration, bound to the worker's lease;
+    # owners/dead-letters.{partition}: the worker moving that partition's dead letters.
     # Not under migrations/, whose every key is a migration record.
     @property
     def owners(self) -> str:

@@ -31,6 +31,22 @@ FREEZE_SECONDS = Histogram(
 )
 for _outcome in ("switched", "aborted"):
     FREEZE_SECONDS.labels(_outcome)  # exported at 0 from the start, so alerts see the series
+DEAD_LETTERS_MOVED = Counter(
+    "marconi_dead_letters_moved_total",
+    "Dead letters moved from a partition's outgoing pile into their dead-letter queue.",
+)
+DEAD_LETTERS_WAITING = Gauge(
+    "marconi_dead_letters_waiting",
+    "Dead letters waiting in a partition's outgoing piles at the mover's last pass (at most"
+    " one batch, MARCONI_WORKER_DEAD_LETTER_BATCH).",
+    ["partition"],
+)
+DEAD_LETTERS_DEFERRED = Counter(
+    "marconi_dead_letters_deferred_total",
+    "Batches of dead letters left for a later pass, by reason (NotPlaced, QueueDoesNotExist,"
+    " QueueFrozen, StorageUnavailable, ...).",
+    ["reason"],
+)
 MIGRATIONS = Gauge(
     "marconi_migrations",
     "Migrations recorded in the catalog, by phase (as last seen by this worker).",

@@ -48,6 +48,12 @@ class WorkerSettings:
     # many seconds (0: never), messages counted only up to this many queues in the cluster.
     census_interval: float = 30.0
     census_stats_limit: int = 10_000
+    # Dead letters bound for another partition (migrate.deadletters): a pass over every
+    # partition's outgoing piles every this many seconds (0: never), moving up to `batch` of
+    # each; `crash_after` (1-4) is a test hook: kill -9 the worker right after that step.
+    dead_letter_interval: float = 1.0
+    dead_letter_batch: int = 500
+    dead_letter_crash_after: int = 0
     retry_pause: float = 1.0  # seconds before a failed step (etcd or storage down) runs again
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9188  # /metrics and /health; 0 for none
@@ -72,6 +78,8 @@ class WorkerSettings:
         """Settings that cannot work raise `ValueError` (from the environment, or replaced)."""
         if self.lease_ttl < 2:
             raise ValueError("lease_ttl must be at least 2 seconds (etcd's minimum)")
+        if self.dead_letter_batch < 1:
+            raise ValueError("dead_letter_batch must be at least 1")
         if min(self.batch, self.max_running, self.freeze_attempts, self.stall_rounds) < 1:
             raise ValueError(
                 "batch, max_running, freeze_attempts and stall_rounds must be at least 1"

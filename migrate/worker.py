@@ -24,6 +24,7 @@ from catalog.registry import Registry
 from catalog.store import CatalogStore
 from ground.logs import get_logger
 from migrate import census, metrics
+from migrate.deadletters import Mover
 from migrate.errors import MigrationError, OwnershipLost
 from migrate.journal import RegistryJournal
 from migrate.machine import NO_HOOKS, Hooks, Machine
@@ -75,6 +76,16 @@ class Worker:
             asyncio.create_task(self._follow(self.keys.owners)),
             asyncio.create_task(self._take_migrations()),
         ]
+        if self.settings.dead_letter_interval > 0:
+            mover = Mover(
+                self.catalog,
+                self.storages,
+                self.ownership,
+                interval=self.settings.dead_letter_interval,
+                batch=self.settings.dead_letter_batch,
+                crash_after=self.settings.dead_letter_crash_after,
+            )
+            self._tasks.append(asyncio.create_task(mover.run(), name="dead-letters"))
         if self.settings.census_interval > 0:
             census_run = census.run(
                 self.catalog,

@@ -75,6 +75,17 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A dead letter waiting on its partition to move to a dead-letter queue that is not there
+    (`node.storage.deadletters`): `message.claim_id` is the hold its copy is received under."""
+
+    project: str
+    queue: str  # the dead-letter queue it is bound for
+    message: Message
+    sent: bool  # its copy is known whole in the dead-letter queue; the hold may be released
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     id: str
     ttl: int

@@ -19,7 +19,8 @@ from wire.request import (
 
 DEAD_LETTERS = Counter(
     "marconi_node_dead_letters_total",
-    "Messages moved to their queue's dead-letter queue after _max_claim_count claims.",
+    "Messages taken out of their queue after _max_claim_count claims: into its dead-letter"
+    " queue, or into the partition's outgoing pile for the migration worker to move there.",
 )
 
 

@@ -23,6 +23,7 @@ from node.models import (
     Message,
     MessageRow,
     NewMessage,
+    Outgoing,
     QueueDigest,
     QueueExport,
     QueueInfo,
@@ -145,10 +146,11 @@ class ClaimStore(Protocol):
 
         A move is atomic and happens once: the message keeps its id, body, client id and claim
         count, takes the dead-letter queue's next marker, loses any claim and delay, and with
-        `policy.ttl` lives that long from now. A queue's messages move only within this
-        partition: nothing moves (0) while the dead-letter queue does not exist here or is
-        fenced (it lives on another partition, or nowhere yet). Raises `QueueFrozen` as a
-        write of `queue` does."""
+        `policy.ttl` lives that long from now. While the dead-letter queue does not exist here
+        or is fenced (it lives on another partition, or nowhere yet), the messages go, in the
+        same one write, to this partition's outgoing pile for it instead
+        (`node.storage.deadletters`), each under a new hold, for `DeadLetterStore` to move
+        later; they count as moved. Raises `QueueFrozen` as a write of `queue` does."""
 
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         """Raises `ClaimDoesNotExist` (also when expired or malformed)."""
@@ -244,6 +246,40 @@ class SubscriptionStore(Protocol):
 
     async def delete_subscriptions(self, project: str, source: str, ids: Sequence[str]) -> int:
         """Delete the subscriptions of `source` among `ids`; return how many went."""
+
+
+class DeadLetterStore(Protocol):
+    """Dead letters bound for a queue on another partition (`node.storage.deadletters`): the
+    outgoing pile on the source partition, and how the dead-letter queue's partition takes them.
+
+    The mover calls `receive` and `release` on the dead-letter queue's partition, `waiting`,
+    `sent` and `discard` on the pile's. Every method is idempotent. The pile is no queue:
+    fences do not apply to it, and only expiry (`Storage.collect_garbage`) removes from it
+    what the mover did not.
+    """
+
+    async def waiting(self, *, limit: int) -> list[Outgoing]:
+        """Up to `limit` live messages of this partition's outgoing piles, every project's, each
+        pile's in marker order."""
+
+    async def receive(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        """Insert the messages into `queue` with its next markers, each held by its `claim_id`
+        (claimed until `release`, for as long as it lives), its id, body, client id, claim count,
+        ttl, created and expiry kept; a message this queue holds already is left as it is, and
+        one in this partition's pile for `queue` is moved into it (the pile and the queue are on
+        one partition now). Return how many landed: receiving the same messages again returns 0.
+        All land in one write, or none. Raises `QueueDoesNotExist` and, as a write of `queue`
+        does, `QueueFrozen`."""
+
+    async def release(self, project: str, queue: str, messages: Sequence[Message]) -> int:
+        """Lift the holds of the messages of `queue` still held by the `claim_id` each carries;
+        return how many. Raises `QueueFrozen` as a write of `queue` does."""
+
+    async def sent(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        """Mark the pile's messages bound for `queue` among `ids` as known whole there."""
+
+    async def discard(self, project: str, queue: str, ids: Sequence[str]) -> int:
+        """Delete the pile's messages bound for `queue` among `ids`; return how many went."""
 
 
 class TransferStore(Protocol):
@@ -433,6 +469,9 @@ class Storage(Protocol):
 
     @property
     def transfer(self) -> TransferStore: ...
+
+    @property
+    def dead_letters(self) -> DeadLetterStore: ...
 
     @property
     def outbox(self) -> OutboxStore: ...

@@ -12,7 +12,9 @@ from pymongo import ASCENDING, UpdateOne
 from node.errors import ClaimDoesNotExist, QueueDoesNotExist, QueueFrozen
 from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
+from node.storage.deadletters import pile
 from node.storage.mongodb.database import Database
+from node.storage.mongodb.deadletters import make_pile
 from node.storage.mongodb.documents import (
     Doc,
     backend,
@@ -115,18 +117,22 @@ class MongoClaims:
         try:
             if not dead:
                 return 0
+            dest, hold = policy.queue, None
             try:
                 top, stamp = await self._s.posts.reserve(project, policy.queue, len(dead))
             except (QueueFrozen, QueueDoesNotExist):
-                return 0  # the dead-letter queue is not on this partition (or fenced)
+                # Not here, or fenced: to the outgoing pile, under a hold, for the mover.
+                dest, hold = pile(policy.queue), ObjectId()
+                await make_pile(self._s.queue_docs, project, dest, now)
+                top, stamp = await self._s.posts.reserve(project, dest, len(dead))
             first = top - len(dead) + 1
             moves = []
             for i, doc in enumerate(dead):
                 changes: Doc = {
-                    "queue": policy.queue,
+                    "queue": dest,
                     "marker": first + i,
                     "delay_expires": 0.0,
-                    "claim_id": None,
+                    "claim_id": hold,
                     "claim_expires": 0.0,
                     "stamp": stamp,
                 }

@@ -64,6 +64,7 @@ class Database:
         await self.message_docs.create_index(
             [("project", ASCENDING), ("queue", ASCENDING), ("marker", ASCENDING)], unique=True
         )
+        await self.queue_docs.create_index("name")  # the outgoing piles of dead letters
         await self.message_docs.create_index("claim_id")
         await self.message_docs.create_index("expires")
         await self.claim_docs.create_index("expires")

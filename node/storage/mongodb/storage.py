@@ -9,6 +9,7 @@ from pymongo import AsyncMongoClient
 from node.errors import StorageUnavailable
 from node.storage.mongodb.claims import MongoClaims
 from node.storage.mongodb.database import DEFAULT_DATABASE, Clock, Database, client_options
+from node.storage.mongodb.deadletters import MongoDeadLetters
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.messages import MongoMessages
 from node.storage.mongodb.queues import MongoQueues
@@ -27,6 +28,7 @@ class MongoStorage(Database):
         self.claims = MongoClaims(self)
         self.subscriptions = MongoSubscriptions(self)
         self.transfer = MongoTransfer(self)
+        self.dead_letters = MongoDeadLetters(self)
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> MongoStorage:

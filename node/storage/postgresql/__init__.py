@@ -16,6 +16,7 @@ from node.errors import StorageUnavailable
 from node.storage.postgresql.claims import PostgresClaims
 from node.storage.postgresql.collector import collect_garbage
 from node.storage.postgresql.connection import Database, PostgresSettings
+from node.storage.postgresql.deadletters import PostgresDeadLetters
 from node.storage.postgresql.messages import PostgresMessages
 from node.storage.postgresql.outbox import PostgresOutbox
 from node.storage.postgresql.queues import PostgresQueues
@@ -39,6 +40,7 @@ class PostgresStorage:
         self.claims = PostgresClaims(db, clock)
         self.subscriptions = PostgresSubscriptions(db, clock)
         self.transfer = PostgresTransfer(db, clock)
+        self.dead_letters = PostgresDeadLetters(db, clock)
 
     @classmethod
     async def open(cls, uri: str, clock: Clock = time.time) -> PostgresStorage:

@@ -15,6 +15,7 @@ from typing import Any
 
 from node.errors import ClaimDoesNotExist
 from node.models import Claim, DeadLetter, Message, is_id, new_id
+from node.storage.deadletters import pile
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     FREE,
@@ -59,6 +60,13 @@ WITH ready AS MATERIALIZED (
 {PICK.replace(f"WHERE {LIVE}", f"WHERE EXISTS (SELECT 1 FROM ready) AND {LIVE}", 1)}
 """
 CLAIM_TRACKED = f"WITH {PICK}"
+# Markers in an outgoing pile of dead letters (`node.storage.deadletters`), its record made on
+# first use: $4 markers, returned as (counter, stamp 0: a pile is never tracked).
+PILE_MARKERS = """
+INSERT INTO queues (project, name, created, counter) VALUES ($1, $2, $3, $4)
+ON CONFLICT (project, name) DO UPDATE SET counter = queues.counter + $4
+RETURNING counter, 0
+"""
 
 
 class PostgresClaims:
@@ -127,24 +135,27 @@ class PostgresClaims:
                 now,
                 len(dead),
             )
-            if target is None:
-                return 0
+            dest, hold = policy.queue, None
+            if target is None:  # not here, or fenced: to the outgoing pile, under a hold
+                dest, hold = pile(policy.queue), new_id()
+                target = await conn.fetchrow(PILE_MARKERS, project, dest, now, len(dead))
             first, target_stamp = int(target[0]) - len(dead) + 1, int(target[1])
             ttls = [policy.ttl if policy.ttl is not None else int(r[2]) for r in dead]
             expires = [now + policy.ttl if policy.ttl is not None else r[3] for r in dead]
             await conn.execute(
                 "UPDATE messages m SET queue = $2, marker = u.marker, ttl = u.ttl,"
-                " expires = u.expires, delay_expires = 0, claim_id = NULL, claim_expires = 0,"
+                " expires = u.expires, delay_expires = 0, claim_id = $8, claim_expires = 0,"
                 " stamp = $3"
                 " FROM unnest($4::text[], $5::bigint[], $6::int[], $7::float8[])"
                 " AS u(id, marker, ttl, expires) WHERE m.id = u.id AND m.project = $1",
                 project,
-                policy.queue,
+                dest,
                 target_stamp,
                 [r[0] for r in dead],
                 list(range(first, first + len(dead))),
                 ttls,
                 expires,
+                hold,
             )
             await bury(conn, project, queue, [(r[0], int(r[1])) for r in dead], now, stamp)
         return len(dead)

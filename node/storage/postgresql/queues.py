@@ -8,6 +8,7 @@ from typing import Any
 
 from node.errors import QueueDoesNotExist, QueueFrozen
 from node.models import Fence, MessageSummary, QueueInfo, QueueStats
+from node.storage.deadletters import MARK as PILE
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.schema import (
     IN_FORCE,
@@ -123,12 +124,14 @@ class PostgresQueues:
             # A prefix test rather than a range: the database's collation may not order `MARK`.
             rows = await conn.fetch(
                 "SELECT name, metadata FROM queues WHERE project = $1 AND name > $2"
-                " AND starts_with(name, $4) = $5 ORDER BY name LIMIT $3",
+                " AND starts_with(name, $4) = $5 AND NOT starts_with(name, $6)"
+                " ORDER BY name LIMIT $3",
                 project,
                 after,
                 limit,
                 MARK,
                 topics,
+                PILE,
             )
         return [QueueInfo(name, json.loads(meta) if detailed else None) for name, meta in rows]
 

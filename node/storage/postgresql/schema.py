@@ -136,6 +136,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_by_due ON outbox (due)",
         "CREATE INDEX outbox_by_queue ON outbox (project, queue)",
     ),
+    # 7: the outgoing piles of dead letters (node.storage.deadletters), found by the mover.
+    ("CREATE INDEX queues_piles ON queues (name, project) WHERE starts_with(name, E'\\x7f')",),
 )
 VERSION = len(MIGRATIONS)
 

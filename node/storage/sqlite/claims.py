@@ -8,6 +8,7 @@ from typing import Any
 from node.errors import ClaimDoesNotExist
 from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
+from node.storage.deadletters import pile
 from node.storage.sqlite.database import Database
 from node.storage.sqlite.schema import (
     FENCE,
@@ -70,25 +71,33 @@ class SqliteClaims:
                 " AND claim_count >= ? ORDER BY marker LIMIT ?",
                 (project, queue, now, now, now, policy.max_claims, limit),
             ).fetchall()
-            if not dead or policy.queue == queue or not _open(conn, project, policy.queue):
+            if not dead or policy.queue == queue:
                 return 0
+            # Not here, or fenced: to the outgoing pile, each under a hold, for the mover.
+            target, hold = policy.queue, None
+            if not _open(conn, project, policy.queue):
+                target, hold = pile(policy.queue), new_id()
+                conn.execute(
+                    "INSERT OR IGNORE INTO queues (project, name, created) VALUES (?,?,?)",
+                    (project, target, now),
+                )
             # One transaction: each message leaves this queue and lands in the other with the
             # other's next marker, or neither happens.
             row = conn.execute(
                 "UPDATE queues SET counter = counter + ? WHERE project = ? AND name = ?"
                 " RETURNING counter",
-                (len(dead), project, policy.queue),
+                (len(dead), project, target),
             ).fetchone()
             first = int(row[0]) - len(dead) + 1
-            stamp = next_stamp(conn, project, policy.queue)
+            stamp = next_stamp(conn, project, target)
             for i, (mid, _, ttl, expires) in enumerate(dead):
                 if policy.ttl is not None:
                     ttl, expires = policy.ttl, now + policy.ttl
                 conn.execute(
                     "UPDATE messages SET queue = ?, marker = ?, ttl = ?, expires = ?,"
-                    " delay_expires = 0, claim_id = NULL, claim_expires = 0, stamp = ?"
+                    " delay_expires = 0, claim_id = ?, claim_expires = 0, stamp = ?"
                     " WHERE id = ?",
-                    (policy.queue, first + i, ttl, expires, stamp, mid),
+                    (target, first + i, ttl, expires, hold, stamp, mid),
                 )
             bury(conn, project, queue, [(mid, marker) for mid, marker, _, _ in dead], now)
             return len(dead)

@@ -120,6 +120,7 @@ ADDED = {
 INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_by_stamp ON messages (project, queue, stamp) WHERE stamp > 0;
 CREATE INDEX IF NOT EXISTS claims_by_stamp ON claims (project, queue, stamp) WHERE stamp > 0;
+CREATE INDEX IF NOT EXISTS queues_piles ON queues (name, project) WHERE name >= char(127);
 """
 # Notifications owed to subscribers (node.storage.outbox); see node.storage.sqlite.outbox.
 OUTBOX = """

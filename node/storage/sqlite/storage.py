@@ -10,6 +10,7 @@ from pathlib import Path
 from node.errors import StorageUnavailable
 from node.storage.sqlite.claims import SqliteClaims
 from node.storage.sqlite.database import WAL_LIMIT, Clock, Database, log, sqlite_path
+from node.storage.sqlite.deadletters import SqliteDeadLetters
 from node.storage.sqlite.messages import SqliteMessages
 from node.storage.sqlite.outbox import SqliteOutbox
 from node.storage.sqlite.queues import SqliteQueues
@@ -35,6 +36,7 @@ class SqliteStorage(Database):
         self.claims = SqliteClaims(self)
         self.subscriptions = SqliteSubscriptions(self)
         self.transfer = SqliteTransfer(self)
+        self.dead_letters = SqliteDeadLetters(self)
 
     @classmethod
     async def open(
