@@ -38,7 +38,13 @@ def delivery_lifecycle(
             yield
             return
         deliverer = Deliverer(
-            storage.outbox, storage.queues, senders(settings), settings, clock, cipher
+            storage.outbox,
+            storage.queues,
+            senders(settings),
+            settings,
+            clock,
+            cipher,
+            subscriptions=storage.subscriptions,
         )
         task = asyncio.create_task(deliverer.run())
         yield

@@ -163,6 +163,16 @@ class MongoOutbox:
                 duplicates(exc)  # already there: a retried write, or a repeated import
                 return int(exc.details.get("nInserted", 0))
 
+    async def forget_owed(self, project: str, queue: str, subscription: str | None = None) -> int:
+        """Right after a subscription (or all of a queue's) is deleted: what is still owed to it
+        goes too."""
+        query = {"project": project, "queue": queue}
+        if subscription is not None:
+            query["subscription"] = subscription
+        async with backend():
+            gone = await self.docs.delete_many(query)
+            return int(gone.deleted_count)
+
     # --- the deliverers -----------------------------------------------------------------------
 
     async def lease(self, owner: str, *, limit: int, lasts: float) -> Deliveries:
