@@ -14,6 +14,7 @@ from node.encryption import MessageCipher
 from node.notify.deliverer import Deliverer, Sender
 from node.notify.mailto import MailtoSender
 from node.notify.settings import NotifySettings
+from node.notify.trust import trust_senders
 from node.notify.webhook import WebhookSender
 from node.storage.base import Storage
 
@@ -24,7 +25,7 @@ def senders(settings: NotifySettings) -> dict[str, Sender]:
     mailto = MailtoSender(
         settings.smtp_host, settings.smtp_port, settings.smtp_sender, settings.smtp_timeout
     )
-    return {"http": webhook, "https": webhook, "mailto": mailto}
+    return {"http": webhook, "https": webhook, "mailto": mailto, **trust_senders(settings, webhook)}
 
 
 def delivery_lifecycle(

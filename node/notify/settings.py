@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ground import env
 
@@ -16,6 +16,14 @@ class NotifySettings:
     smtp_sender: str = "marconi@localhost"  # the envelope sender, and From without a `from` option
     smtp_timeout: float = 10.0
     webhook_timeout: float = 10.0  # seconds a subscriber has to answer one POST
+    # `trust+http(s)://` subscribers (node.notify.trust): Keystone's endpoint and the trustee
+    # user the trusts made at subscription time delegate to (Zaqar's [trustee] section); the
+    # proxy makes the trusts for that user (`MARCONI_TRUSTEE_USER_ID`). Unset: such
+    # subscribers are not notified.
+    keystone_url: str = ""
+    trustee_username: str = ""
+    trustee_password: str = field(default="", repr=False)
+    trustee_user_domain: str = "Default"
     # Zaqar's [notification] require_confirmation: only confirmed subscriptions are notified.
     require_confirmation: bool = False
     lease: float = 30.0  # seconds a deliverer holds the deliveries it took
