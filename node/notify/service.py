@@ -23,7 +23,11 @@ def senders(settings: NotifySettings) -> dict[str, Sender]:
     """One sender per subscriber scheme Zaqar knows."""
     webhook = WebhookSender(settings.webhook_timeout)
     mailto = MailtoSender(
-        settings.smtp_host, settings.smtp_port, settings.smtp_sender, settings.smtp_timeout
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_sender,
+        settings.smtp_timeout,
+        settings,
     )
     return {"http": webhook, "https": webhook, "mailto": mailto, **trust_senders(settings, webhook)}
 
