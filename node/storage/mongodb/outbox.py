@@ -4,9 +4,20 @@ in `outbox`, its `due` the lease's expiry while it is held.
 Without multi-document transactions a post cannot write its deliveries in the very write of its
 messages. They are written right after the messages and before the post is acknowledged (the
 lookup of the queue's subscriptions runs alongside the reservation of markers, so a queue
-without subscriptions waits for nothing more): an acknowledged post has its deliveries on
-record; a post whose process dies between the two writes was never acknowledged, like one
-whose answer was lost.
+without subscriptions waits for nothing more). What that order guarantees, both ways:
+- nothing is notified that was not stored: the deliveries are written only once `insert_many`
+  acknowledged every message of the group (a group that collided on markers takes its messages
+  back and retries before any delivery is written; any other failure writes none);
+- an acknowledged post has its deliveries on record; a post whose process dies between the two
+  writes was never acknowledged (its messages stored, not notified), like a post whose answer
+  was lost: its client posts again.
+Why not one write. FerretDB 1.x has no transactions, and `insert_many` is one atomic write per
+document, not per call, on MongoDB too. Holding a post's deliveries inside its first message
+document (a `notify` field an index pages) would make that one write, but would tie them to
+that message's life: consumers claim and delete messages within milliseconds, and expired ones
+are collected, so the owed notifications would go with them, unless every delete became a
+tombstone that every list, claim, pop and stats query skips. That trade (a rare unnotified
+unacknowledged post against every read path) is not taken.
 
 Most queues have no subscriptions: like its fences (`node.storage.mongodb.fences`), a node that
 found a queue without live subscriptions believes it for `QUIET` seconds without asking again,
