@@ -37,6 +37,7 @@ from proxy.keystone import AUTH, SUBJECT, KeystoneClient, ServiceUser
 from proxy.probes import PROBES
 from proxy.settings import AuthMode, ProxySettings
 from proxy.tokens import Identity, Refused, TokenCache, token_key
+from proxy.trusts import TrustMaker
 from wire import openapi, signed_urls
 
 PUBLIC = frozenset({"/", "/metrics", openapi.PATH, *PROBES})
@@ -91,8 +92,10 @@ class KeystoneAuth:
         cache: TokenCache,
         keystone_url: str,
         signed_url_key: str | None = None,
+        trusts: TrustMaker | None = None,
     ) -> None:
         self.client = client
+        self.trusts = trusts  # makes the trusts of `trust+` subscriptions
         self.cache = cache
         self.keystone_url = keystone_url
         self.signed_url_key = signed_url_key
@@ -102,6 +105,8 @@ class KeystoneAuth:
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         yield
         await self.client.close()  # after in-flight requests drained
+        if self.trusts is not None:
+            await self.trusts.close()
 
     async def identity(self, token: str) -> Identity:
         """The token's identity: from the cache, else from Keystone (one call for all the
@@ -158,6 +163,8 @@ class KeystoneAuth:
                     "send the token's project."
                 )
             headers[PROJECT] = identity.project_id
+            if self.trusts is not None:
+                await self.trusts.prepare(out, path, token, identity)
         elif not _admin_path(path):
             raise NotAuthorized(
                 "The token is scoped to no project; ask Keystone for a project-scoped token."
@@ -197,4 +204,11 @@ def authentication(settings: ProxySettings) -> Authentication:
         )
     client = KeystoneClient(settings.keystone_url, service, settings.keystone_timeout)
     cache = TokenCache(settings.token_cache_size, settings.token_cache_ttl)
-    return KeystoneAuth(client, cache, settings.keystone_url, settings.signed_url_key or None)
+    trusts = None
+    if settings.trustee_user_id:
+        trusts = TrustMaker(
+            settings.keystone_url, settings.trustee_user_id, settings.keystone_timeout
+        )
+    return KeystoneAuth(
+        client, cache, settings.keystone_url, settings.signed_url_key or None, trusts
+    )

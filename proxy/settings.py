@@ -78,6 +78,10 @@ class ProxySettings:
     keystone_project: str = "service"
     keystone_project_domain: str = "Default"
     keystone_timeout: float = 5.0  # seconds for Keystone to answer
+    # The Keystone user id the trusts of `trust+http(s)://` subscribers delegate to (Zaqar's
+    # [trustee] user; the nodes log in as it, MARCONI_NOTIFY_TRUSTEE_*: proxy.trusts). Empty:
+    # the proxy makes no trusts, and such subscriptions need a `trust_id` of the client's own.
+    trustee_user_id: str = ""
     token_cache_size: int = 10_000  # validated tokens kept in memory (least recently used go)
     # Seconds a validation is trusted at most: a token revoked in Keystone is refused within
     # this long (keystonemiddleware's token_cache_time has the same default).
@@ -187,6 +191,7 @@ _VARIABLES = {
     "keystone_project": "MARCONI_KEYSTONE_PROJECT",
     "keystone_project_domain": "MARCONI_KEYSTONE_PROJECT_DOMAIN",
     "keystone_timeout": "MARCONI_KEYSTONE_TIMEOUT",
+    "trustee_user_id": "MARCONI_TRUSTEE_USER_ID",
     "token_cache_size": "MARCONI_TOKEN_CACHE_SIZE",
     "token_cache_ttl": "MARCONI_TOKEN_CACHE_TTL",
     "migrations_out": "MARCONI_MIGRATIONS_OUT",

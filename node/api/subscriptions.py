@@ -9,6 +9,7 @@ from aiohttp import web
 from node.api.endpoint import Endpoint, scope
 from node.models import Subscription
 from node.notify.confirm import confirmation_delivery, needs_confirmation
+from node.notify.trust import check_subscription
 from wire import validation
 from wire.answers import no_content, ok, query_string
 from wire.errors import ApiError, error_response
@@ -72,6 +73,7 @@ class SubscriptionCollection(SubscriptionEndpoint):
         ttl = document.get("ttl")
         ttl = self.limits.default_subscription_ttl if ttl is None else int(ttl)
         options = document.get("options") or {}
+        check_subscription(subscriber, options)
         if not await self.storage.queues.exists(project, queue):
             await self.storage.queues.create(project, queue, None)  # subscribing creates it
         created = await self.storage.subscriptions.create(project, queue, subscriber, ttl, options)

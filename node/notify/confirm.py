@@ -43,8 +43,9 @@ def confirmation(
 
 
 def needs_confirmation(subscriber: str) -> bool:
-    """Zaqar sends the request to webhooks; a `mailto:` one needs its email templates."""
-    return urlsplit(subscriber).scheme in ("http", "https")
+    """Zaqar sends the request to every kind of subscriber: webhooks get it as JSON, `mailto:`
+    ones as an email with a link to the confirmation page (`node.notify.mailto`)."""
+    return urlsplit(subscriber).scheme in ("http", "https", "trust+http", "trust+https", "mailto")
 
 
 def confirmation_delivery(

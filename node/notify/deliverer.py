@@ -30,11 +30,12 @@ from ground.logs import get_logger
 from node.encryption import ENCRYPTED, MessageCipher
 from node.errors import QueueDoesNotExist, QueueFrozen, StorageUnavailable
 from node.notify.errors import DeliveryFailed
+from node.notify.liveness import split_live
 from node.notify.metrics import ABANDONED, DELIVERED, FAILURES, LAG, OUTBOX_DEPTH, RETRIES
 from node.notify.policy import choose, next_delay
 from node.notify.settings import NotifySettings
-from node.storage.base import QueueStore
-from node.storage.outbox import Delivery, OutboxStore
+from node.storage.base import QueueStore, SubscriptionStore
+from node.storage.outbox import Deliveries, Delivery, OutboxStore
 
 log = get_logger("node.notify")
 
@@ -55,8 +56,11 @@ class Deliverer:
         settings: NotifySettings,
         clock: Callable[[], float] = time.time,
         cipher: MessageCipher | None = None,
+        *,
+        subscriptions: SubscriptionStore,
     ) -> None:
         self.outbox = outbox
+        self.subscriptions = subscriptions  # asked whether a delivery's subscription is live
         # A queue with `_enable_encrypt_messages` stores its bodies (and so its notices) as
         # ciphertext; subscribers get them as posted, as Zaqar notifies before encrypting.
         self.cipher = cipher
@@ -103,13 +107,23 @@ class Deliverer:
         taken = await self.outbox.lease(
             self.owner, limit=min(room, self.settings.batch), lasts=self.settings.lease
         )
-        for delivery in taken:
+        for delivery in await self._live(taken):
             task = asyncio.create_task(self.deliver(delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         if len(taken) < min(room, self.settings.batch):
             await self.outbox.wait(self.settings.poll_interval)
             await asyncio.sleep(self.settings.gather)
+
+    async def _live(self, taken: Deliveries) -> Deliveries:
+        """The deliveries whose subscription is live; the others are settled unsent."""
+        if not taken:
+            return taken
+        kept, gone = await split_live(self.subscriptions, taken)
+        if gone:
+            ABANDONED.labels("unsubscribed").inc(len(gone))
+            self._finished.extend(gone)
+        return kept
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight (for tests and a clean stop)."""

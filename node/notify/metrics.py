@@ -21,7 +21,8 @@ RETRIES = Counter(
 )
 ABANDONED = Counter(
     "marconi_node_notifications_abandoned",
-    "Notifications given up: retries spent, an unknown scheme, or an unconfirmed subscription.",
+    "Notifications given up: retries spent, an unknown scheme, an unconfirmed subscription,"
+    " or one deleted or expired since the post.",
     ["reason"],
 )
 OUTBOX_DEPTH = Gauge(

@@ -14,6 +14,7 @@ from node.encryption import MessageCipher
 from node.notify.deliverer import Deliverer, Sender
 from node.notify.mailto import MailtoSender
 from node.notify.settings import NotifySettings
+from node.notify.trust import trust_senders
 from node.notify.webhook import WebhookSender
 from node.storage.base import Storage
 
@@ -22,9 +23,13 @@ def senders(settings: NotifySettings) -> dict[str, Sender]:
     """One sender per subscriber scheme Zaqar knows."""
     webhook = WebhookSender(settings.webhook_timeout)
     mailto = MailtoSender(
-        settings.smtp_host, settings.smtp_port, settings.smtp_sender, settings.smtp_timeout
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_sender,
+        settings.smtp_timeout,
+        settings,
     )
-    return {"http": webhook, "https": webhook, "mailto": mailto}
+    return {"http": webhook, "https": webhook, "mailto": mailto, **trust_senders(settings, webhook)}
 
 
 def delivery_lifecycle(
@@ -38,7 +43,13 @@ def delivery_lifecycle(
             yield
             return
         deliverer = Deliverer(
-            storage.outbox, storage.queues, senders(settings), settings, clock, cipher
+            storage.outbox,
+            storage.queues,
+            senders(settings),
+            settings,
+            clock,
+            cipher,
+            subscriptions=storage.subscriptions,
         )
         task = asyncio.create_task(deliverer.run())
         yield

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ground import env
 
@@ -16,6 +16,24 @@ class NotifySettings:
     smtp_sender: str = "marconi@localhost"  # the envelope sender, and From without a `from` option
     smtp_timeout: float = 10.0
     webhook_timeout: float = 10.0  # seconds a subscriber has to answer one POST
+    # Zaqar's `mailto:` confirmation email ([notification] external_confirmation_url and
+    # subscription_confirmation_email_template: topic, body, sender; in the body {0} is the
+    # queue, {1} the project, {2} the link). Without the page's URL no such email is sent.
+    external_confirmation_url: str = ""
+    confirmation_email_topic: str = "Zaqar Notification - Subscription Confirmation"
+    confirmation_email_body: str = (
+        "You have chosen to subscribe to the queue: {0}. This queue belongs to project: {1}. "
+        "To confirm this subscription, click or visit this link below: {2}"
+    )
+    confirmation_email_sender: str = "Zaqar Notifications <no-reply@openstack.org>"
+    # `trust+http(s)://` subscribers (node.notify.trust): Keystone's endpoint and the trustee
+    # user the trusts made at subscription time delegate to (Zaqar's [trustee] section); the
+    # proxy makes the trusts for that user (`MARCONI_TRUSTEE_USER_ID`). Unset: such
+    # subscribers are not notified.
+    keystone_url: str = ""
+    trustee_username: str = ""
+    trustee_password: str = field(default="", repr=False)
+    trustee_user_domain: str = "Default"
     # Zaqar's [notification] require_confirmation: only confirmed subscriptions are notified.
     require_confirmation: bool = False
     lease: float = 30.0  # seconds a deliverer holds the deliveries it took

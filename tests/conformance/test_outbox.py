@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ Q = "orders"
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Any]:
-    store = await open_storage(storage_uri(request.param, tmp_path, request), clock)
+    uri = storage_uri(request.param, tmp_path, request)
+    store = await open_storage(uri, clock)
+    store.test_uri = uri  # for a test that opens the same partition again, as another node
     try:
         yield store
     finally:
@@ -126,3 +129,27 @@ async def test_a_post_owes_each_live_subscription_its_notices(
         {"ttl": 120, "body": "two", "Message_Type": "Notification", "queue_name": Q},
     ]
     assert await storage.outbox.depth() == 1
+
+
+async def test_concurrent_deliverers_never_take_one_delivery_twice(
+    storage: Any, clock: FakeClock
+) -> None:
+    """Four nodes of one partition (each its own connections) lease at once, over and over:
+    each delivery is taken by exactly one of them (FerretDB applies an update as a read and a
+    write, so a conditional update alone would let two win)."""
+    nodes = [storage] + [await open_storage(storage.test_uri, clock) for _ in range(3)]
+    try:
+        await storage.outbox.enqueue([delivery(n, clock.now) for n in range(120)])
+        taken: list[str] = []
+
+        async def take(node: Any, owner: str) -> None:
+            while got := await node.outbox.lease(owner, limit=5, lasts=30):
+                taken.extend(d.id for d in got)
+
+        await asyncio.gather(
+            *(take(node, f"n{i}w{w}") for i, node in enumerate(nodes) for w in range(2))
+        )
+        assert sorted(taken) == sorted(f"post{n:04d}:sub" for n in range(120))
+    finally:
+        for node in nodes[1:]:
+            await node.close()

@@ -57,7 +57,14 @@ async def test_owed_notifications_move_with_the_queue(
         settings = NotifySettings(poll_interval=0.02)
         tasks = [
             asyncio.create_task(
-                Deliverer(s.outbox, s.queues, senders(settings), settings, clock).run()
+                Deliverer(
+                    s.outbox,
+                    s.queues,
+                    senders(settings),
+                    settings,
+                    clock,
+                    subscriptions=s.subscriptions,
+                ).run()
             )
             for s in (c.storage("p1"), c.storage("p2"))
         ]

@@ -257,10 +257,20 @@ async def test_create_accepts_every_default_scheme_and_retry_policy(api: Api) ->
         "trust+http://x.test/a",
         "trust+https://x.test/a",
     ):
-        sid = await subscribe(api, subscriber, options={"_retry_policy": policy})
+        # A trust+ subscriber brings its trust (the proxy makes one under --auth keystone).
+        trust = {"trust_id": "t1"} if subscriber.startswith("trust+") else {}
+        sid = await subscribe(api, subscriber, options={"_retry_policy": policy, **trust})
         body = (await api.request("GET", f"{SUBS}/{sid}"))[1]
         assert body["subscriber"] == subscriber
-        assert body["options"] == {"_retry_policy": policy}
+        assert body["options"] == {"_retry_policy": policy, **trust}
+
+
+async def test_a_trust_subscriber_without_a_trust_is_refused(api: Api) -> None:
+    for options in ({}, {"trust_id": ""}, {"trust_id": 7}):
+        document = {"subscriber": "trust+http://x.test/a", "options": options}
+        status, body, _ = await api.request("POST", SUBS, json=document)
+        assert_error(status, body, 400, "Invalid API request")
+        assert "Keystone trust" in body["description"]
 
 
 async def test_create_unparsable_body(api: Api) -> None:

@@ -106,6 +106,7 @@ class MongoQueues:
         # Contents first: a delete cut short leaves the queue, and retrying it finishes the job.
         await self._purge(project, queue)
         await self._s.subscription_docs.delete_many({"project": project, "source": queue})
+        await self._s.outbox.forget_owed(project, queue)
         await self._s.queue_docs.delete_one(queue_key(project, queue))
         await self._s.tracking.end(project, queue)
         self._s.posts.forget(project, queue)  # a queue created again counts from 0

@@ -185,11 +185,16 @@ class MongoSubscriptions:
         await self.docs.delete_one(
             {"project": project, "source": source, **self._id(subscription_id)}
         )
+        # Not in the same write (no multi-document transactions): right after it, and a
+        # deliverer checks that a delivery's subscription is live before sending it.
+        await self._s.outbox.forget_owed(project, source, subscription_id)
 
     @backend()
     async def purge(self, project: str, source: str) -> int:
         await self._s.fences.check_write(project, source)
-        return await self.delete_all(project, source)
+        gone = await self.delete_all(project, source)
+        await self._s.outbox.forget_owed(project, source)
+        return gone
 
     async def delete_all(self, project: str, source: str) -> int:
         """Delete every subscription of `source`, fenced or not (a queue's delete, checked)."""

@@ -73,6 +73,23 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
+async def forget_owed(conn: Any, project: str, queue: str, subscription: str | None = None) -> int:
+    """Inside the transaction that deletes a subscription (or all of a queue's): what is still
+    owed to it goes with it, so a deleted subscription is sent nothing more."""
+    if subscription is None:
+        status = await conn.execute(
+            "DELETE FROM outbox WHERE project = $1 AND queue = $2", project, queue
+        )
+    else:
+        status = await conn.execute(
+            "DELETE FROM outbox WHERE project = $1 AND queue = $2 AND subscription = $3",
+            project,
+            queue,
+            subscription,
+        )
+    return _count(status)
+
+
 class PostgresOutbox:
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self._db = db

@@ -10,6 +10,7 @@ from node.errors import QueueDoesNotExist, QueueFrozen
 from node.models import Fence, MessageSummary, QueueInfo, QueueStats
 from node.storage.deadletters import MARK as PILE
 from node.storage.postgresql.connection import Database
+from node.storage.postgresql.outbox import forget_owed
 from node.storage.postgresql.schema import (
     IN_FORCE,
     LIVE,
@@ -112,6 +113,7 @@ class PostgresQueues:
                 "DELETE FROM claims WHERE project = $1 AND queue = $2", project, queue
             )
             await delete_subscriptions(conn, project, queue)
+            await forget_owed(conn, project, queue)
             await conn.execute(
                 "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
             )

@@ -17,6 +17,7 @@ from node.errors import SubscriptionAlreadyExists, SubscriptionDoesNotExist, Tra
 from node.models import Subscription, new_id
 from node.storage.base import Subscriptions
 from node.storage.postgresql.connection import Database
+from node.storage.postgresql.outbox import forget_owed
 from node.storage.postgresql.schema import check_readable, hold_queue
 
 COLUMNS = "id, source, subscriber, ttl, created, expires, options, confirmed"
@@ -170,11 +171,13 @@ class PostgresSubscriptions:
                 source,
                 subscription_id,
             )
+            await forget_owed(conn, project, source, subscription_id)
 
     async def purge(self, project: str, source: str) -> int:
         now = self._clock()
         async with self._db.transaction() as conn:
             await hold_queue(conn, project, source, now, stamp=False)
+            await forget_owed(conn, project, source)
             return await delete_all(conn, project, source)
 
     async def live(self, project: str, source: str) -> Subscriptions:

@@ -85,6 +85,19 @@ def record_post(
     ).rowcount
 
 
+def forget_owed(
+    conn: sqlite3.Connection, project: str, queue: str, subscription: str | None = None
+) -> int:
+    """Inside the write that deletes a subscription (or all of a queue's): what is still owed
+    to it goes with it, so a deleted subscription is sent nothing more."""
+    sql = "DELETE FROM outbox WHERE project = ? AND queue = ?"
+    args: tuple[str, ...] = (project, queue)
+    if subscription is not None:
+        sql, args = sql + " AND subscription = ?", (*args, subscription)
+    gone: int = conn.execute(sql, args).rowcount
+    return gone
+
+
 class SqliteOutbox:
     def __init__(self, storage: Database) -> None:
         self._s = storage

@@ -10,6 +10,7 @@ from node.errors import QueueDoesNotExist
 from node.models import MessageSummary, QueueInfo, QueueStats
 from node.storage.base import Queues
 from node.storage.sqlite.database import Database
+from node.storage.sqlite.outbox import forget_owed
 from node.storage.sqlite.schema import LIVE, check_readable, check_writable
 from node.storage.sqlite.subscriptions import delete_all as delete_subscriptions
 from wire.topics import name_range
@@ -71,6 +72,7 @@ class SqliteQueues:
             conn.execute("DELETE FROM messages WHERE project = ? AND queue = ?", args)
             conn.execute("DELETE FROM claims WHERE project = ? AND queue = ?", args)
             delete_subscriptions(conn, project, queue)
+            forget_owed(conn, project, queue)
             conn.execute("DELETE FROM queues WHERE project = ? AND name = ?", args)
 
         await self._s.write(delete)

@@ -11,6 +11,7 @@ from node.errors import SubscriptionAlreadyExists, SubscriptionDoesNotExist, Tra
 from node.models import Subscription, new_id
 from node.storage.base import Subscriptions
 from node.storage.sqlite.database import Database
+from node.storage.sqlite.outbox import forget_owed
 from node.storage.sqlite.schema import check_readable, check_writable, placeholders
 
 COLUMNS = "id, source, subscriber, ttl, created, expires, options, confirmed"
@@ -154,12 +155,14 @@ class SqliteSubscriptions:
                 f"DELETE FROM subscriptions WHERE id = ? AND {OF_SOURCE}",
                 (subscription_id, project, source),
             )
+            forget_owed(conn, project, source, subscription_id)
 
         await self._s.write(delete)
 
     async def purge(self, project: str, source: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             check_writable(conn, project, source)
+            forget_owed(conn, project, source)
             return delete_all(conn, project, source)
 
         return await self._s.write(purge)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from node.models import Subscription
 from node.notify.deliverer import Deliverer
 from node.notify.mailto import MailtoSender
 from node.notify.metrics import ABANDONED, RETRIES
@@ -23,6 +24,7 @@ from tests.node.notify.receivers import Mailbox, Receiver, eventually
 P = "project-a"
 Q = "orders"
 SETTINGS = NotifySettings(poll_interval=0.02, lease=5.0)
+SUB = "5f0000000000000000000001"  # the live subscription the test deliveries are owed to
 
 Run = Callable[..., Awaitable[Deliverer]]
 
@@ -31,6 +33,9 @@ Run = Callable[..., Awaitable[Deliverer]]
 async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
     store = await SqliteStorage.open(f"sqlite:///{tmp_path}/p.db")
     await store.queues.create(P, Q, None)
+    now = time.time()
+    live = Subscription(SUB, Q, "http://127.0.0.1:1/any", 3600, now, now + 3600, {}, True)
+    await store.subscriptions.import_subscriptions(P, Q, [live])
     try:
         yield store
     finally:
@@ -46,7 +51,13 @@ async def run(storage: SqliteStorage) -> AsyncIterator[Run]:
             "http": WebhookSender(settings.webhook_timeout),
             "mailto": MailtoSender("127.0.0.1", smtp_port, "zaqar@example.org", 5.0),
         }
-        deliverer = Deliverer(storage.outbox, storage.queues, senders, settings)  # type: ignore[arg-type]
+        deliverer = Deliverer(
+            storage.outbox,
+            storage.queues,
+            senders,  # type: ignore[arg-type]
+            settings,
+            subscriptions=storage.subscriptions,
+        )
         tasks.append(asyncio.create_task(deliverer.run()))
         return deliverer
 
@@ -64,7 +75,7 @@ def delivery(
         id=kw.pop("id", "post:sub"),
         project=P,
         queue=Q,
-        subscription_id="sub",
+        subscription_id=kw.pop("subscription_id", SUB),
         subscriber=subscriber,
         options=options or {},
         confirmed=kw.pop("confirmed", True),
@@ -209,3 +220,21 @@ async def test_a_dead_deliverers_lease_is_taken_over(
     await asyncio.sleep(0.5)
     assert receiver.hits == []
     await eventually(lambda: len(receiver.hits) == 1, within=5)
+
+
+async def test_a_delivery_whose_subscription_is_gone_is_settled_unsent(
+    storage: SqliteStorage, receiver: Receiver, run: Run
+) -> None:
+    unsubscribed = ABANDONED.labels("unsubscribed")._value.get()
+    await storage.outbox.enqueue(
+        [
+            delivery(receiver.url("gone"), [notice(1)], id="p:gone", subscription_id="deleted"),
+            delivery(receiver.url("live"), [notice(2)], id="p:live"),
+        ]
+    )
+    await run()
+    await eventually(lambda: len(receiver.hits) == 1)
+    await eventually(lambda: ABANDONED.labels("unsubscribed")._value.get() - unsubscribed == 1)
+    await asyncio.sleep(0.2)
+    assert [h.path for h in receiver.hits] == ["/live"]
+    assert await storage.outbox.depth() == 0

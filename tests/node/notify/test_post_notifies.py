@@ -4,6 +4,7 @@ written with the messages, the node's own deliverer sends it to a real HTTP rece
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.api.app import create_app
 from node.api.deps import Deps
 from node.encryption import MessageCipher
+from node.notify.deliverer import Deliverer
+from node.notify.service import senders
 from node.notify.settings import NotifySettings
 from node.storage import open_storage
 from node.storage.base import Storage
@@ -122,3 +125,110 @@ async def _post_to_encrypted_queue(app: Any, storage: Storage, receiver: Receive
         )
     assert isinstance(stored[0].body, str) and "pin" not in stored[0].body  # at rest: ciphertext
     assert receiver.hits[0].json()["body"] == {"pin": 42}
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mongodb", marks=pytest.mark.mongodb),
+    ]
+)
+async def quiet_node(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[tuple[TestClient, Storage]]:
+    """A node whose own deliverer does not run: tests start one when they choose."""
+    storage = await open_storage(storage_uri(request.param, tmp_path, request), clock)
+    app = create_app(Deps(storage=storage, clock=clock), notify=NotifySettings(enabled=False))
+    async with TestClient(TestServer(app)) as client:
+        yield client, storage
+
+
+@contextlib.asynccontextmanager
+async def delivering(storage: Storage, clock: FakeClock) -> AsyncIterator[Deliverer]:
+    deliverer = Deliverer(
+        storage.outbox,
+        storage.queues,
+        senders(NOTIFY),
+        NOTIFY,
+        clock,
+        subscriptions=storage.subscriptions,
+    )
+    task = asyncio.create_task(deliverer.run())
+    try:
+        yield deliverer
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def subscribe(client: TestClient, subscriber: str, **document: Any) -> str:
+    created = await call(
+        client, "POST", "/v2/queues/orders/subscriptions", {"subscriber": subscriber, **document}
+    )
+    return str(created["subscription_id"])
+
+
+async def test_a_subscription_deleted_after_the_post_receives_nothing(
+    quiet_node: tuple[TestClient, Storage], receiver: Receiver, clock: FakeClock
+) -> None:
+    client, storage = quiet_node
+    gone = await subscribe(client, receiver.url("gone"))
+    kept = await subscribe(client, receiver.url("kept"))
+    for n in range(3):
+        await call(client, "POST", "/v2/queues/orders/messages", {"messages": [{"body": n}]})
+    await call(client, "DELETE", f"/v2/queues/orders/subscriptions/{gone}")
+    # What was owed to it went with it (in the delete's own write on SQLite and PostgreSQL).
+    owed = await storage.outbox.export_outbox("p", "orders")
+    assert {d.subscription_id for d in owed} == {kept} and len(owed) == 3
+    async with delivering(storage, clock):
+        await eventually(lambda: len(receiver.hits) == 3)
+        await asyncio.sleep(0.3)  # anything for the deleted one would have arrived by now
+    assert sorted(h.json()["body"] for h in receiver.hits) == [0, 1, 2]
+    assert {h.path for h in receiver.hits} == {"/kept"}
+    assert await storage.outbox.depth() == 0
+
+
+async def test_a_subscription_expired_after_the_post_receives_nothing(
+    quiet_node: tuple[TestClient, Storage], receiver: Receiver, clock: FakeClock
+) -> None:
+    client, storage = quiet_node
+    await subscribe(client, receiver.url("short"), ttl=60)
+    await subscribe(client, receiver.url("long"), ttl=3600)
+    await call(client, "POST", "/v2/queues/orders/messages", {"messages": [{"body": 1}]})
+    assert await storage.outbox.depth() == 2
+    clock.advance(61)  # the short one expires with its delivery still owed
+    async with delivering(storage, clock):
+        await eventually(lambda: len(receiver.hits) == 1)
+        await asyncio.sleep(0.3)
+        assert await storage.outbox.depth() == 0  # settled unsent
+    assert [h.path for h in receiver.hits] == ["/long"]
+
+
+async def test_a_delivery_waiting_for_its_retry_is_dropped_with_its_subscription(
+    quiet_node: tuple[TestClient, Storage], receiver: Receiver, clock: FakeClock
+) -> None:
+    client, storage = quiet_node
+    policy = {"retries_with_no_delay": 0, "minimum_delay_retries": 1, "minimum_delay": 5,
+              "maximum_delay": 5, "maximum_delay_retries": 0}  # fmt: skip
+    sid = await subscribe(client, receiver.url(), options={"_retry_policy": policy})
+    receiver.failing = [503]
+    await call(client, "POST", "/v2/queues/orders/messages", {"messages": [{"body": 1}]})
+    async with delivering(storage, clock):
+        await eventually(lambda: receiver.failing == [])  # failed once: due again in 5 s
+        await asyncio.sleep(0.2)
+        await call(client, "DELETE", f"/v2/queues/orders/subscriptions/{sid}")
+        clock.advance(6)
+        await asyncio.sleep(0.5)
+    assert receiver.hits == []
+    assert await storage.outbox.depth() == 0
+
+
+async def test_a_deleted_queue_owes_nothing_more(
+    quiet_node: tuple[TestClient, Storage], receiver: Receiver
+) -> None:
+    client, storage = quiet_node
+    await subscribe(client, receiver.url())
+    await call(client, "POST", "/v2/queues/orders/messages", {"messages": [{"body": 1}]})
+    await call(client, "DELETE", "/v2/queues/orders")
+    assert await storage.outbox.depth() == 0
