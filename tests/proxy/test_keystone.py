@@ -58,7 +58,7 @@ async def test_a_revoked_token_is_refused(
 async def test_an_expired_token_is_refused(
     client: KeystoneClient, keystone_server: Keystone
 ) -> None:
-    token, expires_at = await asyncio.to_thread(keystone_server.short_token, ALICE, 2.0)
+    token, expires_at = await asyncio.to_thread(keystone_server.short_token, ALICE, 4.0)
     assert isinstance(await client.validate(token), Identity)
     await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.1)
     assert await client.validate(token) is Refused.TOKEN
