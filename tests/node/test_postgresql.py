@@ -302,11 +302,13 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         for sql, args in queries:
             assert "Seq Scan" not in await plan(conn, sql, *args), sql
         claim = await plan(
-            conn, CLAIM, P, Q, now, 5, mid, now, now, 60, 0, 60, 60
+            conn, CLAIM, P, Q, now, 5, mid, now, now, 60, 0, 60, 60, True, "{}"
         )  # picks by marker, locks what it picks
         assert "Seq Scan" not in claim and "LockRows" in claim
         assert "SKIP LOCKED" in CLAIM
-        post = await plan(conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT], mid)
+        post = await plan(
+            conn, POST, P, Q, 1, now, [mid], ["1"], [60], [0], [CLIENT], mid, True, "{}"
+        )
         assert "Seq Scan on queues" not in post
         assert "Seq Scan on subscriptions" not in post  # an unsubscribed queue: one probe
         lease = await plan(conn, LEASE, "owner", now, now + 30, 64)
@@ -368,7 +370,9 @@ async def test_a_claim_walks_its_queue_in_order_before_any_statistics(
             timeout=120,
         )
     async with storage.db.session() as conn:
-        found = await plan(conn, CLAIM, P, Q, now, 10, "f" * 24, now, now, 60, 0, 60, 60)
+        found = await plan(
+            conn, CLAIM, P, Q, now, 10, "f" * 24, now, now, 60, 0, 60, 60, False, None
+        )
     assert "Index Scan using messages_by_marker" in found and "Bitmap" not in found, found
 
 
