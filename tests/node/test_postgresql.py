@@ -315,6 +315,34 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         assert "Seq Scan on outbox" not in lease
 
 
+async def test_a_list_plans_once_per_connection(storage: PostgresStorage) -> None:
+    """A list's limit is a constant in its statement: the server keeps one generic plan of it
+    per connection instead of planning every list again (half its CPU per list at depth)."""
+    await storage.queues.create(P, Q, None)
+    for _ in range(5):  # a queue deep enough that statistics tell a known limit's cost apart
+        await storage.messages.post(P, Q, [NewMessage(i, 600) for i in range(400)], CLIENT)
+    async with storage.db.session() as conn:
+        await conn.execute("ANALYZE messages")
+    for marker in range(10):
+        page = await storage.messages.list(
+            P,
+            Q,
+            marker=marker,
+            limit=10,
+            echo=True,
+            include_claimed=False,
+            include_delayed=True,
+            client_id=CLIENT,
+        )
+        assert [m.marker for m in page] == list(range(marker + 1, marker + 11))
+    async with storage.db.session() as conn:
+        generic, custom = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE 'SELECT id, marker%FROM messages%ORDER BY marker LIMIT %'"
+        )
+    assert generic >= 5 and custom <= 5, (generic, custom)
+
+
 async def without_statistics(store: PostgresStorage) -> None:
     """Keep autovacuum off `messages` (of this test's own schema): it stays unanalyzed."""
     async with store.db.session() as conn:
