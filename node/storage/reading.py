@@ -12,9 +12,7 @@ metadata older than itself, and most requests spend no round trip reading it. Ou
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 Key = tuple[str, str]  # (project, queue)
@@ -30,14 +28,20 @@ class Reading:
 _CURRENT: ContextVar[Reading | None] = ContextVar("metadata_reading", default=None)
 
 
-@contextlib.contextmanager
-def reading() -> Iterator[Reading]:
-    """The scope of one request's reading: set for its task, gone when the block ends."""
-    token = _CURRENT.set(found := Reading())
-    try:
-        yield found
-    finally:
-        _CURRENT.reset(token)
+class reading:  # read as a function: `with reading():`
+    """The scope of one request's reading: set for its task, gone when the block ends (a class,
+    not a generator: every request of the hot paths enters one)."""
+
+    __slots__ = ("_token",)
+    _token: Token[Reading | None]
+
+    def __enter__(self) -> Reading:
+        found = Reading()
+        self._token = _CURRENT.set(found)
+        return found
+
+    def __exit__(self, *_: object) -> None:
+        _CURRENT.reset(self._token)
 
 
 def current() -> Reading | None:
