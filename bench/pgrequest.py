@@ -43,7 +43,7 @@ async def measure(uri: str, depth: int, rounds: int) -> dict[str, tuple[float, f
                 P, Q, [NewMessage({"n": i}, 3600) for i in range(1000)], CLIENT
             )
         async with store.db.session() as conn:
-            await conn.execute("ANALYZE")
+            await conn.execute("ANALYZE messages")  # this schema's, not the database's
             backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
 
         async def list_page() -> None:
