@@ -53,8 +53,10 @@ async def _measure(uri: str) -> list[StatementCost]:
 
         def post_args() -> tuple[Any, ...]:
             now = time.time()
-            # the last: the id of the outbox row the post would write (none: no subscription)
-            return ("bench", "q", 1, now, [new_id()], ['{"n": 1}'], [300], [0], ["c"], new_id())
+            # then: the id of the outbox row the post would write (none: no subscription), and
+            # no metadata to confirm (node.storage.reading)
+            args = ("bench", "q", 1, now, [new_id()], ['{"n": 1}'], [300], [0], ["c"], new_id())
+            return (*args, False, None)
 
         def list_args() -> tuple[Any, ...]:
             return ("bench", "q", time.time(), 0, 10)

@@ -103,3 +103,8 @@ class ChangesLost(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend failed (connection lost, disk error, timeout); the caller may retry."""
+
+
+class MetadataChanged(StorageUnavailable):
+    """The queue's metadata changed after the request read it (`node.storage.reading`): nothing
+    was done; the request reads it again and acts again. Answered 503 if it keeps changing."""

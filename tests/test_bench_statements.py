@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import statements
+from bench import pgrequest, statements
 from tests.conftest import storage_uri
 
 
@@ -23,3 +23,16 @@ async def test_the_statement_measurement_runs_on_this_releases_statements(
         "check a connection out",
     ]
     assert all(c.sqlalchemy_us > 0 and c.driver_us > 0 for c in costs)
+
+
+@pytest.mark.postgresql
+async def test_the_request_measurement_runs_both_ways(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    costs = await pgrequest.measure(storage_uri("postgresql", tmp_path, request), 1000, 3)
+    assert sorted(costs) == sorted(
+        f"{what}: metadata {how}"
+        for what in ("list 10", "post 1")
+        for how in ("read apart", "confirmed")
+    )
+    assert all(node > 0 for node, _ in costs.values())

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from node.api.endpoint import DEFAULT_MESSAGES_PER_CLAIM, Endpoint, scope
-from node.models import DeadLetter
+from node.models import Claim, DeadLetter, Message
 from wire import validation
 from wire.answers import no_content, ok
 from wire.request import (
@@ -45,24 +45,28 @@ class ClaimCollection(Endpoint):
         limit = param_int(request, "limit")
         ttl, grace = await self.claim_metadata(request)
         validation.claim_creation(ttl, grace, limit, self.limits)
-        metadata = await self.attributes(project, queue)
-        self.cipher(metadata)  # no key: refused before any message is claimed
-        policy = dead_letter_policy(metadata)
-        if policy is not None:
-            moved = await self.storage.claims.dead_letter(
-                project, queue, policy, limit=limit or DEFAULT_MESSAGES_PER_CLAIM
+
+        async def take() -> tuple[Claim, list[Message]]:
+            metadata = await self.attributes(project, queue)
+            self.cipher(metadata)  # no key: refused before any message is claimed
+            policy = dead_letter_policy(metadata)
+            if policy is not None:
+                moved = await self.storage.claims.dead_letter(
+                    project, queue, policy, limit=limit or DEFAULT_MESSAGES_PER_CLAIM
+                )
+                DEAD_LETTERS.inc(moved)
+            claim, held = await self.storage.claims.create(
+                project,
+                queue,
+                ttl=ttl,
+                grace=grace,
+                limit=limit or DEFAULT_MESSAGES_PER_CLAIM,
             )
-            DEAD_LETTERS.inc(moved)
-        claim, held = await self.storage.claims.create(
-            project,
-            queue,
-            ttl=ttl,
-            grace=grace,
-            limit=limit or DEFAULT_MESSAGES_PER_CLAIM,
-        )
+            return claim, self.revealed(held, metadata) if held else []
+
+        claim, held = await self.shaped(take)
         if not held:
             return no_content()
-        held = self.revealed(held, metadata)
         now = self.deps.clock()
         try:
             return self.claimed(
@@ -99,8 +103,13 @@ class ClaimItem(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         claim_id = request.match_info["claim_id"]
-        claim, held = await self.storage.claims.get(project, queue, claim_id)
-        held = self.revealed(held, await self.attributes(project, queue))
+
+        async def get() -> tuple[Claim, list[Message]]:
+            metadata = await self.attributes(project, queue)
+            claim, held = await self.storage.claims.get(project, queue, claim_id)
+            return claim, self.revealed(held, metadata)
+
+        claim, held = await self.shaped(get)
         now = self.deps.clock()
         return ok(
             {

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 
 from node.api import formatting as fmt
 from node.api.deps import Deps
 from node.encryption import ENCRYPTED, KEY_SETTING, MessageCipher
-from node.errors import QueueDoesNotExist
+from node.errors import MetadataChanged, QueueDoesNotExist
 from node.models import Message, NewMessage
+from node.storage.reading import reading
 from wire.checks import PROJECT
 from wire.errors import UNAVAILABLE_TITLE, ApiError
 from wire.topics import container, is_topic, topic_name
@@ -20,6 +21,10 @@ from wire.topics import container, is_topic, topic_name
 V2_PREFIX = "/v2"
 DEFAULT_MESSAGES_PER_PAGE = 10
 DEFAULT_MESSAGES_PER_CLAIM = 10
+# Times a request reads its queue's metadata and acts when the store finds it changed meanwhile
+# (`Endpoint.shaped`); past them, MetadataChanged answers 503.
+SHAPED_TRIES = 3
+T = TypeVar("T")
 
 
 class NoEncryptionKey(ApiError):
@@ -61,6 +66,19 @@ class Endpoint:
             return await self.storage.queues.get_metadata(project, queue)
         except QueueDoesNotExist:
             return {}
+
+    async def shaped(self, act: Callable[[], Awaitable[T]]) -> T:
+        """Run `act`, which reads its queue's metadata and acts on the queue, in a reading
+        (`node.storage.reading`): a store that answered the metadata from its own copy confirms
+        it in the statement that acts, and when it changed meanwhile `act` runs again."""
+        for tries in range(1, SHAPED_TRIES + 1):
+            with reading():
+                try:
+                    return await act()
+                except MetadataChanged:
+                    if tries == SHAPED_TRIES:
+                        raise
+        raise AssertionError("unreachable")
 
     def cipher(self, metadata: dict[str, Any]) -> MessageCipher | None:
         """The cipher of a queue that encrypts its messages; None for one that does not."""

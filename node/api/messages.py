@@ -25,12 +25,18 @@ from wire.request import (
     read_at_most,
 )
 
+# Where a chunked post's body is kept once read: `Endpoint.shaped` may post it again.
+CHUNKED_BODY = "marconi.chunked_body"
+
 
 class MessageCollection(Endpoint):
     with_delay: ClassVar[bool] = True
     listing_flags: ClassVar[tuple[str, ...]] = ("echo", "include_claimed", "include_delayed")
 
     async def post(self, request: web.Request) -> web.Response:
+        return await self.shaped(lambda: self.post_messages(request))
+
+    async def post_messages(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
         found = await self.queue_metadata(project, queue)
         metadata = found or {}
@@ -38,7 +44,9 @@ class MessageCollection(Endpoint):
         if request.content_length is None and request.body_exists:
             # Chunked: no length declared, so the body counts against the limit as it arrives.
             cap = self.limits.max_messages_post_size
-            raw = await read_at_most(request, cap)
+            if CHUNKED_BODY not in request:
+                request[CHUNKED_BODY] = await read_at_most(request, cap)
+            raw = request[CHUNKED_BODY]
             validation.message_length(cap + 1 if raw is None else len(raw), self.limits, queue_max)
             document = parse_json(raw or b"", self.limits.max_json_depth)
         else:
@@ -88,10 +96,13 @@ class MessageCollection(Endpoint):
     async def get_by_ids(self, request: web.Request, ids: list[str]) -> web.Response:
         project, queue = scope(request)
         validation.message_listing(len(ids), self.limits)
-        found = await self.storage.messages.bulk_get(project, queue, ids)
-        if found:
-            found = self.revealed(found, await self.attributes(project, queue))
-        return self.by_ids(request, ids, found)
+
+        async def get() -> list[Message]:
+            metadata = await self.attributes(project, queue)
+            found = await self.storage.messages.bulk_get(project, queue, ids)
+            return self.revealed(found, metadata) if found else []
+
+        return self.by_ids(request, ids, await self.shaped(get))
 
     def by_ids(self, request: web.Request, ids: list[str], found: list[Message]) -> web.Response:
         project, queue = scope(request)
@@ -120,18 +131,23 @@ class MessageCollection(Endpoint):
             return []  # as Zaqar's storage: a marker it cannot read lists nothing
         if marker is not None:
             validation.message_marker(marker)  # no message is past it: never a 503 from storage
-        metadata = await self.attributes(project, queue)
-        found = await self.storage.messages.list(
-            project,
-            queue,
-            marker=marker,
-            limit=params.get("limit") or DEFAULT_MESSAGES_PER_PAGE,
-            echo=params.get("echo", False),
-            include_claimed=params.get("include_claimed", False),
-            include_delayed=params.get("include_delayed", False) or self.lists_delayed(metadata),
-            client_id=request[CLIENT_ID],
-        )
-        return self.revealed(found, metadata)
+
+        async def page() -> list[Message]:
+            metadata = await self.attributes(project, queue)
+            found = await self.storage.messages.list(
+                project,
+                queue,
+                marker=marker,
+                limit=params.get("limit") or DEFAULT_MESSAGES_PER_PAGE,
+                echo=params.get("echo", False),
+                include_claimed=params.get("include_claimed", False),
+                include_delayed=params.get("include_delayed", False)
+                or self.lists_delayed(metadata),
+                client_id=request[CLIENT_ID],
+            )
+            return self.revealed(found, metadata)
+
+        return await self.shaped(page)
 
     def lists_delayed(self, metadata: dict[str, Any]) -> bool:
         """Zaqar 23 lists delayed messages too in a queue without `_default_message_delay`."""
@@ -169,9 +185,13 @@ class MessageCollection(Endpoint):
             await self.storage.messages.bulk_delete(project, queue, ids, claim_ids)
             return no_content()
         assert pop is not None
-        metadata = await self.attributes(project, queue)
-        self.cipher(metadata)  # no key: refused before anything is taken off the queue
-        popped = self.revealed(await self.storage.messages.pop(project, queue, pop), metadata)
+
+        async def take() -> list[Message]:
+            metadata = await self.attributes(project, queue)
+            self.cipher(metadata)  # no key: refused before anything is taken off the queue
+            return self.revealed(await self.storage.messages.pop(project, queue, pop), metadata)
+
+        popped = await self.shaped(take)
         now = self.deps.clock()
         return ok(
             {
@@ -185,8 +205,14 @@ class MessageCollection(Endpoint):
 class MessageItem(Endpoint):
     async def get(self, request: web.Request) -> web.Response:
         project, queue = scope(request)
-        m = await self.storage.messages.get(project, queue, request.match_info["message_id"])
-        (m,) = self.revealed([m], await self.attributes(project, queue))
+
+        async def get() -> Message:
+            metadata = await self.attributes(project, queue)
+            m = await self.storage.messages.get(project, queue, request.match_info["message_id"])
+            (m,) = self.revealed([m], metadata)
+            return m
+
+        m = await self.shaped(get)
         now = self.deps.clock()
         return ok(self.format_message(m, queue, now, fmt.held_by(m, now)))
 

@@ -51,7 +51,9 @@ class QueueStore(Protocol):
     async def exists(self, project: str, queue: str) -> bool: ...
 
     async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
-        """Raises `QueueDoesNotExist`."""
+        """Raises `QueueDoesNotExist`. Inside a request's reading (`node.storage.reading`) it
+        may answer from a copy the driver keeps, which the request's next statement on the queue
+        then confirms, raising `MetadataChanged` (having done nothing) if the copy was stale."""
 
     async def set_metadata(self, project: str, queue: str, metadata: dict[str, Any]) -> None:
         """Replace the metadata. Raises `QueueDoesNotExist`."""

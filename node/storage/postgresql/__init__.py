@@ -18,6 +18,7 @@ from node.storage.postgresql.collector import collect_garbage
 from node.storage.postgresql.connection import Database, PostgresSettings
 from node.storage.postgresql.deadletters import PostgresDeadLetters
 from node.storage.postgresql.messages import PostgresMessages
+from node.storage.postgresql.metadata import Copies
 from node.storage.postgresql.outbox import PostgresOutbox
 from node.storage.postgresql.queues import PostgresQueues
 from node.storage.postgresql.schema import VERSION, upgrade
@@ -34,10 +35,11 @@ class PostgresStorage:
     def __init__(self, db: Database, clock: Clock = time.time) -> None:
         self.db = db
         self.clock = clock
-        self.queues = PostgresQueues(db, clock)
+        copies = Copies()  # queues' metadata, kept between requests (node.storage.reading)
+        self.queues = PostgresQueues(db, clock, copies)
         self.outbox = PostgresOutbox(db, clock)
-        self.messages = PostgresMessages(db, clock, self.outbox.written)
-        self.claims = PostgresClaims(db, clock)
+        self.messages = PostgresMessages(db, clock, self.outbox.written, copies)
+        self.claims = PostgresClaims(db, clock, copies)
         self.subscriptions = PostgresSubscriptions(db, clock)
         self.transfer = PostgresTransfer(db, clock)
         self.dead_letters = PostgresDeadLetters(db, clock)

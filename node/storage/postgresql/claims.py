@@ -17,6 +17,7 @@ from node.errors import ClaimDoesNotExist
 from node.models import Claim, DeadLetter, Message, is_id, new_id
 from node.storage.deadletters import pile
 from node.storage.postgresql.connection import Database
+from node.storage.postgresql.metadata import UNSEEN, Copies, confirm, seen
 from node.storage.postgresql.schema import (
     FREE,
     IN_QUEUE,
@@ -24,7 +25,6 @@ from node.storage.postgresql.schema import (
     LIVE_BY_KEY,
     MESSAGE_COLUMNS,
     bury,
-    check_readable,
     check_writable,
     hold_queue,
     unfenced,
@@ -52,10 +52,12 @@ made AS (
 SELECT * FROM held ORDER BY marker
 """
 # Untracked: the queue's row shared against a freeze, stamp 0. The queue is found again on the
-# row version a freeze committed, so `ready` is empty for a queue fenced meanwhile.
+# row version a freeze committed, so `ready` is empty for a queue fenced meanwhile. With `$12`,
+# it is empty unless the queue's metadata is `$13` (node.storage.reading).
 CLAIM = f"""
 WITH ready AS MATERIALIZED (
     SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND {unfenced("$3")} AND NOT tracked
+        AND (NOT $12::boolean OR metadata IS NOT DISTINCT FROM $13::text)
     FOR KEY SHARE),
 {PICK.replace(f"WHERE {LIVE}", f"WHERE EXISTS (SELECT 1 FROM ready) AND {LIVE}", 1)}
 """
@@ -70,9 +72,10 @@ RETURNING counter, 0
 
 
 class PostgresClaims:
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], copies: Copies) -> None:
         self._db = db
         self._clock = clock
+        self._copies = copies  # node.storage.postgresql.metadata
 
     async def create(
         self, project: str, queue: str, *, ttl: int, grace: int, limit: int
@@ -92,13 +95,17 @@ class PostgresClaims:
             ttl,
             grace,
         ]
+        saw = seen(project, queue)
         async with self._db.session() as conn:
-            rows = await conn.fetch(CLAIM, *args)
+            rows = await conn.fetch(CLAIM, *args, saw is not UNSEEN, None if saw is UNSEEN else saw)
             if rows:
                 return claim, [message_from_row(row) for row in rows]
-        # Nothing claimed: no free message, or the queue is missing, fenced or tracked.
+        # Nothing claimed: no free message, or the queue is missing, fenced, tracked, or its
+        # metadata is not what the request saw.
         async with self._db.transaction() as conn:
             stamp = await hold_queue(conn, project, queue, now)
+            if saw is not UNSEEN:
+                await confirm(conn, self._copies, project, queue, now, saw)
             if not stamp:
                 return claim, []
             args[8] = stamp
@@ -113,6 +120,8 @@ class PostgresClaims:
             stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 return 0
+            if (saw := seen(project, queue)) is not UNSEEN:  # the policy came from metadata
+                await confirm(conn, self._copies, project, queue, now, saw)
             dead = await conn.fetch(
                 f"SELECT id, marker, ttl, expires FROM messages WHERE {LIVE} AND {FREE}"
                 " AND claim_count >= $4 ORDER BY marker LIMIT $5 FOR UPDATE SKIP LOCKED",
@@ -163,7 +172,7 @@ class PostgresClaims:
     async def get(self, project: str, queue: str, claim_id: str) -> tuple[Claim, Messages]:
         now = self._clock()
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue, now)
+            await confirm(conn, self._copies, project, queue, now, seen(project, queue))
             if not is_id(claim_id):
                 raise ClaimDoesNotExist(project, queue, claim_id)
             row = await conn.fetchrow(

@@ -19,6 +19,7 @@ from node.errors import InvalidClaim, MessageDoesNotExist, QueueDoesNotExist
 from node.models import Message, NewMessage, is_id, new_id
 from node.storage.outbox import Nudge
 from node.storage.postgresql.connection import Database
+from node.storage.postgresql.metadata import UNSEEN, Copies, confirm, same, seen
 from node.storage.postgresql.schema import (
     FREE,
     IN_QUEUE,
@@ -27,7 +28,6 @@ from node.storage.postgresql.schema import (
     MESSAGE_COLUMNS,
     NOT_MOVED,
     bury,
-    check_readable,
     check_writable,
     hold_queue,
     unfenced,
@@ -41,10 +41,12 @@ Ids = list[str]
 # The outbox (node.storage.outbox) is written by the same statement: one delivery of the group's
 # notices (Zaqar's, in marker order) per live subscription of the queue, `$10` naming the group.
 # A queue without subscriptions costs one index probe; its notices are never rendered.
+# With `$11`, nothing is posted unless the queue's metadata is `$12` (node.storage.reading).
 POST = f"""
 WITH q AS (
     UPDATE queues SET counter = counter + $3, stamp = stamp + tracked::int
     WHERE project = $1 AND name = $2 AND {unfenced("$4::float8")}
+        AND (NOT $11::boolean OR metadata IS NOT DISTINCT FROM $12::text)
     RETURNING counter - $3 AS base, CASE WHEN tracked THEN stamp ELSE 0 END AS stamp),
 posted AS (
     INSERT INTO messages (id, project, queue, marker, body, ttl, created, expires,
@@ -91,12 +93,18 @@ class _Post:
     done: asyncio.Future[None] = field(default_factory=asyncio.Future)
 
 
+Batch = tuple[str, str, object]  # project, queue, the metadata its posts saw (or UNSEEN)
+
+
 class PostgresMessages:
-    def __init__(self, db: Database, clock: Callable[[], float], written: Nudge) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], float], written: Nudge, copies: Copies
+    ) -> None:
         self._db = db
         self._clock = clock
         self._written = written  # the outbox's: this process's deliverer, woken by a post
-        self._waiting: dict[tuple[str, str], list[_Post]] = {}
+        self._copies = copies  # node.storage.postgresql.metadata
+        self._waiting: dict[Batch, list[_Post]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     async def post(
@@ -109,7 +117,7 @@ class PostgresMessages:
             delays=[m.delay for m in messages],
             client_id=client_id,
         )
-        key = (project, queue)
+        key = (project, queue, seen(project, queue))
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.append(post)
@@ -121,7 +129,7 @@ class PostgresMessages:
         await asyncio.shield(post.done)
         return post.ids
 
-    async def _flush(self, key: tuple[str, str]) -> None:
+    async def _flush(self, key: Batch) -> None:
         """Post what waits for the queue, one statement at a time, until nothing waits."""
         try:
             while batch := self._waiting.get(key):
@@ -137,8 +145,8 @@ class PostgresMessages:
         finally:
             del self._waiting[key]
 
-    async def _insert(self, key: tuple[str, str], batch: list[_Post]) -> None:
-        project, queue = key
+    async def _insert(self, key: Batch, batch: list[_Post]) -> None:
+        project, queue, saw = key
         columns: list[list[Any]] = [[], [], [], [], []]
         for post in batch:
             columns[0] += post.ids
@@ -148,11 +156,22 @@ class PostgresMessages:
             columns[4] += [post.client_id] * len(post.ids)
         now = self._clock()
         async with self._db.session() as conn:
+            checked = saw is not UNSEEN
             posted, owed = await conn.fetchrow(
-                POST, project, queue, len(columns[0]), now, *columns, new_id()
+                POST,
+                project,
+                queue,
+                len(columns[0]),
+                now,
+                *columns,
+                new_id(),
+                checked,
+                saw if checked else None,
             )
-            if posted == 0:  # nothing inserted: no queue, or a fenced one
+            if posted == 0:  # nothing inserted: no queue, a fenced one, or other metadata
                 await check_writable(conn, project, queue, now)
+                if checked:
+                    await confirm(conn, self._copies, project, queue, now, saw)
                 raise QueueDoesNotExist(project, queue)
         if owed:
             self._written.set()
@@ -174,9 +193,13 @@ class PostgresMessages:
         include_delayed: bool,
         client_id: str,
     ) -> Messages:
+        # The limit is written into the statement (a page is at most 20 messages: a statement
+        # per size): with `LIMIT $n` the server plans every list again (a generic plan looks
+        # costlier than one for a known limit), which took half its CPU per list at depth
+        # (BENCHMARKS.md, PostgreSQL driver); with a constant it reuses one plan.
         now = self._clock()
         where = [LIVE, "marker > $4", NOT_MOVED]
-        args: list[Any] = [project, queue, now, marker or 0, limit]
+        args: list[Any] = [project, queue, now, marker or 0]
         if not echo:
             args.append(client_id)
             where.append(f"client_id <> ${len(args)}")
@@ -184,14 +207,17 @@ class PostgresMessages:
             where.append("(claim_id IS NULL OR claim_expires <= $3)")
         if not include_delayed:
             where.append("delay_expires <= $3")
+        if (saw := seen(project, queue)) is not UNSEEN:
+            args.append(saw)
+            where.append(same(f"${len(args)}"))
         sql = (
             f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where)}"
-            " ORDER BY marker LIMIT $5"
+            f" ORDER BY marker LIMIT {int(limit)}"
         )
         async with self._db.session() as conn:
             rows = await conn.fetch(sql, *args)
             if not rows:
-                await check_readable(conn, project, queue, now)
+                await confirm(conn, self._copies, project, queue, now, saw)
         return [message_from_row(row) for row in rows]
 
     async def get(self, project: str, queue: str, message_id: str) -> Message:
@@ -204,7 +230,7 @@ class PostgresMessages:
         ids = [i for i in ids if is_id(i)]
         now = self._clock()
         async with self._db.session() as conn:
-            await check_readable(conn, project, queue, now)
+            await confirm(conn, self._copies, project, queue, now, seen(project, queue))
             if not ids:
                 return []
             rows = await conn.fetch(
@@ -272,6 +298,8 @@ class PostgresMessages:
             stamp = await hold_queue(conn, project, queue, now)
             if stamp is None:
                 return []
+            if (saw := seen(project, queue)) is not UNSEEN:
+                await confirm(conn, self._copies, project, queue, now, saw)
             rows = await conn.fetch(
                 f"DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE {LIVE}"
                 f" AND {FREE} ORDER BY marker LIMIT $4 FOR UPDATE SKIP LOCKED)"

@@ -11,8 +11,8 @@ from node.models import Fence, MessageSummary, QueueInfo, QueueStats
 from node.storage.deadletters import MARK as PILE
 from node.storage.postgresql.connection import Database
 from node.storage.postgresql.outbox import forget_owed
+from node.storage.postgresql.metadata import QUEUE_AND_FENCE, UNSEEN, Copies
 from node.storage.postgresql.schema import (
-    IN_FORCE,
     LIVE,
     check_readable,
     check_row_fence,
@@ -20,22 +20,20 @@ from node.storage.postgresql.schema import (
     unfenced,
 )
 from node.storage.postgresql.subscriptions import delete_all as delete_subscriptions
+from node.storage.reading import current
 from wire.topics import MARK, name_range
 
 Queues = list[QueueInfo]
 # Serializes the creation of a queue with fencing its name (a tombstone may stand for a queue
 # that does not exist yet: no row to lock). Transaction-scoped: released at commit.
 NAME_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
-QUEUE_AND_FENCE = (
-    "SELECT (SELECT metadata FROM queues WHERE project = $1 AND name = $2),"
-    f" (SELECT reason FROM fences WHERE project = $1 AND queue = $2 AND {IN_FORCE})"
-)
 
 
 class PostgresQueues:
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float], copies: Copies) -> None:
         self._db = db
         self._clock = clock
+        self._copies = copies  # node.storage.postgresql.metadata
 
     async def create(self, project: str, queue: str, metadata: dict[str, Any] | None) -> bool:
         meta = None if metadata is None else json.dumps(metadata)
@@ -58,13 +56,21 @@ class PostgresQueues:
                     queue,
                     meta,
                 )
-            return created is not None
+        self._copies.drop((project, queue))
+        return created is not None
 
     async def exists(self, project: str, queue: str) -> bool:
         return await self._metadata(project, queue) is not None
 
     async def get_metadata(self, project: str, queue: str) -> dict[str, Any]:
-        found = await self._metadata(project, queue)
+        reading, key = current(), (project, queue)
+        found = UNSEEN if reading is None else self._copies.get(key)
+        if found is UNSEEN:  # outside a reading, or not kept here: read (and keep)
+            found = await self._metadata(project, queue)
+            self._copies.put(key, found)
+        assert found is None or isinstance(found, str)
+        if reading is not None:  # the request's statement confirms it (node.storage.reading)
+            reading.seen[key] = found
         if found is None:
             raise QueueDoesNotExist(project, queue)
         metadata: dict[str, Any] = json.loads(found)
@@ -93,6 +99,7 @@ class PostgresQueues:
             if done is None:
                 await check_writable(conn, project, queue, now)
                 raise QueueDoesNotExist(project, queue)
+        self._copies.drop((project, queue))
 
     async def delete(self, project: str, queue: str) -> None:
         now = self._clock()
@@ -117,6 +124,7 @@ class PostgresQueues:
             await conn.execute(
                 "DELETE FROM queues WHERE project = $1 AND name = $2", project, queue
             )
+        self._copies.drop((project, queue))
 
     async def list(
         self, project: str, *, marker: str | None, limit: int, detailed: bool, topics: bool = False
