@@ -521,11 +521,12 @@ Investigated on 2026-12-03 with the processes of this section (`strace -c`, `per
 /proc/<pid>/io and /proc/<pid>/status read around 4 to 5 s wrk runs; the machine was loaded by
 other work, load average 8 to 18, so absolute figures moved by up to half between runs):
 
-- *The target, 2026-12-03 15:53* (the run above, on a machine overloaded by other work: load
-  average 13.6 to 17, 1.2 to 1.8 of its 2 cores busy outside the bench, throughput a fifth of a
-  quiet run's): the proxy at 2.56x, 2.36x and 2.57x nginx's CPU per request, so missed by 1.06,
-  0.86 and 1.07 times nginx's cost. The changes below take about 12% off the lean path's
-  Python, 7% of the proxy's CPU: they do not close a gap that is the interpreter's.
+- *The target, 2026-12-03 16:08* (the run above, on a machine loaded by other work: load
+  average 7.6 to 11, 0.9 to 1.8 of its 2 cores busy outside the bench, throughput about half a
+  quiet run's): the proxy at 2.19x, 2.16x and 2.40x nginx's CPU per request, so missed by 0.69,
+  0.66 and 0.90 times nginx's cost. A run at 15:53, more loaded still (load average 13.6 to 17):
+  2.56x, 2.36x and 2.57x. The changes below take about 12% off the lean path's Python, about 7%
+  of the proxy's CPU: they do not close a gap that is the interpreter's.
 - *System calls are the same as nginx's.* Per forwarded request the proxy makes 2 reads and 2
   writes (`writev` for a head and a body, `write` for a bodiless request) plus 0.3 (post) to 0.5
   (list) `epoll_pwait`; nginx makes 2 `recvfrom`, 2 `writev`, 1 `getsockopt` plus 0.2 to 1.1
