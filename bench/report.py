@@ -521,18 +521,56 @@ Investigated on 2026-12-03 with the processes of this section (`strace -c`, `per
 /proc/<pid>/io and /proc/<pid>/status read around 4 to 5 s wrk runs; the machine was loaded by
 other work, load average 8 to 18, so absolute figures moved by up to half between runs):
 
+- *The target, 2026-12-03 16:08* (the run above, on a machine loaded by other work: load
+  average 7.6 to 11, 0.9 to 1.8 of its 2 cores busy outside the bench, throughput about half a
+  quiet run's): the proxy at 2.19x, 2.16x and 2.40x nginx's CPU per request, so missed by 0.69,
+  0.66 and 0.90 times nginx's cost. A run at 15:53, more loaded still (load average 13.6 to 17):
+  2.56x, 2.36x and 2.57x. The changes below take about 12% off the lean path's Python, about 7%
+  of the proxy's CPU: they do not close a gap that is the interpreter's.
 - *System calls are the same as nginx's.* Per forwarded request the proxy makes 2 reads and 2
   writes (`writev` for a head and a body, `write` for a bodiless request) plus 0.3 (post) to 0.5
   (list) `epoll_pwait`; nginx makes 2 `recvfrom`, 2 `writev`, 1 `getsockopt` plus 0.2 to 1.1
   `epoll_wait`. Lists make no more calls than posts: an answer, 2.8 kB for a list of 10 and
   0.7 kB for a post, is read in one call and written in one.
-- *The difference with nginx is the interpreter.* `perf record`: the proxy's samples are 58 to
-  63% in libpython, 28 to 31% in the kernel, 6% in uvloop; nginx's are 58 to 66% in the kernel
-  and 32 to 34% in nginx itself. The kernel's work per request being about the same, the
-  Python code on the lean path costs about twice the kernel's: parsing the request head (7 to
-  10 µs, the checks above included), the node's answer head (4 µs), route matching, the cache
-  lookup and its counter, metrics (about 1 µs each), and the callbacks between uvloop and the
-  protocol objects, all measured with `timeit` on process time.
+- *The difference with nginx is the interpreter.* `perf record` (5 s of posts, against a
+  stand-in node that answers at once, so that the proxy is the bottleneck): the proxy's samples
+  are 61% in libpython, 29% in the kernel, 5% in uvloop, 4% in libc; nginx's are 58 to 66% in
+  the kernel and 32 to 34% in nginx itself. The proxy's kernel, uvloop and libc share alone
+  (about 60 µs of a post's 150) is about nginx's whole cost per request: to come within 1.5x,
+  the Python on the lean path would have to fall from about 90 µs to 15 to 40 µs, to a third
+  of itself or less (claims, where nginx spends the least, need the most).
+- *Where that Python goes.* The lean path alone (a client connection and a node connection on
+  fake transports, driven in one process; instructions counted by callgrind, which the
+  machine's load does not change): 185.7k instructions per post and 178.6k per list before the
+  changes below. By cProfile, after them: parsing the request head 23%, the node's answer head
+  13%, the request's record (request id, target, outgoing head) 11%, route matching 6%, the
+  send 10%, reading the answer 5%, metrics 5%, the placement lookup 4% (14% before), the rest
+  over some 60 Python calls a request, none above 3%. Nothing dominates: the cost is the
+  interpreter's, step by step.
+- *What changed:* the placement cache keeps the decoded record of the queues looked up lately
+  (valid while the compact value kept for the queue is the same object: no `Placement`
+  dataclass and key built per lookup); cache hits are counted in plain numbers, not
+  prometheus-client's locked counter; the usual send passes a `functools.partial` instead of
+  making a closure; the request line and header lines are checked in one regex match, the
+  answer's hop-by-hop headers looked for in one search. 162.5k instructions per post (-12.5%),
+  156.4k per list (-12.5%), the same tests passing. Before them (2026-12-03 13:20, load 1.4 to
+  2.0) the section measured 172, 208 and 159 µs for the proxy: 2.58x, 2.14x and 3.00x nginx.
+- *In the proxy process*, old and new code alternating against the stand-in node (5 s runs,
+  load average 14 to 18, so only large differences show): posts 170, 169 -> 161, 159 µs; lists
+  171, 168 -> 175, 156 µs; claims with their deletes 152, 173, 174, 178, 159, 175 -> 193, 200,
+  186, 189, 181, 204 µs. Claims came out 10 to 15% higher with the new code although callgrind
+  counts 10.6% fewer instructions on the same path for a message delete (193.5k -> 173.0k): not
+  explained yet, to be measured again on a quiet machine.
+- *Compiled with mypyc* (the mypy 2.4.1 in .venv, gcc -O3), measured, not landed. `http1.py`,
+  `pipeline.py`, `upstream.py` and `routing.py` compiled: 163.8k -> 137.4k instructions per
+  post and 156.7k -> 131.0k per list (-16%), and 10 to 14% less process time in 3 alternating
+  timed rounds. The rest of the lean path does not compile as it is: `front.py`'s subclasses of
+  aiohttp's server and runner (non-native classes) produce C that gcc rejects and mypyc refuses
+  `asyncio.Protocol` subclasses (`__slots__`); compiled, `steps.py` breaks aiohttp's
+  `@web.middleware` (it sets an attribute on the function); `forward.py` is refused (`continue`
+  inside `try`/`finally`). With Python about 60% of the proxy's CPU, 16% less Python is about
+  10% less CPU per request: every ratio would stay well above 1.5x, so the build step, the
+  hash-keyed module directory and the second tested path it would need were not added.
 - *Lists cost more per request than posts for nginx as for the proxy, from batching.* The node's
   SQLite driver commits the posts that arrive in one turn of its event loop together and answers
   them together, so a proxy's wake-up relays several post answers; list answers come one by one.

@@ -33,12 +33,14 @@ from catalog.keys import Keys, escape, parse_project, project_segment, unescape
 from catalog.records import Event, Partition, Pin, Placement, PlacementState, Versioned
 from catalog.store import CatalogStore
 from ground.logs import get_logger
+from ground.metrics import Tally
 
 log = get_logger("catalog.cache")
 
-LOOKUPS = Counter(
-    "marconi_placement_cache_lookups_total", "Placement lookups, by outcome.", ["outcome"]
-)
+# Counted per forwarded request: plain numbers (`Tally`), not prometheus-client's locked counter.
+LOOKUPS = Tally("marconi_placement_cache_lookups", "Placement lookups, by outcome.", ["outcome"])
+HIT, MISS = ("hit",), ("miss",)
+RECENT = 4096  # decoded placements kept for the next lookups of the same queues
 WATCH_STATE = Gauge("marconi_placement_cache_watch_live", "1 while the catalog watch is live.")
 WATCH_EVENTS = Counter("marconi_placement_cache_events_total", "Catalog changes applied.")
 WATCH_RESTARTS = Counter(
@@ -92,6 +94,10 @@ class PlacementCache:
         self._name_ids: dict[str, int] = {}
         self._codes: dict[int, int] = {}
         self._placements: OrderedDict[str, Compact] = OrderedDict()  # "project/queue" -> compact
+        # (project, queue) -> its key, compact value and record, for queues looked up lately:
+        # valid while that value object is still the one kept (codes are interned, and names
+        # only ever appended), so a lookup of a busy queue decodes nothing.
+        self._recent: dict[tuple[str, str], tuple[str, Compact, Placement]] = {}
         self._complete = False  # every placement known: a miss means "not placed"
         self._filling = False  # the fill runs: every placement event is kept
         self._tombstones: list[str] = []  # deletes seen while filling (the fill must skip them)
@@ -348,21 +354,33 @@ class PlacementCache:
     def cached(self, project: str, queue: str) -> Placement | bool | None:
         """The cached placement, None if known absent, or False if unknown (a cold queue, or
         one the fill has not reached yet)."""
+        recent = self._recent.get((project, queue))
+        if recent is not None:
+            ident, value, placement = recent
+            if self._placements.get(ident, False) is value:
+                if not self._complete:
+                    self._placements.move_to_end(ident)
+                return placement
         ident = self._ident(project, queue)
         value = self._placements.get(ident, False)
         if value is False:
             return None if self._complete else False
         if not self._complete:
             self._placements.move_to_end(ident)  # the LRU's order matters only when it is full
-        return self._decode(ident, value)
+        found = self._decode(ident, value)
+        if found is not None:
+            if len(self._recent) >= RECENT:
+                self._recent.clear()  # the busy queues come back at once
+            self._recent[project, queue] = (ident, value, found)
+        return found
 
     async def placement(self, project: str, queue: str) -> Placement | None:
         """The queue's placement, or None if the queue was never placed."""
         found = self.cached(project, queue)
         if found is not False:
-            LOOKUPS.labels("hit").inc()
+            LOOKUPS.add(HIT)
             return found  # type: ignore[return-value]
-        LOOKUPS.labels("miss").inc()
+        LOOKUPS.add(MISS)
         return await self.refresh(project, queue)
 
     async def refresh(self, project: str, queue: str) -> Placement | None:

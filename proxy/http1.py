@@ -41,6 +41,7 @@ HOP_BY_HOP = frozenset(
 _RARE = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-[^:\r]*|te|trailer|upgrade|transfer-encoding|expect):"
 )
+_ANSWER_HOP_BY_HOP = re.compile(rb"\r\n(?:connection|transfer-encoding):")
 _HOST = b"\r\nhost:"
 _LENGTH = b"\r\ncontent-length:"
 _PROJECT = b"\r\nx-project-id:"
@@ -53,10 +54,15 @@ MAX_LINE = 8190  # bytes in one line: aiohttp's limit on a request target and on
 MAX_HEADERS = 100  # aiohttp refuses more than 128; fewer still is plenty for the API
 # Control characters (tab aside) stay: a head holds none but its CRLFs.
 _NOT_CONTROLS = bytes(b for b in range(256) if not (b < 0x20 and b != 0x09) and b != 0x7F)
-# The header lines, each a token, a colon and a value, not too many: one C-level match. Line
+# The header lines, each a token, a colon and a value, not too many: in one C-level match. Line
 # lengths are checked only in heads long enough to hold a line too long (one more pass).
 _HEADER_LINE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n"
-_HEADER_LINES = re.compile(rb"(?:%s){0,%d}" % (_HEADER_LINE, MAX_HEADERS))
+_HEADER_LINES = rb"(?:%s){0,%d}" % (_HEADER_LINE, MAX_HEADERS)
+# The request line the lean path takes (one of its methods, a path, HTTP/1.1; a target holds
+# no space nor control character), then the header lines.
+_REQUEST_HEAD = re.compile(
+    rb"(%s) (/[^\x00-\x20\x7f]*) HTTP/1\.1\r\n%s" % (b"|".join(_METHODS), _HEADER_LINES)
+)
 _LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
 
 
@@ -93,20 +99,14 @@ def parse_request(buffer: bytes | bytearray) -> RequestHead | None:
     # node's parser); header lines of a name, a colon and a value (no folded line, no blank
     # before a colon); no line too long, not too many: C-level passes over the head.
     controls = head.translate(None, _NOT_CONTROLS)
-    first = head.find(b"\r\n")
-    if (
-        controls != b"\r\n" * (len(controls) >> 1)
-        or _HEADER_LINES.fullmatch(head, first + 2) is None
-        or (end > MAX_LINE and _LONG_LINE.search(head) is not None)
-    ):
+    if controls != b"\r\n" * (len(controls) >> 1):
         raise Unusual("malformed head")
-    try:
-        raw_method, raw_target, version = head[:first].split(b" ")
-    except ValueError:
-        raise Unusual("request line") from None
-    method = _METHODS.get(raw_method)
-    if method is None or version != b"HTTP/1.1" or raw_target[:1] != b"/" or b"\t" in raw_target:
-        raise Unusual("request line")
+    matched = _REQUEST_HEAD.fullmatch(head)
+    if matched is None or (end > MAX_LINE and _LONG_LINE.search(head) is not None):
+        raise Unusual("malformed head")  # or a request line the lean path leaves to aiohttp
+    raw_method, raw_target = matched.group(1, 2)
+    method = _METHODS[raw_method]
+    first = matched.end(2) + 9  # the request line's CRLF, after " HTTP/1.1"
     lower = head.lower()
     host = lower.find(_HOST, first)
     if host >= 0 and lower.find(_HOST, host + 2) >= 0:
@@ -227,7 +227,7 @@ def parse_response(buffer: bytes | bytearray) -> ResponseHead | None:
             raise Unusual("Content-Length")
         length = int(value)
     # Nodes send no hop-by-hop headers but these (aiohttp's Connection: close at shutdown).
-    if lower.find(b"\r\nconnection:") >= 0 or lower.find(b"\r\ntransfer-encoding:") >= 0:
+    if _ANSWER_HOP_BY_HOP.search(lower) is not None:
         raw, keep_alive = _relayed(raw, keep_alive)
         lower = raw.lower()
     fence = _value(raw, lower, _FENCE) if status == 503 else None

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from aiohttp import web
 from prometheus_client import Counter
 
-from catalog.cache import LOOKUPS, PlacementCache
+from catalog.cache import HIT, LOOKUPS, PlacementCache
 from catalog.catalog import Catalog
 from catalog.records import Partition, Placement
 from proxy.errors import PartitionUnavailable
@@ -197,14 +197,13 @@ class Router:
         self.catalog = catalog
         self.cache = cache
         self.policy = policy
-        self.hits = LOOKUPS.labels("hit")
 
     def cached(self, project: str, queue: str) -> Placement | bool | None:
         """The cached placement, None if known absent, False if unknown (not counted: `placement`
         reads it from etcd and the cache counts the miss). Every hit is counted here."""
         found = self.cache.cached(project, queue)
         if found is not False:
-            self.hits.inc()  # the cache's own count, with its label child looked up once
+            LOOKUPS.add(HIT)  # the cache's own count
         return found
 
     async def placement(self, project: str, queue: str) -> Placement | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from catalog.errors import CatalogUnavailable
 from catalog.etcd import EtcdStore
 from catalog.keys import Keys
 from catalog.memory import MemoryStore
-from catalog.records import Partition, PartitionState
+from catalog.records import Partition, PartitionState, PlacementState
 from tests.conftest import unique_prefix
 from tests.services import Etcd, start_etcd
 
@@ -48,6 +49,39 @@ async def test_loads_then_follows_changes() -> None:
         assert cache.partitions["p1"].state is PartitionState.DRAINING
         b = cache.cached("proj", "b")
         assert b and b.partition == "p2"  # type: ignore[union-attr]
+        await catalog.unplace("proj", "a")
+        await wait_until(lambda: cache.cached("proj", "a") is None)
+    finally:
+        await cache.stop()
+
+
+async def test_a_busy_queue_looked_up_again_sees_each_change() -> None:
+    """The records kept for queues looked up lately never hide a change: a freeze, a move
+    (a new epoch on another partition), a migration id, a removal."""
+    store = MemoryStore()
+    catalog = Catalog(store)
+    keys = Keys()
+    await catalog.add_partition(Partition("p1", ("http://n1",)))
+    await catalog.add_partition(Partition("p2", ("http://n2",)))
+    first = await catalog.place("proj", "a", "p1")
+    cache = PlacementCache(store, keys)
+    await cache.start()
+    try:
+        await cache.filled.wait()
+        assert cache.cached("proj", "a") == first
+        assert cache.cached("proj", "a") == first  # the kept record
+        changes = [
+            replace(first, state=PlacementState.FROZEN),
+            replace(first, state=PlacementState.FROZEN, migration="m1"),
+            replace(first, partition="p2", epoch=2),
+            replace(first, partition="p1", epoch=3),
+        ]
+        for change in changes:
+            item = await store.get(keys.placement("proj", "a"))
+            assert item is not None
+            await store.replace(item.key, change.to_json(), item.mod_revision)
+            await wait_until(lambda change=change: cache.cached("proj", "a") == change)
+            assert cache.cached("proj", "a") == change
         await catalog.unplace("proj", "a")
         await wait_until(lambda: cache.cached("proj", "a") is None)
     finally:
