@@ -33,7 +33,6 @@ import uvloop
 from aiohttp import web
 
 from ground.logs import configure, get_logger
-from ground.stops import stop_signals
 from ground.workers import die_with_parent
 from node.encryption import MessageCipher
 from node.notify.deliverer import Deliverer
@@ -195,21 +194,25 @@ async def _deliver() -> None:
             await asyncio.sleep(REPORT_INTERVAL)
             _report()
 
-    async with stop_signals() as stop:
-        tasks = [
-            asyncio.create_task(deliverer.run()),
-            asyncio.create_task(listen(stop)),
-            asyncio.create_task(report()),
-        ]
-        try:
-            await stop.wait()
-        finally:
-            # Stop sending (the deliverer settles what it sent), report once more, close.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            _report()
-            await storage.close()
+    # SIGTERM stops it. A Ctrl-C reaches the node's whole process group, this child included:
+    # the node stops it in its own order, rather than see it die and start another meanwhile.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [
+        asyncio.create_task(deliverer.run()),
+        asyncio.create_task(listen(stop)),
+        asyncio.create_task(report()),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        # Stop sending (the deliverer settles what it sent), report once more, close.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        _report()
+        await storage.close()
 
 
 def _report() -> None:
@@ -223,5 +226,4 @@ if __name__ == "__main__":
         os.environ.get("MARCONI_LOG_LEVEL", "info"),
         {"True": True, "False": False}.get(os.environ.get("MARCONI_LOG_JSON", "")),
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_deliver())
+    uvloop.run(_deliver())
