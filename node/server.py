@@ -16,6 +16,7 @@ from node.api.deps import Deps
 from node.drain import AFTER_DRAIN, Drain
 from node.encryption import MessageCipher
 from node.notify.confirm import confirmation_signer
+from node.notify.process import delivery_process, separable
 from node.settings import NodeSettings
 from node.storage import open_storage
 from wire.deadlines import guarded_runner
@@ -38,7 +39,24 @@ async def serve(settings: NodeSettings, ready: Callable[[], None] = lambda: None
             if settings.notify.require_confirmation
             else None,
         )
-        app = create_app(deps, gc_interval=settings.gc_interval, notify=settings.notify)
+        notify = settings.notify
+        # The deliverer runs in a child process unless told otherwise or the storage is in this
+        # process's memory; with `--workers N`, every worker has its own.
+        child = notify.enabled and notify.process and separable(settings.storage)
+        app = create_app(
+            deps, gc_interval=settings.gc_interval, notify=None if child else settings.notify
+        )
+        if child:
+            app.cleanup_ctx.append(
+                delivery_process(
+                    settings.storage,
+                    notify,
+                    storage.outbox.written,
+                    key=settings.message_encryption_key,
+                    log_level=settings.log_level,
+                    log_json=settings.log_json,
+                )
+            )
         drain = Drain()
         app.middlewares.insert(0, drain.middleware)
         runner = guarded_runner(settings.deadlines)(

@@ -1,31 +1,41 @@
-"""A lean HTTP/1.1 client for webhooks: one POST, its answer's status, keep-alive connections.
+"""A lean HTTP/1.1 client for webhooks: one POST, its answer's status, pipelined keep-alive
+connections.
 
 A deliverer sends a notification per posted message, so the client's cost per request is the
 cost of a notification: aiohttp's client spends more CPU per request than the node spends on a
-post. This one writes the request in one buffer and reads the answer with a stream reader
-(Content-Length, chunked, or to the end), keeping connections open per (scheme, host, port).
-A request that finds its reused connection closed by the server before any answer is sent
-again once on a new connection (a POST that never reached the subscriber).
+post, and one write and one read per request cost more than the rest of it. Here requests to
+one origin (scheme, host, port) share a few connections and are pipelined (RFC 9112 §9.3.2):
+the requests made during one turn of the event loop leave in one write, and one read takes
+every answer that arrived, parsed by a small protocol (Content-Length, chunked, or to the end;
+interim 1xx answers skipped). A request whose connection closed before any byte of its answer
+arrived (a server closing an idle or a `Connection: close` connection, behind which others were
+pipelined) is sent once more on a new connection: at least once allows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ssl
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
-IDLE_PER_ORIGIN = 64  # keep-alive connections kept per (scheme, host, port)
+CONNECTIONS_PER_ORIGIN = 8  # connections kept open per (scheme, host, port)
+PIPELINE = 32  # requests awaiting their answers on one connection before another is opened
 MAX_HEAD = 64 * 1024
 Origin = tuple[str, str, int]
 
 
 class HttpError(Exception):
     """The request could not be sent or its answer read."""
+
+
+class Unanswered(HttpError):
+    """The connection closed before any byte of the answer: the request may be sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +69,10 @@ def _safe(text: str) -> bool:
 
 
 class HttpClient:
-    def __init__(self) -> None:
-        self._idle: dict[Origin, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout  # seconds to connect, and for each answer to arrive
+        self._pools: dict[Origin, list[Connection]] = {}
+        self._opening: dict[Origin, asyncio.Future[HttpError | None]] = {}
         self._tls = ssl.create_default_context()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
@@ -76,79 +88,240 @@ class HttpClient:
         )
         lines.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
-        for attempt in range(2):
-            reader, writer, reused = await self._connect(t.origin)
-            try:
-                writer.write(request)
-                status, keep = await _answer(reader)
-            except asyncio.IncompleteReadError as exc:
-                writer.close()
-                if reused and attempt == 0 and not exc.partial:
-                    continue  # the server had closed the idle connection: a new one
-                raise HttpError("the connection closed before an answer") from None
-            except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
-                writer.close()
-                raise HttpError(f"{type(exc).__name__}: {exc}") from None
-            except BaseException:
-                writer.close()
-                raise
-            if keep and len(self._idle.setdefault(t.origin, [])) < IDLE_PER_ORIGIN:
-                self._idle[t.origin].append((reader, writer))
-            else:
-                writer.close()
-            return status
-        raise HttpError("unreachable")  # pragma: no cover
-
-    async def _connect(
-        self, origin: Origin
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        idle = self._idle.get(origin)
-        while idle:
-            reader, writer = idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer, True
-            writer.close()
-        scheme, host, port = origin
         try:
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=self._tls if scheme == "https" else None, limit=MAX_HEAD
-            )
+            return await self._send(t.origin, request)
+        except Unanswered:
+            return await self._send(t.origin, request)  # once more, on another connection
+
+    async def _send(self, origin: Origin, request: bytes) -> int:
+        connection = await self._connection(origin)
+        answer = connection.send(request)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            connection.abort()  # the answers behind this one would wait for it
+            raise
+
+    async def _connection(self, origin: Origin) -> Connection:
+        """The open connection with the fewest requests in flight, unless all have `PIPELINE`
+        and there is room for one more; one connection is opened at a time per origin."""
+        while True:
+            pool = self._pools.setdefault(origin, [])
+            pool[:] = [c for c in pool if c.usable]
+            best = min(pool, key=Connection.in_flight, default=None)
+            if best is not None and (
+                best.in_flight() < PIPELINE or len(pool) >= CONNECTIONS_PER_ORIGIN
+            ):
+                return best
+            opening = self._opening.get(origin)
+            if opening is None:
+                break
+            failed = await asyncio.shield(opening)
+            if failed is not None:  # the origin did not take a connection just now
+                raise failed
+        opened: asyncio.Future[HttpError | None] = asyncio.get_running_loop().create_future()
+        self._opening[origin] = opened
+        try:
+            connection = await self._open(origin)
+        except HttpError as exc:
+            opened.set_result(exc)
+            raise
+        finally:
+            del self._opening[origin]
+            if not opened.done():
+                opened.set_result(None)
+        pool.append(connection)
+        return connection
+
+    async def _open(self, origin: Origin) -> Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(self.timeout),
+                    host,
+                    port,
+                    ssl=self._tls if scheme == "https" else None,
+                )
         except (OSError, ssl.SSLError) as exc:
             raise HttpError(f"{type(exc).__name__}: {exc}") from None
-        return reader, writer, False
+        except TimeoutError:
+            raise HttpError(f"no connection within {self.timeout} s") from None
+        return connection
 
     async def close(self) -> None:
-        for connections in self._idle.values():
-            for _, writer in connections:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-        self._idle.clear()
+        for pool in self._pools.values():
+            for connection in pool:
+                connection.close()
+        self._pools.clear()
 
 
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one answer whole; its status, and whether the connection may be used again."""
-    while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
+class Connection(asyncio.Protocol):
+    """One keep-alive connection: requests written in order, their answers read in order.
+    One timer per connection, not one per request, watches that the oldest request in flight
+    is answered within `timeout` seconds; if not, the connection is given up."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self._sent: deque[float] = deque()  # when each request waiting was sent (loop time)
+        self._watch: asyncio.TimerHandle | None = None
+        self.usable = True  # False once closing, or once the server said it will close
+        self._waiting: deque[asyncio.Future[int]] = deque()  # written, not yet answered
+        self._outgoing: list[bytes] = []  # to leave in one write at the end of this loop turn
+        self._buffer = bytearray()
+        self._partial = False  # some bytes of the first waiting request's answer arrived
+        self._to_end: int | None = None  # the status of an answer whose body runs to the end
+
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    def send(self, request: bytes) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[int] = loop.create_future()
+        self._waiting.append(answer)
+        self._sent.append(loop.time())
+        if self._watch is None:
+            self._watch = loop.call_at(self._sent[0] + self.timeout, self._check)
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(request)
+        return answer
+
+    def _check(self) -> None:
+        self._watch = None
+        if not self._sent:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._sent[0] >= self.timeout:
+            self._fail(HttpError(f"no answer within {self.timeout} s"))
+        else:
+            self._watch = loop.call_at(self._sent[0] + self.timeout, self._check)
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outgoing))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._to_end is not None:
+            return  # the rest of a body that runs to the end of the connection
+        self._buffer += data
+        self._partial = True
+        try:
+            while self._waiting and self._to_end is None and self._answer():
+                self._partial = bool(self._buffer)
+        except (ValueError, IndexError) as exc:
+            self._fail(HttpError(f"a malformed answer: {exc}"))
+
+    def _answer(self) -> bool:
+        """Take one whole answer off the buffer and settle its request; False until whole."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                raise ValueError("head too long")
+            return False
+        lines = buffer[:end].decode("latin-1").split("\r\n")
         version, code = lines[0].split(" ", 2)[:2]
         status = int(code)
-        if not 100 <= status < 200:
-            break  # an interim answer (1xx) is followed by the real one
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            fields[name.strip().lower()] = value.strip()
-    keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            await reader.readexactly(size + 2)
-        while await reader.readuntil(b"\r\n") != b"\r\n":
-            pass  # trailers
-    elif "content-length" in fields:
-        await reader.readexactly(int(fields["content-length"]))
-    elif status not in (204, 304):
-        await reader.read()  # to the end: the connection closes with it
-        keep = False
-    return status, keep
+        if 100 <= status < 200:  # an interim answer: the real one follows
+            del buffer[: end + 4]
+            return True
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                fields[name.strip().lower()] = value.strip()
+        keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+        start = end + 4
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            stop = _chunked_end(buffer, start)
+            if stop < 0:
+                return False
+        elif "content-length" in fields:
+            stop = start + int(fields["content-length"])
+            if len(buffer) < stop:
+                return False
+        elif status in (204, 304):
+            stop = start
+        else:  # the body runs to the end of the connection
+            self._to_end, self.usable = status, False
+            buffer.clear()
+            return False
+        del buffer[:stop]
+        self._settle(status)
+        if not keep:
+            self.usable = False  # the requests pipelined behind go again elsewhere
+        return True
+
+    def _settle(self, status: int) -> None:
+        self._sent.popleft()
+        answer = self._waiting.popleft()
+        if not answer.done():
+            answer.set_result(status)
+
+    def eof_received(self) -> bool | None:
+        return False  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        if self._to_end is not None and self._waiting:
+            self._settle(self._to_end)
+            self._partial = False
+        self._fail(None)
+
+    def _fail(self, error: HttpError | None) -> None:
+        """Fail every request still waiting: the first with `error` (else as cut off in its
+        answer or unanswered), the rest as unanswered."""
+        self.usable = False
+        first = True
+        self._sent.clear()
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if first and error is None and self._partial:
+                error = HttpError("the connection closed in the middle of an answer")
+            if not answer.done():
+                answer.set_exception(
+                    error if first and error else Unanswered("the connection closed unanswered")
+                )
+            first = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _chunked_end(buffer: bytearray, start: int) -> int:
+    """Where a chunked body starting at `start` ends (trailers included); -1 if not whole yet."""
+    at = start
+    while True:
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return -1
+        size = int(bytes(buffer[at:eol]).split(b";")[0], 16)
+        at = eol + 2
+        if size == 0:
+            break
+        at += size + 2
+        if len(buffer) < at:
+            return -1
+    while True:  # trailers, then the empty line
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return -1
+        if eol == at:
+            return eol + 2
+        at = eol + 2

@@ -11,6 +11,9 @@ from ground import env
 @dataclass(frozen=True, slots=True)
 class NotifySettings:
     enabled: bool = True  # run a deliverer in every node process
+    # Run it in a child process of its own (started, watched and stopped by the node), so that
+    # a post never shares an event loop, nor a core, with delivery; false: in the node's loop.
+    process: bool = True
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_sender: str = "marconi@localhost"  # the envelope sender, and From without a `from` option

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from node.notify.errors import DeliveryFailed
@@ -17,18 +16,14 @@ class WebhookSender:
     the rest."""
 
     def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        self._client = HttpClient()
+        self._client = HttpClient(timeout)  # which bounds the wait for each answer
 
     async def send(self, delivery: Delivery, notice: dict[str, Any]) -> None:
         data, headers = webhook_request(notice, delivery.options)
         try:
-            async with asyncio.timeout(self._timeout):
-                status = await self._client.post(delivery.subscriber, data.encode(), headers)
+            status = await self._client.post(delivery.subscriber, data.encode(), headers)
         except HttpError as exc:
             raise DeliveryFailed(f"webhook: {exc}") from exc
-        except TimeoutError:
-            raise DeliveryFailed(f"webhook: no answer within {self._timeout} s") from None
         if not 200 <= status < 500:
             raise DeliveryFailed(f"webhook answered {status}")
 

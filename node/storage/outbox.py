@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +49,8 @@ class Delivery:
 
 
 class OutboxStore(Protocol):
+    written: Nudge  # set by this process's posts that owe deliveries (see `wait`)
+
     async def lease(self, owner: str, *, limit: int, lasts: float) -> Deliveries:
         """Take up to `limit` deliveries that are due and not held (or whose lease expired),
         oldest due first, holding them for `owner` for `lasts` seconds; atomic across
@@ -103,9 +105,13 @@ class Nudge:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        # Also told of each post: a node whose deliverer runs in a child process passes it on.
+        self.listener: Callable[[], None] | None = None
 
     def set(self) -> None:
         self._event.set()
+        if self.listener is not None:
+            self.listener()
 
     async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -300,8 +300,9 @@ def test_a_sigkilled_dev_leaves_no_process_behind(tmp_path: Path) -> None:
         )
         assert status == 201
         everyone = descendants(dev.proc.pid)
-        # Two nodes and the proxy, each a supervisor of two workers, and the migration worker.
-        assert len(everyone) == 10, everyone
+        # Two nodes and the proxy, each a supervisor of two workers, a deliverer process under
+        # each node worker, and the migration worker.
+        assert len(everyone) == 14, everyone
         dev.proc.kill()
         dev.proc.wait()
         deadline = time.monotonic() + 30

@@ -43,17 +43,26 @@ def _row(d: Delivery) -> tuple[Any, ...]:
     )
 
 
-def _delivery(row: Sequence[Any]) -> Delivery:
+def _delivery(row: Sequence[Any], decoded: dict[str, Any] | None = None) -> Delivery:
+    """A row as a delivery; with `decoded`, each JSON text is decoded once for all the rows
+    that share it (a post's notices for each subscriber, a subscription's options for each
+    post); the deliverer only reads them."""
     did, project, queue, sid, subscriber, options, confirmed, notices, posted, due = row[:10]
+    if decoded is None:
+        decoded = {}
+    if options not in decoded:
+        decoded[options] = json.loads(options)
+    if notices not in decoded:
+        decoded[notices] = json.loads(notices)
     return Delivery(
         id=did,
         project=project,
         queue=queue,
         subscription_id=sid,
         subscriber=subscriber,
-        options=json.loads(options),
+        options=decoded[options],
         confirmed=bool(confirmed),
-        notices=json.loads(notices),
+        notices=decoded[notices],
         posted=posted,
         due=due,
         failures=row[10],
@@ -110,7 +119,8 @@ class SqliteOutbox:
                 f" WHERE due <= ? AND {UNFENCED} ORDER BY due LIMIT ?) RETURNING {COLUMNS}",
                 (owner, now + lasts, now, limit),
             ).fetchall()
-            return [_delivery(r) for r in rows]
+            decoded: dict[str, Any] = {}
+            return [_delivery(r, decoded) for r in rows]
 
         now = self._s.clock()
         # A read first: an idle outbox costs its deliverers no write lock.

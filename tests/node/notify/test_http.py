@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from node.notify.http import HttpClient, HttpError
+from node.notify.http import CONNECTIONS_PER_ORIGIN, HttpClient, HttpError
 
 Answer = Callable[[bytes], bytes]
 
@@ -117,3 +117,45 @@ async def test_unreachable_and_not_http(serve: Serve) -> None:
         await client.post("http://127.0.0.1:1/", b"x", {})
     with pytest.raises(HttpError):
         await client.post("ftp://127.0.0.1/", b"x", {})
+
+
+async def test_concurrent_requests_are_pipelined_and_each_gets_its_own_answer(
+    serve: Serve,
+) -> None:
+    # Each answer's status is the request's body: a mix-up between pipelined answers shows.
+    raw = RawServer(
+        lambda request: (
+            b"HTTP/1.1 " + request.rsplit(b"\r\n", 1)[-1] + b" X\r\nContent-Length: 3\r\n\r\nabc"
+        )
+    )
+    url = await serve(raw)
+    client = HttpClient()
+    statuses = [200 + n for n in range(100)]
+    answers = await asyncio.gather(*(client.post(url, str(s).encode(), {}) for s in statuses))
+    assert answers == statuses
+    assert 1 <= raw.connections <= CONNECTIONS_PER_ORIGIN
+    await client.close()
+
+
+async def test_an_interim_answer_is_skipped(serve: Serve) -> None:
+    raw = RawServer(
+        lambda _: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+    )
+    url = await serve(raw)
+    client = HttpClient()
+    assert [await client.post(url, b"x", {}) for _ in range(2)] == [202, 202]
+    await client.close()
+
+
+async def test_a_silent_server_fails_the_request_and_the_next_gets_a_new_connection(
+    serve: Serve,
+) -> None:
+    answered = iter([b"", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    raw = RawServer(lambda _: next(answered))  # says nothing to the first request
+    url = await serve(raw)
+    client = HttpClient(timeout=0.5)
+    with pytest.raises(HttpError, match="no answer"):
+        await client.post(url, b"1", {})
+    assert await client.post(url, b"2", {}) == 200
+    assert raw.connections == 2
+    await client.close()
