@@ -178,7 +178,12 @@ async def _deliver() -> None:
     key = os.environ.get(KEY, "")
     cipher = MessageCipher(key) if key else None
     deliverer = Deliverer(
-        storage.outbox, storage.queues, senders(settings), settings, cipher=cipher
+        storage.outbox,
+        storage.queues,
+        senders(settings),
+        settings,
+        cipher=cipher,
+        subscriptions=storage.subscriptions,
     )
     loop = asyncio.get_running_loop()
     nudges = asyncio.StreamReader()

@@ -10,8 +10,8 @@ from node.errors import QueueDoesNotExist, QueueFrozen
 from node.models import Fence, MessageSummary, QueueInfo, QueueStats
 from node.storage.deadletters import MARK as PILE
 from node.storage.postgresql.connection import Database
-from node.storage.postgresql.outbox import forget_owed
 from node.storage.postgresql.metadata import QUEUE_AND_FENCE, UNSEEN, Copies
+from node.storage.postgresql.outbox import forget_owed
 from node.storage.postgresql.schema import (
     LIVE,
     check_readable,
