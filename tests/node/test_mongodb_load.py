@@ -18,7 +18,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from node.models import NewMessage
-from node.storage.mongodb import MongoStorage, changes, fences, outbox
+from node.storage.mongodb import MongoStorage, blocks, changes, fences, outbox
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.mongodb
@@ -49,6 +49,7 @@ class Commands(monitoring.CommandListener):
     """Commands sent, and round trips: a command started while none of ours was in flight."""
 
     names: list[str] = field(default_factory=list)
+    finds: list[dict[str, object]] = field(default_factory=list)  # the messages' finds
     round_trips: int = 0
     in_flight: int = 0
 
@@ -56,6 +57,8 @@ class Commands(monitoring.CommandListener):
         if event.command_name in ("endSessions", "hello", "isMaster", "ping"):
             return
         self.names.append(event.command_name)
+        if event.command_name == "find" and event.command["find"] == "messages":
+            self.finds.append(dict(event.command))
         if self.in_flight == 0:
             self.round_trips += 1
         self.in_flight += 1
@@ -72,6 +75,7 @@ class Commands(monitoring.CommandListener):
 
     def reset(self) -> None:
         self.names.clear()
+        self.finds.clear()
         self.round_trips = 0
 
 
@@ -273,3 +277,94 @@ async def test_every_query_has_an_index(
                 assert explained["filterPushdown"] is True, (collection, query)
         else:
             assert "COLLSCAN" not in set(plans(explained)), (collection, query)
+
+
+async def test_a_page_and_a_claim_read_blocks_of_markers_not_the_queue(
+    counted: tuple[MongoStorage, Commands], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the server filters equalities but sorts in its own process (FerretDB over
+    PostgreSQL), a page and a claim's candidates are read as blocks of markers, by equality,
+    upward from where the live messages begin: no read asks it to sort the queue, and what they
+    read does not grow with what was consumed before. Elsewhere, the one sorted query."""
+    monkeypatch.setattr(blocks, "SETTLE", 0.0)  # every reservation here has landed
+    store, commands = counted
+    for n in range(4):
+        await store.messages.post(P, Q, [NewMessage(body=i, ttl=600) for i in range(100)], f"c{n}")
+    consumed = await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=20,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id="c",
+    )
+    assert [m.marker for m in consumed] == list(range(1, 21))
+    await store.messages.bulk_delete(P, Q, [m.id for m in consumed], None)
+    first = 1
+    while first <= 200:  # delete the first 200 (6 blocks and a quarter), a page at a time
+        page = await store.messages.list(
+            P,
+            Q,
+            marker=None,
+            limit=20,
+            echo=True,
+            include_claimed=True,
+            include_delayed=True,
+            client_id="c",
+        )
+        first = page[0].marker
+        assert [m.marker for m in page] == list(range(first, first + 20))
+        await store.messages.bulk_delete(P, Q, [m.id for m in page if m.marker <= 200], None)
+        first += 20
+
+    commands.reset()
+    page = await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=10,
+        echo=False,
+        include_claimed=False,
+        include_delayed=False,
+        client_id="c0",
+    )
+    assert [m.marker for m in page] == list(range(201, 211))
+    claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=5)
+    assert [m.marker for m in held] == list(range(201, 206))
+    page = await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=10,
+        echo=True,
+        include_claimed=False,
+        include_delayed=False,
+        client_id="c0",
+    )
+    assert [m.marker for m in page] == list(range(206, 216))
+
+    if not store.blocks.enabled:
+        assert all(find.get("sort") == {"marker": 1} for find in commands.finds), commands.finds
+        return
+    for find in commands.finds:
+        assert "sort" not in find, find
+        assert set(find["filter"]) == {"project", "queue", "block"}, find  # type: ignore[arg-type]
+        # From where the last page before began (marker 181), never from the first block.
+        assert find["filter"]["block"] >= 181 // blocks.BLOCK, find  # type: ignore[index]
+    assert len(commands.finds) <= 6, commands.finds
+    db = store.message_docs.database
+    explained = await db.command(
+        "explain", {"find": "messages", "filter": commands.finds[0]["filter"]}
+    )
+    assert explained["filterPushdown"] is True
+
+
+async def test_blocks_are_read_where_the_server_filters_equalities(
+    counted: tuple[MongoStorage, Commands], request: pytest.FixtureRequest
+) -> None:
+    store, _ = counted
+    info = await store.message_docs.database.command("buildInfo")
+    on_postgresql = request.node.callspec.params["server"] == "postgresql"
+    assert store.blocks.enabled is ("ferretdbVersion" in info and on_postgresql)

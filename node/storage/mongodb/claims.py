@@ -12,6 +12,7 @@ from pymongo import ASCENDING, UpdateOne
 from node.errors import ClaimDoesNotExist, QueueDoesNotExist, QueueFrozen
 from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
+from node.storage.mongodb.blocks import block_of
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import (
     Doc,
@@ -125,6 +126,7 @@ class MongoClaims:
                 changes: Doc = {
                     "queue": policy.queue,
                     "marker": first + i,
+                    "block": block_of(first + i),
                     "delay_expires": 0.0,
                     "claim_id": None,
                     "claim_expires": 0.0,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from node.storage.mongodb.blocks import BLOCK, Blocks
 from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.fences import Fences
@@ -48,12 +49,14 @@ class Database:
         self.message_docs: AsyncCollection[Doc] = db["messages"]
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
         self.subscription_docs: AsyncCollection[Doc] = db["subscriptions"]
+        self._settings: AsyncCollection[Doc] = db["settings"]
+        self.blocks = Blocks(self.message_docs, self.queue_docs)
         self.fences = Fences(db["fences"], self.queue_docs, clock)
-        self.holds = Holds(db["holds"], self.message_docs, self.fences)
+        self.holds = Holds(db["holds"], self.message_docs, self.fences, self.blocks)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
         self.outbox = MongoOutbox(db["outbox"], self.subscription_docs, self.fences.docs, clock)
         self.posts = Posts(
-            self.queue_docs, self.message_docs, self.fences, self.tracking, self.outbox
+            self.queue_docs, self.message_docs, self.fences, self.tracking, self.outbox, self.blocks
         )
 
     async def create_indexes(self) -> None:
@@ -76,6 +79,33 @@ class Database:
         await self.holds.docs.create_index("expires")
         await self.tracking.create_indexes()
         await self.outbox.create_indexes()
+        self.blocks.enabled = await self._pushes_down_equalities()
+        if self.blocks.enabled:
+            await self._number_blocks()
+
+    async def _pushes_down_equalities(self) -> bool:
+        """Is the server FerretDB, over a backend that filters equalities (see `blocks`)?"""
+        db = self.message_docs.database
+        if "ferretdbVersion" not in await db.command("buildInfo"):
+            return False  # MongoDB: its indexes serve sorted reads
+        probe = {"find": self.message_docs.name, "filter": {"project": "", "block": 0}}
+        explained = await db.command("explain", probe)
+        return bool(explained.get("filterPushdown"))
+
+    async def _number_blocks(self) -> None:
+        """Give each message stored before blocks were read its `block`, once per database."""
+        if await self._settings.find_one({"_id": "blocks"}) is not None:
+            return
+        unnumbered = self.message_docs.find({"block": {"$exists": False}}, {"marker": 1})
+        updates = [
+            UpdateOne({"_id": doc["_id"]}, {"$set": {"block": int(doc["marker"]) // BLOCK}})
+            async for doc in unnumbered
+        ]
+        if updates:
+            await self.message_docs.bulk_write(updates, ordered=False)
+        await self._settings.update_one(
+            {"_id": "blocks"}, {"$set": {"numbered": True}}, upsert=True
+        )
 
     async def close(self) -> None:
         await self.posts.close()

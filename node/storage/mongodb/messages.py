@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING
 
 from node.errors import (
     InvalidClaim,
@@ -28,7 +27,6 @@ from node.storage.mongodb.documents import (
     live_query,
     object_ids,
     to_message,
-    to_messages,
 )
 from node.storage.mongodb.fences import alongside
 from node.storage.rules import check_delete
@@ -86,17 +84,18 @@ class MongoMessages:
             await self._s.fences.check_read(project, queue)
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": marker or 0}}
+        query = live_query(project, queue, now)
         if not echo:
             query["client_id"] = {"$ne": client_id}
         if not include_claimed:
             query["claim_expires"] = {"$lte": now}
         if not include_delayed:
             query["delay_expires"] = {"$lte": now}
-        return await alongside(
+        found = await alongside(
             self._s.fences.check_read(project, queue),
-            to_messages(self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)),
+            self._s.blocks.find(project, queue, query, after=marker or 0, limit=limit, now=now),
         )
+        return [to_message(doc) for doc in found]
 
     @backend()
     async def get(self, project: str, queue: str, message_id: str) -> Message:

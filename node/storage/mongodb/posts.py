@@ -35,6 +35,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from node.errors import QueueDoesNotExist, StorageUnavailable
+from node.storage.mongodb.blocks import Blocks, block_of
 from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend, duplicates, queue_key
 from node.storage.mongodb.fences import Fences, alongside
@@ -69,12 +70,14 @@ class Posts:
         fences: Fences,
         tracking: Tracking,
         outbox: MongoOutbox,
+        blocks: Blocks,
     ) -> None:
         self._queues = queue_docs
         self._messages = message_docs
         self._fences = fences
         self._tracking = tracking
         self._outbox = outbox
+        self._blocks = blocks
         self._floors: dict[Key, int] = {}
         self._lines: dict[Key, _Line] = {}
 
@@ -97,6 +100,7 @@ class Posts:
         """The queue's markers changed outside this process's posts (an import, a raise of the
         counter, an unfreeze, the queue deleted): the next group seeds the floor again."""
         self._floors.pop((project, queue), None)
+        self._blocks.forget(project, queue)
 
     async def close(self) -> None:
         """Stop storing groups; posts still waiting fail with `StorageUnavailable`."""
@@ -164,6 +168,7 @@ class Posts:
                     continue
                 for i, doc in enumerate(docs):
                     doc["marker"] = first + i
+                    doc["block"] = block_of(first + i)
                     doc["stamp"] = stamp
                 try:
                     await self._messages.insert_many(docs, ordered=True)

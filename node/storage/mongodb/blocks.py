@@ -1,0 +1,232 @@
+"""A queue's messages in marker order, read a block of markers at a time where the server cannot
+sort them (FerretDB 1.x over PostgreSQL).
+
+MongoDB serves `find(query).sort(marker).limit(n)` from the `(project, queue, marker)` index.
+FerretDB 1.x does not: it pushes down to its PostgreSQL backend only equalities of top-level
+scalar fields (no ranges, no `$in`, no `$or`, no sort: measured, and so its query builder reads),
+then decodes every document that comes back, filters, and sorts in its own process. A page of a
+queue would decode the whole queue there (6.5 s at 20,000 messages on a loaded machine; the same
+page read as below: a few milliseconds of decoding).
+
+So on such a server each message also carries `block` (its marker // `BLOCK`), and a read asks for
+whole blocks by equality (`project`, `queue`, `block`: pushed down), a few at once, upward from
+where the queue's live messages begin; the rest of the query is applied here, and the few
+documents found are sorted here. A block comes back with at most `BLOCK` documents, whatever the
+queue's size. Markers are dense (a counter), so the blocks between two live messages are only
+those emptied by deletes: each process keeps a low-water mark per queue, the first block that may
+hold a live message, and starts there.
+
+The low-water mark is seeded by one sorted read of the queue's first live marker (the server's
+in-process sort, once per queue per `RESEED` seconds), and moves up past blocks found empty, but
+only past markers reserved at least `SETTLE` seconds ago (a post reserves its markers, then
+inserts: one in flight may still land in a block that looks empty). A message that lands later
+still below the mark is read again after the next seed. The mark is dropped when the queue's
+document is another one (the queue was deleted and created again) or its counter is below it,
+and when this process learns that markers were imported (`forget`).
+
+A server that cannot push equalities down either (FerretDB over SQLite: only an `_id` alone) and
+MongoDB get the plain sorted query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+
+from node.storage.mongodb.documents import Doc, queue_key
+
+BLOCK = 32  # markers per block
+WIDEST = 8  # blocks read at once, at most (a read that comes back short asks for twice as many)
+SETTLE = 2.0  # seconds after which a reservation of markers is taken to have landed or failed
+RESEED = 300.0  # seconds a low-water mark is trusted before the queue's first marker is read again
+
+Key = tuple[str, str]
+
+
+def block_of(marker: int) -> int:
+    return marker // BLOCK
+
+
+def matches(doc: Doc, query: Doc) -> bool:
+    """Does `doc` match `query`, in the subset of MongoDB's query language the driver sends:
+    equality, `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`, `$in` on top-level fields."""
+    for name, want in query.items():
+        have = doc.get(name)
+        if not isinstance(want, dict):
+            if have != want:
+                return False
+            continue
+        for op, value in want.items():
+            if not _holds(op, have, value):
+                return False
+    return True
+
+
+def _holds(op: str, have: Any, value: Any) -> bool:
+    if op == "$eq":
+        return bool(have == value)
+    if op == "$ne":
+        return bool(have != value)
+    if op == "$in":
+        return have in value
+    if have is None:  # MongoDB compares a missing field with no number
+        return False
+    if op == "$gt":
+        return bool(have > value)
+    if op == "$gte":
+        return bool(have >= value)
+    if op == "$lt":
+        return bool(have < value)
+    if op == "$lte":
+        return bool(have <= value)
+    raise ValueError(f"operator {op} is not evaluated here")
+
+
+@dataclass
+class _Low:
+    """Where a queue's live messages begin, as this process last knew it."""
+
+    block: int
+    incarnation: ObjectId | None  # the `_id` of the queue's document
+    seeded: float  # monotonic time of the seed
+    # Counter values, each with the monotonic time this process first saw it.
+    counters: list[tuple[float, int]] = field(default_factory=list)
+
+    def settled(self, now: float) -> int:
+        """The highest counter value seen at least `SETTLE` seconds ago (its markers landed)."""
+        old = [value for seen, value in self.counters if now - seen >= SETTLE]
+        return max(old, default=0)
+
+    def saw(self, counter: int, now: float) -> None:
+        if not self.counters or counter > self.counters[-1][1]:
+            self.counters.append((now, counter))
+        settled = [c for c in self.counters if now - c[0] >= SETTLE]
+        self.counters = settled[-1:] + [c for c in self.counters if now - c[0] < SETTLE]
+
+
+class Blocks:
+    """Reads of a queue's messages in marker order; by blocks where `enabled` (see the module)."""
+
+    def __init__(
+        self, message_docs: AsyncCollection[Doc], queue_docs: AsyncCollection[Doc]
+    ) -> None:
+        self._messages = message_docs
+        self._queues = queue_docs
+        self.enabled = False  # set by `Database.create_indexes` from what the server pushes down
+        self._lows: dict[Key, _Low] = {}
+        self._seeding: dict[Key, asyncio.Future[_Low]] = {}
+
+    def forget(self, project: str, queue: str) -> None:
+        """Markers were imported into the queue: where it begins is read again."""
+        self._lows.pop((project, queue), None)
+
+    async def find(
+        self, project: str, queue: str, query: Doc, *, after: int, limit: int, now: float
+    ) -> list[Doc]:
+        """Up to `limit` documents of the queue matching `query` (which names the project and the
+        queue) with a marker above `after`, in marker order. `now` tells expired documents,
+        which never come back, from live ones."""
+        if limit <= 0:
+            return []
+        if not self.enabled:
+            plain = {**query, "marker": {"$gt": after}}
+            return await self._messages.find(plain).sort("marker", ASCENDING).to_list(limit)
+        while True:
+            found = await self._scan(project, queue, query, after, limit, now)
+            if found is not None:
+                return found
+            # The low-water mark was not the queue's: read again from a new seed.
+
+    async def _scan(
+        self, project: str, queue: str, query: Doc, after: int, limit: int, now: float
+    ) -> list[Doc] | None:
+        key = (project, queue)
+        low = await self._low(key)
+        start = max(block_of(after + 1), low.block)
+        # The mark may move up past blocks that this read finds empty, if it starts there.
+        moving = start == low.block
+        found: list[Doc] = []
+        span, at, top = 1, start, -1
+        while True:
+            blocks = range(at, at + span)
+            reads = [self._block(project, queue, b) for b in blocks]
+            if top < 0:  # the first read: the counter says where the queue ends
+                queue_doc, read = await asyncio.gather(self._queue_doc(key), asyncio.gather(*reads))
+                if queue_doc is None:  # no queue (the caller's fence check tells why)
+                    self._drop(key, low)
+                    return []
+                if not self._current(key, low, queue_doc):
+                    return None
+                top = block_of(int(queue_doc["counter"]))
+            else:
+                read = list(await asyncio.gather(*reads))
+            clock = time.monotonic()
+            for b, docs in zip(blocks, read, strict=True):
+                live = [d for d in docs if d["expires"] > now]
+                if moving and not live and (b + 1) * BLOCK - 1 <= low.settled(clock):
+                    low.block = b + 1
+                else:
+                    moving = False
+                docs.sort(key=lambda d: int(d["marker"]))
+                found += [d for d in docs if d["marker"] > after and matches(d, query)]
+            at += span
+            if len(found) >= limit or at > top:
+                return found[:limit]
+            span = min(span * 2, WIDEST)
+
+    async def _block(self, project: str, queue: str, block: int) -> list[Doc]:
+        return await self._messages.find(
+            {"project": project, "queue": queue, "block": block}
+        ).to_list()
+
+    async def _queue_doc(self, key: Key) -> Doc | None:
+        return await self._queues.find_one(queue_key(*key), {"counter": 1})
+
+    def _current(self, key: Key, low: _Low, queue_doc: Doc) -> bool:
+        """Is `low` the mark of the queue whose document is `queue_doc`? Drops it if not (the
+        queue was deleted and created again: another document, a lower counter)."""
+        counter = int(queue_doc["counter"])
+        if queue_doc["_id"] == low.incarnation and block_of(counter) >= low.block:
+            low.saw(counter, time.monotonic())
+            return True
+        self._drop(key, low)
+        return False
+
+    def _drop(self, key: Key, low: _Low) -> None:
+        if self._lows.get(key) is low:
+            del self._lows[key]
+
+    async def _low(self, key: Key) -> _Low:
+        low = self._lows.get(key)
+        if low is not None and time.monotonic() - low.seeded < RESEED:
+            return low
+        seeding = self._seeding.get(key)
+        if seeding is None:  # one seed per queue at a time, shared by the reads waiting for it
+            seeding = asyncio.ensure_future(self._seed(key))
+            self._seeding[key] = seeding
+            seeding.add_done_callback(lambda _: self._seeding.pop(key, None))
+        return await asyncio.shield(seeding)
+
+    async def _seed(self, key: Key) -> _Low:
+        """The queue's first stored marker, read with the server's sort (once in a while)."""
+        project, queue = key
+        # The counter first: a queue found empty begins at most where it ended then.
+        queue_doc = await self._queue_doc(key)
+        first = await self._messages.find_one(
+            {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
+        )
+        counter = 0 if queue_doc is None else int(queue_doc["counter"])
+        low = _Low(
+            block=block_of(counter if first is None else min(int(first["marker"]), counter)),
+            incarnation=None if queue_doc is None else queue_doc["_id"],
+            seeded=time.monotonic(),
+        )
+        if queue_doc is not None:
+            self._lows[key] = low
+        return low
