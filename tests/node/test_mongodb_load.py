@@ -350,7 +350,7 @@ async def test_a_page_and_a_claim_read_blocks_of_markers_not_the_queue(
         return
     for find in commands.finds:
         assert "sort" not in find, find
-        assert set(find["filter"]) == {"project", "queue", "block"}, find  # type: ignore[arg-type]
+        assert set(find["filter"]) == {"project", "queue", "block"}, find  # type: ignore[call-overload]
         # From where the last page before began (marker 181), never from the first block.
         assert find["filter"]["block"] >= 181 // blocks.BLOCK, find  # type: ignore[index]
     assert len(commands.finds) <= 6, commands.finds
