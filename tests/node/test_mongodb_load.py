@@ -156,6 +156,11 @@ async def test_producers_and_claimers_keep_every_guarantee(
         assert in_marker_order == list(range(POSTS)), f"producer {p} out of order"
 
 
+def logged(store: MongoStorage) -> list[str]:
+    """What a reservation costs beyond its `findAndModify`: on FerretDB, its markers logged."""
+    return ["insert"] if store.reservations.enabled else []
+
+
 @pytest.fixture
 async def counted(
     server: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
@@ -185,13 +190,26 @@ async def test_round_trips_per_operation(counted: tuple[MongoStorage, Commands])
     await asyncio.gather(
         *(store.messages.post(P, Q, [NewMessage(body=i, ttl=600)], f"c{i}") for i in range(posters))
     )
-    assert commands.round_trips <= 2, commands.names  # one group: reserve, insert
+    # One group: reserve, log the markers handed out (FerretDB only), insert.
+    assert commands.round_trips <= 3, commands.names
     assert len(commands.names) / posters <= 3, commands.names
 
     commands.reset()
     await store.messages.post(P, Q, [NewMessage(body="alone", ttl=600)], "c")
-    assert commands.names == ["findAndModify", "insert"]
+    assert commands.names == ["findAndModify", *logged(store), "insert"]
 
+    # The first read of the queue seeds where its live messages begin (FerretDB over
+    # PostgreSQL: see `blocks`), once.
+    await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=1,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id="c",
+    )
     commands.reset()
     claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=5)
     assert len(held) == 5
@@ -224,7 +242,7 @@ async def test_a_post_costs_the_same_in_a_large_queue(
     commands.reset()
     for i in range(5):
         await store.messages.post(P, Q, [NewMessage(body=i, ttl=600)], "c")
-    assert commands.names == ["findAndModify", "insert"] * 5
+    assert commands.names == ["findAndModify", *logged(store), "insert"] * 5
 
 
 def plans(explained: dict[str, object]) -> Iterator[str]:

@@ -216,10 +216,13 @@ class Blocks:
     async def _seed(self, key: Key) -> _Low:
         """The queue's first stored marker, read with the server's sort (once in a while)."""
         project, queue = key
-        # The counter first: a queue found empty begins at most where it ended then.
-        queue_doc = await self._queue_doc(key)
-        first = await self._messages.find_one(
-            {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
+        # A queue found empty begins where its counter ends (a post in flight meanwhile is
+        # a late one, read after the next seed).
+        queue_doc, first = await asyncio.gather(
+            self._queue_doc(key),
+            self._messages.find_one(
+                {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
+            ),
         )
         counter = 0 if queue_doc is None else int(queue_doc["counter"])
         low = _Low(

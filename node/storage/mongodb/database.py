@@ -19,6 +19,7 @@ from node.storage.mongodb.fences import Fences
 from node.storage.mongodb.holds import Holds
 from node.storage.mongodb.outbox import MongoOutbox
 from node.storage.mongodb.posts import Posts
+from node.storage.mongodb.reservations import Reservations
 
 Clock = Callable[[], float]
 
@@ -51,12 +52,19 @@ class Database:
         self.subscription_docs: AsyncCollection[Doc] = db["subscriptions"]
         self._settings: AsyncCollection[Doc] = db["settings"]
         self.blocks = Blocks(self.message_docs, self.queue_docs)
+        self.reservations = Reservations(db["reservations"], clock)
         self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences, self.blocks)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
         self.outbox = MongoOutbox(db["outbox"], self.subscription_docs, self.fences.docs, clock)
         self.posts = Posts(
-            self.queue_docs, self.message_docs, self.fences, self.tracking, self.outbox, self.blocks
+            self.queue_docs,
+            self.message_docs,
+            self.fences,
+            self.tracking,
+            self.outbox,
+            self.blocks,
+            self.reservations,
         )
 
     async def create_indexes(self) -> None:
@@ -79,15 +87,16 @@ class Database:
         await self.holds.docs.create_index("expires")
         await self.tracking.create_indexes()
         await self.outbox.create_indexes()
-        self.blocks.enabled = await self._pushes_down_equalities()
+        await self.reservations.create_indexes()
+        ferretdb = "ferretdbVersion" in await self.message_docs.database.command("buildInfo")
+        self.reservations.enabled = ferretdb  # MongoDB's `$inc` is atomic
+        self.blocks.enabled = ferretdb and await self._pushes_down_equalities()
         if self.blocks.enabled:
             await self._number_blocks()
 
     async def _pushes_down_equalities(self) -> bool:
-        """Is the server FerretDB, over a backend that filters equalities (see `blocks`)?"""
+        """Does the server (FerretDB) have its backend filter equalities (see `blocks`)?"""
         db = self.message_docs.database
-        if "ferretdbVersion" not in await db.command("buildInfo"):
-            return False  # MongoDB: its indexes serve sorted reads
         probe = {"find": self.message_docs.name, "filter": {"project": "", "block": 0}}
         explained = await db.command("explain", probe)
         return bool(explained.get("filterPushdown"))

@@ -40,6 +40,7 @@ from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend, duplicates, queue_key
 from node.storage.mongodb.fences import Fences, alongside
 from node.storage.mongodb.outbox import MongoOutbox
+from node.storage.mongodb.reservations import Reservations
 
 ATTEMPTS = 8
 # The most messages one group reserves and inserts; posts beyond wait for the next group.
@@ -71,6 +72,7 @@ class Posts:
         tracking: Tracking,
         outbox: MongoOutbox,
         blocks: Blocks,
+        reservations: Reservations,
     ) -> None:
         self._queues = queue_docs
         self._messages = message_docs
@@ -78,6 +80,7 @@ class Posts:
         self._tracking = tracking
         self._outbox = outbox
         self._blocks = blocks
+        self._reservations = reservations
         self._floors: dict[Key, int] = {}
         self._lines: dict[Key, _Line] = {}
 
@@ -211,11 +214,16 @@ class Posts:
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return int(doc["counter"])
+                top = int(doc["counter"])
+                if await self._reservations.record(doc["_id"], top - n + 1, top):
+                    return top
+                # Handed out before: the counter went back (see `reservations`). Past them.
+                await self._raise_counter(project, queue, top)
+                continue
             # Refused: missing or fenced. Else it was unfenced meanwhile: try again.
             if not await self._fences.refused(project, queue):
                 raise QueueDoesNotExist(project, queue)
-        raise StorageUnavailable(f"queue {queue} was frozen and unfrozen {ATTEMPTS} times")
+        raise StorageUnavailable(f"no markers reserved in queue {queue} after {ATTEMPTS} tries")
 
     async def _highest_marker(self, project: str, queue: str) -> int:
         """The highest marker stored in the queue (0 when empty)."""
