@@ -43,6 +43,10 @@ class Database:
 
     def __init__(self, client: AsyncMongoClient[Doc], database: str, clock: Clock) -> None:
         self.clock = clock
+        # Does the server apply a conditional update or delete atomically? MongoDB does;
+        # FerretDB 1.x reads what matches, then writes each document back by `_id` alone.
+        # Until `create_indexes` asks, the driver assumes not.
+        self.atomic = False
         self._client = client
         db = client[database]
         self.database = database
@@ -90,6 +94,7 @@ class Database:
         await self.reservations.create_indexes()
         ferretdb = "ferretdbVersion" in await self.message_docs.database.command("buildInfo")
         self.reservations.enabled = ferretdb  # MongoDB's `$inc` is atomic
+        self.atomic = not ferretdb
         self.blocks.enabled = ferretdb and await self._pushes_down_equalities()
         if self.blocks.enabled:
             await self._number_blocks()

@@ -135,9 +135,16 @@ class MongoMessages:
             held = {"claim_id": ObjectId(claim_id), "claim_expires": {"$gt": now}}
             if await self._remove(project, queue, {"_id": mid, **held}, now):
                 return
+        elif self._s.atomic:
+            # It must be free: one conditional delete. A claim that holds it but has not marked
+            # it yet finds it gone when it marks (its update matches nothing).
+            if await self._remove(project, queue, {"_id": mid, **_unclaimed(now)}, now):
+                return
         else:
             # It must be free: hold it first, so that a claim racing us either wins or finds it
-            # gone. A hold of a message that turns out not to be the queue's is given back.
+            # gone (FerretDB reads a conditional delete's match, then deletes by `_id` alone,
+            # so a claim could mark it in between). A hold of a message that turns out not to
+            # be the queue's is given back.
             token = ObjectId()
             until = now + REMOVAL_LEASE
             if await self._s.holds.acquire([mid], holder=token, claim=False, until=until, now=now):
@@ -216,6 +223,10 @@ class MongoMessages:
 
 
 _CLAIM_FIELDS = {"claim_id": 1, "claim_expires": 1}
+
+
+def _unclaimed(now: float) -> Doc:
+    return {"claim_expires": {"$lte": now}}  # a delayed message may be deleted
 
 
 def _live_in(doc: Doc, project: str, queue: str, now: float) -> bool:
