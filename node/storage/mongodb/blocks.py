@@ -143,6 +143,18 @@ class Blocks:
                 return found
             # The low-water mark was not the queue's: read again from a new seed.
 
+    async def holding(
+        self, project: str, queue: str, ids: list[ObjectId], markers: list[int]
+    ) -> list[Doc]:
+        """The documents stored with these `ids`: where blocks are read, those of the queue at
+        these `markers` (one read per block, all at once); else any, by `_id`."""
+        if not self.enabled:
+            return await self._messages.find({"_id": {"$in": ids}}).to_list()
+        blocks = sorted({block_of(m) for m in markers})
+        read = await asyncio.gather(*(self._block(project, queue, b) for b in blocks))
+        wanted_ids = set(ids)
+        return [doc for docs in read for doc in docs if doc["_id"] in wanted_ids]
+
     async def _scan(
         self, project: str, queue: str, query: Doc, after: int, limit: int, now: float
     ) -> list[Doc] | None:

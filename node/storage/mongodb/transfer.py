@@ -39,7 +39,7 @@ from node.storage.mongodb.documents import (
     live_query,
     queue_key,
     to_claim,
-    to_messages,
+    to_message,
 )
 
 
@@ -103,13 +103,19 @@ async def _upsert(
     queue: str,
     docs: list[Doc],
     stamp: Callable[[], Awaitable[int]] | None = None,
+    holding: Callable[[list[ObjectId]], Awaitable[list[Doc]]] | None = None,
 ) -> int:
     """Insert the documents that are new and replace those that differ; return how many. With
-    `stamp`, what is written is stamped with what it gives (called only if anything is)."""
+    `stamp`, what is written is stamped with what it gives (called only if anything is).
+    `holding` reads the documents stored with some of these ids, if not all of them by `_id`."""
     if not docs:
         return 0
     ids = [doc["_id"] for doc in docs]
-    stored = {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": ids}})}
+    if holding is None:
+        found = await coll.find({"_id": {"$in": ids}}).to_list()
+    else:  # a document with one of these ids elsewhere refuses its insert: see below
+        found = await holding(ids)
+    stored = {doc["_id"]: doc for doc in found}
     for old in stored.values():
         if (old["project"], old["queue"]) != (project, queue):
             raise TransferConflict(f"{old['_id']} belongs to queue {old['queue']}")
@@ -201,16 +207,7 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        fields = {
-            "marker": 1,
-            "body": 1,
-            "expires": 1,
-            "claim_id": 1,
-            "claim_expires": 1,
-            "claim_count": 1,
-        }
-        cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
+        found = await self._live(project, queue, after_marker, limit, now)
         return [
             (
                 int(d["marker"]),
@@ -225,8 +222,17 @@ class MongoTransfer:
                     d.get("claim_count", 0),
                 ),
             )
-            async for d in cursor
+            for d in found
         ]
+
+    async def _live(
+        self, project: str, queue: str, after_marker: int, limit: int, now: float
+    ) -> list[Doc]:
+        """The queue's live messages after `after_marker`, in marker order."""
+        query = live_query(project, queue, now)
+        return await self._s.blocks.find(
+            project, queue, query, after=after_marker, limit=limit, now=now
+        )
 
     @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
@@ -254,9 +260,8 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
-        return [transfer.exported(m, now) for m in await to_messages(cursor)]
+        found = await self._live(project, queue, after_marker, limit, now)
+        return [transfer.exported(to_message(doc), now) for doc in found]
 
     @backend()
     async def export_rows(
@@ -265,9 +270,8 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
-        return [_row(doc, now) async for doc in cursor]
+        found = await self._live(project, queue, after_marker, limit, now)
+        return [_row(doc, now) for doc in found]
 
     @backend()
     async def export_claims(
@@ -317,7 +321,11 @@ class MongoTransfer:
         def stamp() -> Awaitable[int]:
             return self._s.tracking.stamp(project, queue)
 
-        return await _upsert(self._s.message_docs, project, queue, docs, stamp)
+        def holding(ids: list[ObjectId]) -> Awaitable[list[Doc]]:
+            # By blocks of their markers, not `_id` `$in` (which FerretDB filters itself).
+            return self._s.blocks.holding(project, queue, ids, [m.marker for m in messages])
+
+        return await _upsert(self._s.message_docs, project, queue, docs, stamp, holding)
 
     @backend()
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
