@@ -17,10 +17,12 @@ those emptied by deletes: each process keeps a low-water mark per queue, the fir
 hold a live message, and starts there.
 
 The low-water mark is seeded by one sorted read of the queue's first live marker (the server's
-in-process sort, once per queue per `RESEED` seconds), and moves up past blocks found empty, but
-only past markers reserved at least `SETTLE` seconds ago (a post reserves its markers, then
-inserts: one in flight may still land in a block that looks empty). A message that lands later
-still below the mark is read again after the next seed. The mark is dropped when the queue's
+in-process sort, once per queue per `RESEED` seconds), and moves up past blocks found empty whose
+every marker has landed: a post reserves its markers, then inserts, so a block that looks empty
+may still receive one in flight. A marker has landed if this process saw its message stored (a
+read of its block found it), or if it was reserved at least `SETTLE` seconds ago (markers this
+process never saw: consumed between its reads, or given up). A message that lands later still
+below the mark is read again after the next seed. The mark is dropped when the queue's
 document is another one (the queue was deleted and created again) or its counter is below it,
 and when this process learns that markers were imported (`forget`).
 
@@ -42,8 +44,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from node.storage.mongodb.documents import Doc, queue_key
 
 BLOCK = 32  # markers per block
+FULL = (1 << BLOCK) - 1
 WIDEST = 8  # blocks read at once, at most (a read that comes back short asks for twice as many)
-SETTLE = 2.0  # seconds after which a reservation of markers is taken to have landed or failed
+# Seconds after which a reservation of markers is taken to have landed or failed (for a block
+# some of whose markers this process never saw stored).
+SETTLE = 30.0
 RESEED = 300.0  # seconds a low-water mark is trusted before the queue's first marker is read again
 
 Key = tuple[str, str]
@@ -95,6 +100,26 @@ class _Low:
     block: int
     incarnation: ObjectId | None  # the `_id` of the queue's document
     seeded: float  # monotonic time of the seed
+    # How many blocks above it the last read from it found the first live message: the next
+    # read from it asks for that many more at once (blocks emptied, not yet settled).
+    ahead: int = 0
+    # The markers this process saw stored, by block (a bit each), for the blocks from `block` on.
+    seen: dict[int, int] = field(default_factory=dict)
+
+    def landed(self, block: int, docs: list[Doc]) -> bool:
+        """Record the markers of `docs`, read from `block`; has every marker of it landed?"""
+        mask = self.seen.get(block, 1 if block == 0 else 0)  # marker 0 is never handed out
+        for doc in docs:
+            mask |= 1 << (int(doc["marker"]) - block * BLOCK)
+        self.seen[block] = mask
+        return mask == FULL
+
+    def past(self, block: int) -> None:
+        """Nothing live is left below `block`, nor can land there."""
+        self.block = block
+        for b in [b for b in self.seen if b < block]:
+            del self.seen[b]
+
     # Counter values, each with the monotonic time this process first saw it.
     counters: list[tuple[float, int]] = field(default_factory=list)
 
@@ -164,7 +189,8 @@ class Blocks:
         # The mark may move up past blocks that this read finds empty, if it starts there.
         moving = start == low.block
         found: list[Doc] = []
-        span, at, top = 1, start, -1
+        span, at, top = min(low.ahead + 1, WIDEST) if moving else 1, start, -1
+        first_live = -1
         while True:
             blocks = range(at, at + span)
             reads = [self._block(project, queue, b) for b in blocks]
@@ -181,14 +207,19 @@ class Blocks:
             clock = time.monotonic()
             for b, docs in zip(blocks, read, strict=True):
                 live = [d for d in docs if d["expires"] > now]
-                if moving and not live and (b + 1) * BLOCK - 1 <= low.settled(clock):
-                    low.block = b + 1
+                if live and first_live < 0:
+                    first_live = b
+                landed = low.landed(b, docs) or (b + 1) * BLOCK - 1 <= low.settled(clock)
+                if moving and not live and landed:
+                    low.past(b + 1)
                 else:
                     moving = False
                 docs.sort(key=lambda d: int(d["marker"]))
                 found += [d for d in docs if d["marker"] > after and matches(d, query)]
             at += span
             if len(found) >= limit or at > top:
+                if start <= low.block <= first_live:
+                    low.ahead = first_live - low.block
                 return found[:limit]
             span = min(span * 2, WIDEST)
 
