@@ -15,7 +15,9 @@ collision; a migration's import, a raise of the counter or an unfreeze forgets i
 at or below the floor would place the group before a message already acknowledged (against its
 producer's order): the counter is raised past the floor by a conditional `$set`, and the group
 reserves again. A group whose insert collides takes back what went in, seeds its floor again,
-and retries likewise. On MongoDB, where `$inc` is atomic, neither repair ever happens.
+and retries likewise. On MongoDB, where `$inc` is atomic, neither repair ever happens. On
+FerretDB a reservation also logs its markers before they are used (see `reservations`): the
+floor keeps one process's order, the log keeps a marker from going to two messages.
 
 Known limitation: reserving markers and inserting the messages are two steps, so posts from two
 processes to one queue may become visible out of marker order for an instant (marker 7 listed
