@@ -230,7 +230,8 @@ async def test_round_trips_per_operation(counted: tuple[MongoStorage, Commands])
     commands.reset()
     found = await store.messages.bulk_get(P, Q, [m.id for m in held[1:]])
     assert len(found) == 4
-    assert commands.names == ["find"]
+    # MongoDB: one `$in`; FerretDB: a read by `_id` each, all sent at once (see `messages`).
+    assert commands.names == ["find"] * (1 if store.atomic else 4)
 
 
 async def test_a_post_costs_the_same_in_a_large_queue(
