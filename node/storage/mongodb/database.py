@@ -6,9 +6,11 @@ Plain indexes only: expiry is enforced by the queries, never by a TTL index.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -99,6 +101,15 @@ class Database:
         self.tracking.by_stamp = self.blocks.enabled
         if self.blocks.enabled:
             await self._number_blocks()
+
+    async def messages_by_ids(self, oids: list[ObjectId]) -> list[Doc]:
+        """The message documents with these ids (of any queue)."""
+        if self.atomic:  # MongoDB: its `_id` index serves `$in`
+            return await self.message_docs.find({"_id": {"$in": oids}}).to_list()
+        # FerretDB filters an `$in` itself, over the whole partition, but passes an `_id` alone
+        # to its backend: one read each, all at once.
+        found = await asyncio.gather(*(self.message_docs.find_one({"_id": o}) for o in oids))
+        return [doc for doc in found if doc is not None]
 
     async def _pushes_down_equalities(self) -> bool:
         """Does the server (FerretDB) have its backend filter equalities (see `blocks`)?"""

@@ -8,7 +8,6 @@ that a claim racing it either wins or finds it gone.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 
@@ -112,7 +111,9 @@ class MongoMessages:
             await self._s.fences.check_read(project, queue)
             return []
         # By `_id` alone, so that no server scans the queue; the rest is checked here.
-        found = await alongside(self._s.fences.check_read(project, queue), _by_ids(self._s, oids))
+        found = await alongside(
+            self._s.fences.check_read(project, queue), self._s.messages_by_ids(oids)
+        )
         now = self._s.clock()
         mine = [doc for doc in found if _live_in(doc, project, queue, now)]
         return [to_message(doc) for doc in sorted(mine, key=lambda doc: int(doc["marker"]))]
@@ -230,13 +231,3 @@ def _unclaimed(now: float) -> Doc:
 def _live_in(doc: Doc, project: str, queue: str, now: float) -> bool:
     """Is the message document, read by `_id`, the queue's and not expired?"""
     return bool(doc["project"] == project and doc["queue"] == queue and doc["expires"] > now)
-
-
-async def _by_ids(storage: Database, oids: list[ObjectId]) -> list[Doc]:
-    """The message documents with these ids (of any queue)."""
-    if storage.atomic:  # MongoDB: its `_id` index serves `$in`
-        return await storage.message_docs.find({"_id": {"$in": oids}}).to_list()
-    # FerretDB filters an `$in` itself, over the whole partition, but passes an `_id` alone to
-    # its backend: one read each, all at once.
-    found = await asyncio.gather(*(storage.message_docs.find_one({"_id": o}) for o in oids))
-    return [doc for doc in found if doc is not None]

@@ -340,13 +340,18 @@ class MongoTransfer:
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
         oids = [ObjectId(i) for i in ids if is_id(i)]
-        query = {**_scope(project, queue), "_id": {"$in": oids}}
-        gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
+        scope = _scope(project, queue)
+        found = await self._s.messages_by_ids(oids)
+        gone = [(d["_id"], d["marker"]) for d in found if {k: d[k] for k in scope} == scope]
         if not gone:
             return 0
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
-        return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
+        if self._s.atomic:
+            return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
+        # One delete by `_id` each, all at once (FerretDB filters an `_id` `$in` itself).
+        deletes = [self._s.message_docs.delete_one({"_id": mid, **scope}) for mid, _ in gone]
+        return sum(done.deleted_count for done in await asyncio.gather(*deletes))
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
