@@ -211,6 +211,7 @@ async def test_round_trips_per_operation(counted: tuple[MongoStorage, Commands])
         include_delayed=True,
         client_id="c",
     )
+    await store.blocks.idle()  # the queue's seed, read in the background (see `blocks`)
     commands.reset()
     claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=5)
     assert len(held) == 5
@@ -340,6 +341,7 @@ async def test_a_page_and_a_claim_read_blocks_of_markers_not_the_queue(
         await store.messages.bulk_delete(P, Q, [m.id for m in page if m.marker <= 200], None)
         first += 20
 
+    await store.blocks.idle()  # the queue's seed, read in the background (see `blocks`)
     commands.reset()
     page = await store.messages.list(
         P,
@@ -414,6 +416,7 @@ async def test_a_delete_without_a_claim_is_one_conditional_delete_where_that_is_
     )  # where the queue begins, read once (FerretDB over PostgreSQL)
     claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=1)
     assert [m.id for m in held] == [free]
+    await store.blocks.idle()  # the queue's seed, read in the background (see `blocks`)
     commands.reset()
     await store.messages.delete(P, Q, taken, None)
     assert commands.names == ["findAndModify"]

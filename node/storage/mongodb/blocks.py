@@ -16,8 +16,9 @@ queue's size. Markers are dense (a counter), so the blocks between two live mess
 those emptied by deletes: each process keeps a low-water mark per queue, the first block that may
 hold a live message, and starts there.
 
-The low-water mark is seeded by one sorted read of the queue's first live marker (the server's
-in-process sort, once per queue per `RESEED` seconds), and moves up past blocks found empty whose
+The low-water mark starts at the first block, and is seeded in the background by one sorted read
+of the queue's first marker (the server's in-process sort over the whole queue: once per queue
+per `RESEED` seconds, and no read waits for it); it moves up past blocks found empty whose
 every marker has landed: a post reserves its markers, then inserts, so a block that looks empty
 may still receive one in flight. A marker has landed if this process saw its message stored (a
 read of its block found it), or if it was reserved at least `SETTLE` seconds ago (markers this
@@ -147,7 +148,7 @@ class Blocks:
         self._queues = queue_docs
         self.enabled = False  # set by `Database.create_indexes` from what the server pushes down
         self._lows: dict[Key, _Low] = {}
-        self._seeding: dict[Key, asyncio.Future[_Low]] = {}
+        self._seeding: set[asyncio.Future[None]] = set()
 
     def forget(self, project: str, queue: str) -> None:
         """Markers were imported into the queue: where it begins is read again."""
@@ -186,7 +187,7 @@ class Blocks:
         self, project: str, queue: str, query: Doc, after: int, limit: int, now: float
     ) -> list[Doc] | None:
         key = (project, queue)
-        low = await self._low(key)
+        low = self._low(key)
         start = max(block_of(after + 1), low.block)
         # The mark may move up past blocks that this read finds empty, if it starts there.
         moving = start == low.block
@@ -237,6 +238,8 @@ class Blocks:
         """Is `low` the mark of the queue whose document is `queue_doc`? Drops it if not (the
         queue was deleted and created again: another document, a lower counter)."""
         counter = int(queue_doc["counter"])
+        if low.incarnation is None:  # not seeded yet: the queue it reads from now on
+            low.incarnation = queue_doc["_id"]
         if queue_doc["_id"] == low.incarnation and block_of(counter) >= low.block:
             low.saw(counter, time.monotonic())
             return True
@@ -247,19 +250,39 @@ class Blocks:
         if self._lows.get(key) is low:
             del self._lows[key]
 
-    async def _low(self, key: Key) -> _Low:
+    def _low(self, key: Key) -> _Low:
         low = self._lows.get(key)
-        if low is not None and time.monotonic() - low.seeded < RESEED:
-            return low
-        seeding = self._seeding.get(key)
-        if seeding is None:  # one seed per queue at a time, shared by the reads waiting for it
-            seeding = asyncio.ensure_future(self._seed(key))
-            self._seeding[key] = seeding
-            seeding.add_done_callback(lambda _: self._seeding.pop(key, None))
-        return await asyncio.shield(seeding)
+        clock = time.monotonic()
+        if low is None:  # from the first block until the seed says more
+            low = self._lows[key] = _Low(block=0, incarnation=None, seeded=clock)
+            self._start_seed(key, low)
+        elif clock - low.seeded >= RESEED:
+            low.seeded = clock
+            self._start_seed(key, low)
+        return low
 
-    async def _seed(self, key: Key) -> _Low:
-        """The queue's first stored marker, read with the server's sort (once in a while)."""
+    def _start_seed(self, key: Key, low: _Low) -> None:
+        seeding = asyncio.ensure_future(self._seed(key, low))
+        self._seeding.add(seeding)
+        seeding.add_done_callback(self._seeded)
+
+    def _seeded(self, seeding: asyncio.Future[None]) -> None:
+        self._seeding.discard(seeding)
+        if not seeding.cancelled():
+            seeding.exception()  # a failed seed is retried after RESEED: reads stay correct
+
+    async def idle(self) -> None:
+        """Wait for the seeds in flight (for tests that count commands)."""
+        await asyncio.gather(*self._seeding, return_exceptions=True)
+
+    async def close(self) -> None:
+        for seeding in list(self._seeding):
+            seeding.cancel()
+        await self.idle()
+
+    async def _seed(self, key: Key, low: _Low) -> None:
+        """Move `low` up to the queue's first stored marker, read with the server's sort (over
+        the whole queue on FerretDB: in the background, once in a while)."""
         project, queue = key
         # A queue found empty begins where its counter ends (a post in flight meanwhile is
         # a late one, read after the next seed).
@@ -269,12 +292,13 @@ class Blocks:
                 {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
             ),
         )
-        counter = 0 if queue_doc is None else int(queue_doc["counter"])
-        low = _Low(
-            block=block_of(counter if first is None else min(int(first["marker"]), counter)),
-            incarnation=None if queue_doc is None else queue_doc["_id"],
-            seeded=time.monotonic(),
-        )
-        if queue_doc is not None:
-            self._lows[key] = low
-        return low
+        if queue_doc is None or self._lows.get(key) is not low:
+            return
+        if low.incarnation is None:
+            low.incarnation = queue_doc["_id"]
+        elif low.incarnation != queue_doc["_id"]:
+            return
+        counter = int(queue_doc["counter"])
+        begins = block_of(counter if first is None else min(int(first["marker"]), counter))
+        if begins > low.block:
+            low.past(begins)

@@ -135,5 +135,6 @@ class Database:
 
     async def close(self) -> None:
         await self.posts.close()
+        await self.blocks.close()
         async with backend():
             await self._client.close()
