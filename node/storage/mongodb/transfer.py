@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -236,19 +236,17 @@ class MongoTransfer:
 
     @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
-        doc, top, reason = await asyncio.gather(
+        doc, reason = await asyncio.gather(
             self._s.queue_docs.find_one(queue_key(project, queue)),
-            self._s.message_docs.find_one(
-                _scope(project, queue), {"marker": 1}, sort=[("marker", DESCENDING)]
-            ),
             self._s.fences.reason(project, queue),
         )
         if doc is None:
             return None
+        top = await self._s.blocks.highest(project, queue, int(doc["counter"]))
         return QueueExport(
             metadata=json.loads(doc["metadata"]),
             # Past a lost update of the counter (FerretDB), the highest marker stored says more.
-            counter=max(int(doc["counter"]), 0 if top is None else int(top["marker"])),
+            counter=max(int(doc["counter"]), top),
             created=doc["created"],
             fence=reason,
         )
