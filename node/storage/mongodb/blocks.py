@@ -61,7 +61,7 @@ def block_of(marker: int) -> int:
 
 def matches(doc: Doc, query: Doc) -> bool:
     """Does `doc` match `query`, in the subset of MongoDB's query language the driver sends:
-    equality, `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`, `$in`, `$exists` on top-level fields."""
+    equality, `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`, `$in` on top-level fields."""
     for name, want in query.items():
         have = doc.get(name)
         if not isinstance(want, dict):
@@ -75,8 +75,6 @@ def matches(doc: Doc, query: Doc) -> bool:
 
 
 def _holds(op: str, have: Any, value: Any) -> bool:
-    if op == "$exists":
-        return (have is not None) is bool(value)  # as the driver stores no null it asks about
     if op == "$eq":
         return bool(have == value)
     if op == "$ne":

@@ -36,13 +36,9 @@ from pymongo.errors import DuplicateKeyError
 from node.errors import ChangesLost
 from node.models import Changes, Removed
 from node.storage import transfer
-from node.storage.mongodb.blocks import matches
 from node.storage.mongodb.documents import Doc, to_claim, to_message
 
 MARGIN = 64
-# Where the server filters equalities but sorts in its own process (see `blocks`), the changes
-# after a position at most this many stamps behind are read a stamp at a time, by equality.
-BY_STAMP = 64
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
 
@@ -63,7 +59,6 @@ class Tracking:
         self._messages = message_docs
         self._claims = claim_docs
         self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
-        self.by_stamp = False  # set by `Database.create_indexes` (see `BY_STAMP`)
 
     async def create_indexes(self) -> None:
         await self.sequences.create_index(
@@ -182,16 +177,7 @@ class Tracking:
             (self._claims, {}),
             (self.removed, {"cid": {"$exists": True}}),
         ]
-        stamps = range(since + 1, int(doc["stamp"]) + 1)
-        if self.by_stamp and len(stamps) <= BY_STAMP:
-            # A few stamps behind: each read by equality, instead of a sorted range that the
-            # server would answer by decoding the whole queue.
-            pages = [
-                await self._stamped(coll, project, queue, stamps, kind, limit)
-                for coll, kind in streams
-            ]
-        else:
-            pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
+        pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
         full = [int(rows[-1]["stamp"]) for rows in pages if len(rows) == limit]
         upto, more = max(since, _lowered(doc)), bool(full)
         if more:
@@ -212,15 +198,6 @@ class Tracking:
             claims=tuple(to_claim(c) for c in claims),
             released=tuple(str(r["cid"]) for r in released),
         )
-
-    @staticmethod
-    async def _stamped(
-        coll: AsyncCollection[Doc], project: str, queue: str, stamps: range, kind: Doc, limit: int
-    ) -> list[Doc]:
-        """The documents written with `stamps` (that match `kind`), by stamp, up to `limit`."""
-        reads = [coll.find({**_scope(project, queue), "stamp": s}).to_list() for s in stamps]
-        found = [d for docs in await asyncio.gather(*reads) for d in docs if matches(d, kind)]
-        return sorted(found, key=lambda d: int(d["stamp"]))[:limit]
 
     @staticmethod
     async def _page(coll: AsyncCollection[Doc], query: Doc, limit: int) -> list[Doc]:
