@@ -169,31 +169,6 @@ class Blocks:
                 return found
             # The low-water mark was not the queue's: read again from a new seed.
 
-    async def highest(self, project: str, queue: str, counter: int) -> int:
-        """The highest marker stored in the queue (0 if none): where blocks are read, the
-        highest near `counter` (a lost update puts it back by the reservations racing it)."""
-        if not self.enabled:
-            top = await self._messages.find_one(
-                {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", -1)]
-            )
-            return 0 if top is None else int(top["marker"])
-        last = block_of(counter) + 1
-        near = range(max(0, last - WIDEST + 1), last + 1)
-        read = await asyncio.gather(*(self._block(project, queue, b) for b in near))
-        return max((int(d["marker"]) for docs in read for d in docs), default=0)
-
-    async def holding(
-        self, project: str, queue: str, ids: list[ObjectId], markers: list[int]
-    ) -> list[Doc]:
-        """The documents stored with these `ids`: where blocks are read, those of the queue at
-        these `markers` (one read per block, all at once); else any, by `_id`."""
-        if not self.enabled:
-            return await self._messages.find({"_id": {"$in": ids}}).to_list()
-        blocks = sorted({block_of(m) for m in markers})
-        read = await asyncio.gather(*(self._block(project, queue, b) for b in blocks))
-        wanted_ids = set(ids)
-        return [doc for docs in read for doc in docs if doc["_id"] in wanted_ids]
-
     async def _scan(
         self, project: str, queue: str, query: Doc, after: int, limit: int, now: float
     ) -> list[Doc] | None:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -39,7 +39,7 @@ from node.storage.mongodb.documents import (
     live_query,
     queue_key,
     to_claim,
-    to_message,
+    to_messages,
 )
 
 
@@ -103,19 +103,13 @@ async def _upsert(
     queue: str,
     docs: list[Doc],
     stamp: Callable[[], Awaitable[int]] | None = None,
-    holding: Callable[[list[ObjectId]], Awaitable[list[Doc]]] | None = None,
 ) -> int:
     """Insert the documents that are new and replace those that differ; return how many. With
-    `stamp`, what is written is stamped with what it gives (called only if anything is).
-    `holding` reads the documents stored with some of these ids, if not all of them by `_id`."""
+    `stamp`, what is written is stamped with what it gives (called only if anything is)."""
     if not docs:
         return 0
     ids = [doc["_id"] for doc in docs]
-    if holding is None:
-        found = await coll.find({"_id": {"$in": ids}}).to_list()
-    else:  # a document with one of these ids elsewhere refuses its insert: see below
-        found = await holding(ids)
-    stored = {doc["_id"]: doc for doc in found}
+    stored = {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": ids}})}
     for old in stored.values():
         if (old["project"], old["queue"]) != (project, queue):
             raise TransferConflict(f"{old['_id']} belongs to queue {old['queue']}")
@@ -207,7 +201,16 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        found = await self._live(project, queue, after_marker, limit, now)
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        fields = {
+            "marker": 1,
+            "body": 1,
+            "expires": 1,
+            "claim_id": 1,
+            "claim_expires": 1,
+            "claim_count": 1,
+        }
+        cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
         return [
             (
                 int(d["marker"]),
@@ -222,31 +225,24 @@ class MongoTransfer:
                     d.get("claim_count", 0),
                 ),
             )
-            for d in found
+            async for d in cursor
         ]
-
-    async def _live(
-        self, project: str, queue: str, after_marker: int, limit: int, now: float
-    ) -> list[Doc]:
-        """The queue's live messages after `after_marker`, in marker order."""
-        query = live_query(project, queue, now)
-        return await self._s.blocks.find(
-            project, queue, query, after=after_marker, limit=limit, now=now
-        )
 
     @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
-        doc, reason = await asyncio.gather(
+        doc, top, reason = await asyncio.gather(
             self._s.queue_docs.find_one(queue_key(project, queue)),
+            self._s.message_docs.find_one(
+                _scope(project, queue), {"marker": 1}, sort=[("marker", DESCENDING)]
+            ),
             self._s.fences.reason(project, queue),
         )
         if doc is None:
             return None
-        top = await self._s.blocks.highest(project, queue, int(doc["counter"]))
         return QueueExport(
             metadata=json.loads(doc["metadata"]),
             # Past a lost update of the counter (FerretDB), the highest marker stored says more.
-            counter=max(int(doc["counter"]), top),
+            counter=max(int(doc["counter"]), 0 if top is None else int(top["marker"])),
             created=doc["created"],
             fence=reason,
         )
@@ -258,8 +254,9 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        found = await self._live(project, queue, after_marker, limit, now)
-        return [transfer.exported(to_message(doc), now) for doc in found]
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return [transfer.exported(m, now) for m in await to_messages(cursor)]
 
     @backend()
     async def export_rows(
@@ -268,8 +265,9 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        found = await self._live(project, queue, after_marker, limit, now)
-        return [_row(doc, now) for doc in found]
+        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
+        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
+        return [_row(doc, now) async for doc in cursor]
 
     @backend()
     async def export_claims(
@@ -319,11 +317,7 @@ class MongoTransfer:
         def stamp() -> Awaitable[int]:
             return self._s.tracking.stamp(project, queue)
 
-        def holding(ids: list[ObjectId]) -> Awaitable[list[Doc]]:
-            # By blocks of their markers, not `_id` `$in` (which FerretDB filters itself).
-            return self._s.blocks.holding(project, queue, ids, [m.marker for m in messages])
-
-        return await _upsert(self._s.message_docs, project, queue, docs, stamp, holding)
+        return await _upsert(self._s.message_docs, project, queue, docs, stamp)
 
     @backend()
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
@@ -338,18 +332,13 @@ class MongoTransfer:
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
         oids = [ObjectId(i) for i in ids if is_id(i)]
-        scope = _scope(project, queue)
-        found = await self._s.messages_by_ids(oids)
-        gone = [(d["_id"], d["marker"]) for d in found if {k: d[k] for k in scope} == scope]
+        query = {**_scope(project, queue), "_id": {"$in": oids}}
+        gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
         if not gone:
             return 0
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
-        if self._s.atomic:
-            return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
-        # One delete by `_id` each, all at once (FerretDB filters an `_id` `$in` itself).
-        deletes = [self._s.message_docs.delete_one({"_id": mid, **scope}) for mid, _ in gone]
-        return sum(done.deleted_count for done in await asyncio.gather(*deletes))
+        return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
