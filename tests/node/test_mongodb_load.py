@@ -172,6 +172,7 @@ async def counted(
     monkeypatch.setattr(fences, "QUIET", 3600.0)
     monkeypatch.setattr(changes, "QUIET", 3600.0)
     monkeypatch.setattr(outbox, "QUIET", 3600.0)  # and whether it has subscriptions
+    monkeypatch.setattr(blocks, "SETTLE", 0.0)  # one store: every reservation here has landed
     commands = Commands()
     store = await open_store(server, fresh_database(), clock, commands)
     try:

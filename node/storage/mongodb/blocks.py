@@ -18,7 +18,8 @@ hold a live message, and starts there.
 
 The low-water mark starts at the first block, and is seeded in the background by one sorted read
 of the queue's first marker (the server's in-process sort over the whole queue: once per queue
-per `RESEED` seconds, and no read waits for it); it moves up past blocks found empty whose
+per `RESEED` seconds, and no read waits for it), made `SETTLE` seconds after a read of the
+counter and taken no higher than it; it moves up past blocks found empty whose
 every marker has landed: a post reserves its markers, then inserts, so a block that looks empty
 may still receive one in flight. A marker has landed if this process saw its message stored (a
 read of its block found it), or if it was reserved at least `SETTLE` seconds ago (markers this
@@ -270,13 +271,12 @@ class Blocks:
         """Move `low` up to the queue's first stored marker, read with the server's sort (over
         the whole queue on FerretDB: in the background, once in a while)."""
         project, queue = key
-        # A queue found empty begins where its counter ends (a post in flight meanwhile is
-        # a late one, read after the next seed).
-        queue_doc, first = await asyncio.gather(
-            self._queue_doc(key),
-            self._messages.find_one(
-                {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
-            ),
+        # The counter first, then the first marker stored once every marker up to that counter
+        # has landed (or failed): nothing can land below it after that.
+        queue_doc = await self._queue_doc(key)
+        await asyncio.sleep(SETTLE)
+        first = await self._messages.find_one(
+            {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", ASCENDING)]
         )
         if queue_doc is None or self._lows.get(key) is not low:
             return
