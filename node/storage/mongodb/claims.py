@@ -13,6 +13,7 @@ from node.errors import ClaimDoesNotExist, QueueDoesNotExist, QueueFrozen
 from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
 from node.storage.deadletters import pile
+from node.storage.mongodb.blocks import block_of
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.deadletters import make_pile
 from node.storage.mongodb.documents import (
@@ -131,6 +132,7 @@ class MongoClaims:
                 changes: Doc = {
                     "queue": dest,
                     "marker": first + i,
+                    "block": block_of(first + i),
                     "delay_expires": 0.0,
                     "claim_id": hold,
                     "claim_expires": 0.0,

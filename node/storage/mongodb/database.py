@@ -6,18 +6,22 @@ Plain indexes only: expiry is enforced by the queries, never by a TTL index.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from pymongo import ASCENDING, AsyncMongoClient
+from bson import ObjectId
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from node.storage.mongodb.blocks import BLOCK, Blocks
 from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.fences import Fences
 from node.storage.mongodb.holds import Holds
 from node.storage.mongodb.outbox import MongoOutbox
 from node.storage.mongodb.posts import Posts
+from node.storage.mongodb.reservations import Reservations
 
 Clock = Callable[[], float]
 
@@ -41,6 +45,10 @@ class Database:
 
     def __init__(self, client: AsyncMongoClient[Doc], database: str, clock: Clock) -> None:
         self.clock = clock
+        # Does the server apply a conditional update or delete atomically? MongoDB does;
+        # FerretDB 1.x reads what matches, then writes each document back by `_id` alone.
+        # Until `create_indexes` asks, the driver assumes not.
+        self.atomic = False
         self._client = client
         db = client[database]
         self.database = database
@@ -48,12 +56,21 @@ class Database:
         self.message_docs: AsyncCollection[Doc] = db["messages"]
         self.claim_docs: AsyncCollection[Doc] = db["claims"]
         self.subscription_docs: AsyncCollection[Doc] = db["subscriptions"]
+        self._settings: AsyncCollection[Doc] = db["settings"]
+        self.blocks = Blocks(self.message_docs, self.queue_docs)
+        self.reservations = Reservations(db["reservations"], clock)
         self.fences = Fences(db["fences"], self.queue_docs, clock)
-        self.holds = Holds(db["holds"], self.message_docs, self.fences)
+        self.holds = Holds(db["holds"], self.message_docs, self.fences, self.blocks)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
         self.outbox = MongoOutbox(db["outbox"], self.subscription_docs, self.fences.docs, clock)
         self.posts = Posts(
-            self.queue_docs, self.message_docs, self.fences, self.tracking, self.outbox
+            self.queue_docs,
+            self.message_docs,
+            self.fences,
+            self.tracking,
+            self.outbox,
+            self.blocks,
+            self.reservations,
         )
 
     async def create_indexes(self) -> None:
@@ -77,8 +94,47 @@ class Database:
         await self.holds.docs.create_index("expires")
         await self.tracking.create_indexes()
         await self.outbox.create_indexes()
+        await self.reservations.create_indexes()
+        ferretdb = "ferretdbVersion" in await self.message_docs.database.command("buildInfo")
+        self.reservations.enabled = ferretdb  # MongoDB's `$inc` is atomic
+        self.atomic = not ferretdb
+        self.blocks.enabled = ferretdb and await self._pushes_down_equalities()
+        if self.blocks.enabled:
+            await self._number_blocks()
+
+    async def messages_by_ids(self, oids: list[ObjectId]) -> list[Doc]:
+        """The message documents with these ids (of any queue)."""
+        if self.atomic:  # MongoDB: its `_id` index serves `$in`
+            return await self.message_docs.find({"_id": {"$in": oids}}).to_list()
+        # FerretDB filters an `$in` itself, over the whole partition, but passes an `_id` alone
+        # to its backend: one read each, all at once.
+        found = await asyncio.gather(*(self.message_docs.find_one({"_id": o}) for o in oids))
+        return [doc for doc in found if doc is not None]
+
+    async def _pushes_down_equalities(self) -> bool:
+        """Does the server (FerretDB) have its backend filter equalities (see `blocks`)?"""
+        db = self.message_docs.database
+        probe = {"find": self.message_docs.name, "filter": {"project": "", "block": 0}}
+        explained = await db.command("explain", probe)
+        return bool(explained.get("filterPushdown"))
+
+    async def _number_blocks(self) -> None:
+        """Give each message stored before blocks were read its `block`, once per database."""
+        if await self._settings.find_one({"_id": "blocks"}) is not None:
+            return
+        unnumbered = self.message_docs.find({"block": {"$exists": False}}, {"marker": 1})
+        updates = [
+            UpdateOne({"_id": doc["_id"]}, {"$set": {"block": int(doc["marker"]) // BLOCK}})
+            async for doc in unnumbered
+        ]
+        if updates:
+            await self.message_docs.bulk_write(updates, ordered=False)
+        await self._settings.update_one(
+            {"_id": "blocks"}, {"$set": {"numbered": True}}, upsert=True
+        )
 
     async def close(self) -> None:
         await self.posts.close()
+        await self.blocks.close()
         async with backend():
             await self._client.close()

@@ -19,6 +19,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.models import Message, Outgoing
 from node.storage.deadletters import MARK, SENT, bound_for, pile
+from node.storage.mongodb.blocks import block_of
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import (
     Doc,
@@ -88,6 +89,7 @@ class MongoDeadLetters:
                     "$set": {
                         "queue": queue,
                         "marker": first + i,
+                        "block": block_of(first + i),
                         "delay_expires": 0.0,
                         "claim_id": _hold(m),
                         "claim_expires": m.expires,
@@ -156,6 +158,7 @@ def _doc(project: str, queue: str, marker: int, stamp: int, m: Message) -> Doc:
         "project": project,
         "queue": queue,
         "marker": marker,
+        "block": block_of(marker),
         "body": json.dumps(m.body),
         "ttl": m.ttl,
         "created": m.created,

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bson import ObjectId
-from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from node.errors import QueueFrozen
+from node.storage.mongodb.blocks import Blocks
 from node.storage.mongodb.documents import Doc, duplicates, free_query, live_query
 from node.storage.mongodb.fences import Fences, alongside
 
@@ -33,11 +33,16 @@ class Holds:
     """
 
     def __init__(
-        self, docs: AsyncCollection[Doc], message_docs: AsyncCollection[Doc], fences: Fences
+        self,
+        docs: AsyncCollection[Doc],
+        message_docs: AsyncCollection[Doc],
+        fences: Fences,
+        blocks: Blocks,
     ) -> None:
         self.docs = docs
         self._messages = message_docs
         self._fences = fences
+        self._blocks = blocks
 
     async def take(
         self,
@@ -57,8 +62,9 @@ class Holds:
         the documents held, as read, in marker order.
         """
         query = {**live_query(project, queue, now), **free_query(now)}
-        cursor = self._messages.find(query).sort("marker", ASCENDING).limit(limit * CANDIDATES)
-        rest = await cursor.to_list()
+        rest = await self._blocks.find(
+            project, queue, query, after=0, limit=limit * CANDIDATES, now=now
+        )
         taken: list[Doc] = []
         while rest and len(taken) < limit:
             batch, rest = rest[: limit - len(taken)], rest[limit - len(taken) :]

@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING
 
 from node.errors import (
     InvalidClaim,
@@ -28,7 +27,6 @@ from node.storage.mongodb.documents import (
     live_query,
     object_ids,
     to_message,
-    to_messages,
 )
 from node.storage.mongodb.fences import alongside
 from node.storage.rules import check_delete
@@ -86,17 +84,18 @@ class MongoMessages:
             await self._s.fences.check_read(project, queue)
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": marker or 0}}
+        query = live_query(project, queue, now)
         if not echo:
             query["client_id"] = {"$ne": client_id}
         if not include_claimed:
             query["claim_expires"] = {"$lte": now}
         if not include_delayed:
             query["delay_expires"] = {"$lte": now}
-        return await alongside(
+        found = await alongside(
             self._s.fences.check_read(project, queue),
-            to_messages(self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)),
+            self._s.blocks.find(project, queue, query, after=marker or 0, limit=limit, now=now),
         )
+        return [to_message(doc) for doc in found]
 
     @backend()
     async def get(self, project: str, queue: str, message_id: str) -> Message:
@@ -113,8 +112,7 @@ class MongoMessages:
             return []
         # By `_id` alone, so that no server scans the queue; the rest is checked here.
         found = await alongside(
-            self._s.fences.check_read(project, queue),
-            self._s.message_docs.find({"_id": {"$in": oids}}).to_list(),
+            self._s.fences.check_read(project, queue), self._s.messages_by_ids(oids)
         )
         now = self._s.clock()
         mine = [doc for doc in found if _live_in(doc, project, queue, now)]
@@ -136,9 +134,16 @@ class MongoMessages:
             held = {"claim_id": ObjectId(claim_id), "claim_expires": {"$gt": now}}
             if await self._remove(project, queue, {"_id": mid, **held}, now):
                 return
+        elif self._s.atomic:
+            # It must be free: one conditional delete. A claim that holds it but has not marked
+            # it yet finds it gone when it marks (its update matches nothing).
+            if await self._remove(project, queue, {"_id": mid, **_unclaimed(now)}, now):
+                return
         else:
             # It must be free: hold it first, so that a claim racing us either wins or finds it
-            # gone. A hold of a message that turns out not to be the queue's is given back.
+            # gone (FerretDB reads a conditional delete's match, then deletes by `_id` alone,
+            # so a claim could mark it in between). A hold of a message that turns out not to
+            # be the queue's is given back.
             token = ObjectId()
             until = now + REMOVAL_LEASE
             if await self._s.holds.acquire([mid], holder=token, claim=False, until=until, now=now):
@@ -217,6 +222,10 @@ class MongoMessages:
 
 
 _CLAIM_FIELDS = {"claim_id": 1, "claim_expires": 1}
+
+
+def _unclaimed(now: float) -> Doc:
+    return {"claim_expires": {"$lte": now}}  # a delayed message may be deleted
 
 
 def _live_in(doc: Doc, project: str, queue: str, now: float) -> bool:

@@ -15,7 +15,9 @@ collision; a migration's import, a raise of the counter or an unfreeze forgets i
 at or below the floor would place the group before a message already acknowledged (against its
 producer's order): the counter is raised past the floor by a conditional `$set`, and the group
 reserves again. A group whose insert collides takes back what went in, seeds its floor again,
-and retries likewise. On MongoDB, where `$inc` is atomic, neither repair ever happens.
+and retries likewise. On MongoDB, where `$inc` is atomic, neither repair ever happens. On
+FerretDB a reservation also logs its markers before they are used (see `reservations`): the
+floor keeps one process's order, the log keeps a marker from going to two messages.
 
 Known limitation: reserving markers and inserting the messages are two steps, so posts from two
 processes to one queue may become visible out of marker order for an instant (marker 7 listed
@@ -35,10 +37,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from node.errors import QueueDoesNotExist, StorageUnavailable
+from node.storage.mongodb.blocks import Blocks, block_of
 from node.storage.mongodb.changes import Tracking
 from node.storage.mongodb.documents import Doc, backend, duplicates, queue_key
 from node.storage.mongodb.fences import Fences, alongside
 from node.storage.mongodb.outbox import MongoOutbox
+from node.storage.mongodb.reservations import Reservations
 
 ATTEMPTS = 8
 # The most messages one group reserves and inserts; posts beyond wait for the next group.
@@ -69,12 +73,16 @@ class Posts:
         fences: Fences,
         tracking: Tracking,
         outbox: MongoOutbox,
+        blocks: Blocks,
+        reservations: Reservations,
     ) -> None:
         self._queues = queue_docs
         self._messages = message_docs
         self._fences = fences
         self._tracking = tracking
         self._outbox = outbox
+        self._blocks = blocks
+        self._reservations = reservations
         self._floors: dict[Key, int] = {}
         self._lines: dict[Key, _Line] = {}
 
@@ -97,6 +105,7 @@ class Posts:
         """The queue's markers changed outside this process's posts (an import, a raise of the
         counter, an unfreeze, the queue deleted): the next group seeds the floor again."""
         self._floors.pop((project, queue), None)
+        self._blocks.forget(project, queue)
 
     async def close(self) -> None:
         """Stop storing groups; posts still waiting fail with `StorageUnavailable`."""
@@ -164,6 +173,7 @@ class Posts:
                     continue
                 for i, doc in enumerate(docs):
                     doc["marker"] = first + i
+                    doc["block"] = block_of(first + i)
                     doc["stamp"] = stamp
                 try:
                     await self._messages.insert_many(docs, ordered=True)
@@ -206,11 +216,16 @@ class Posts:
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return int(doc["counter"])
+                top = int(doc["counter"])
+                if await self._reservations.record(doc["_id"], top - n + 1, top):
+                    return top
+                # Handed out before: the counter went back (see `reservations`). Past them.
+                await self._raise_counter(project, queue, top)
+                continue
             # Refused: missing or fenced. Else it was unfenced meanwhile: try again.
             if not await self._fences.refused(project, queue):
                 raise QueueDoesNotExist(project, queue)
-        raise StorageUnavailable(f"queue {queue} was frozen and unfrozen {ATTEMPTS} times")
+        raise StorageUnavailable(f"no markers reserved in queue {queue} after {ATTEMPTS} tries")
 
     async def _highest_marker(self, project: str, queue: str) -> int:
         """The highest marker stored in the queue (0 when empty)."""

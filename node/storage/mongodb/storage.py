@@ -61,4 +61,5 @@ class MongoStorage(Database):
         gone += (await self.subscription_docs.delete_many(expired)).deleted_count
         await self.holds.docs.delete_many(expired)  # bookkeeping, not counted as records
         await self.tracking.collect(now - TOMBSTONE_RETENTION)  # bookkeeping too
+        await self.reservations.collect()
         return gone

@@ -30,6 +30,7 @@ from node.models import (
     is_id,
 )
 from node.storage import transfer
+from node.storage.mongodb.blocks import block_of
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import (
     Doc,
@@ -53,6 +54,7 @@ def _message_doc(project: str, queue: str, m: MessageRow) -> Doc:
         "project": project,
         "queue": queue,
         "marker": m.marker,
+        "block": block_of(m.marker),
         "body": m.body,
         "ttl": m.ttl,
         "created": m.created,
