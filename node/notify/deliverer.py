@@ -80,6 +80,7 @@ class Deliverer:
                 try:
                     await self.step()
                 except StorageUnavailable as exc:
+                    stop_if_cancelled(exc)
                     log.warning("outbox_unavailable", error=str(exc))
                     await asyncio.sleep(self.settings.poll_interval * 10)
         finally:
@@ -191,6 +192,18 @@ class Deliverer:
 
     async def _count_forever(self) -> None:
         while True:
-            with contextlib.suppress(StorageUnavailable):
+            try:
                 OUTBOX_DEPTH.set(await self.outbox.depth())
+            except StorageUnavailable as exc:
+                stop_if_cancelled(exc)
             await asyncio.sleep(self.settings.depth_interval)
+
+
+def stop_if_cancelled(exc: StorageUnavailable) -> None:
+    """Raise `CancelledError` when the task was cancelled: pymongo reports an operation cut
+    short by a cancellation as a failure (`_OperationCancelled`), which the loops above would
+    otherwise wait out and go on from, so that the task never stopped (seen as a node's
+    cleanup hanging on MongoDB)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
