@@ -21,7 +21,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def total(pids: Iterable[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+    """CPU time of those of `pids` still running when read: one may end after it was listed
+    (a database server's backend whose connection closed)."""
+    seconds = 0.0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            seconds += cpu_seconds(pid)
+    return seconds
 
 
 def waited_children() -> float:
