@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/marconi
+# pytest processes of `make test`: two for the two cores of the CI machine (each starts its own
+# PostgreSQL, FerretDB, etcd and Keystone when its tests need them)
+TEST_WORKERS ?= 2
 FERRETDB_VERSION := v1.24.2
 FERRETDB := $(CACHE)/ferretdb-$(FERRETDB_VERSION)/ferretdb
 INSTALLED := $(VENV)/.installed
@@ -120,11 +123,14 @@ chart: install helm
 run: install
 	$(BIN)/marconi dev
 
+# Two passes: the many short tests spread over TEST_WORKERS processes, then the slow ones
+# (fault injection and load, some with deadlines) one at a time, with the machine to themselves.
 test: install ferretdb helm keystone prometheus
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not mongodb and not keystone and not postgresql"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow and not mongodb and not keystone and not postgresql"
 
 lint: install
 	$(BIN)/ruff check .
