@@ -570,3 +570,40 @@ def test_a_node_rides_out_a_restart_of_postgresql(tmp_path: Path) -> None:
             assert len(acknowledged) == 20
     finally:
         server.remove()
+
+
+def test_a_partition_on_a_unix_socket(tmp_path: Path) -> None:
+    """A server on the node's machine reached on its Unix socket (`?host=` a folder, as libpq
+    and asyncpg take it): what the bench uses (BENCHMARKS.md, PostgreSQL driver)."""
+    from marconi.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pg", free_port(), unix_socket=True)
+    try:
+        server.start()
+
+        async def use() -> tuple[str | None, list[int]]:
+            store = await PostgresStorage.open(f"{server.socket_uri()}&pool_size=2")
+            try:
+                await store.queues.create(P, Q, None)
+                await store.messages.post(P, Q, [NewMessage(i, 60) for i in range(3)], CLIENT)
+                async with store.db.session() as conn:
+                    client = await conn.fetchval("SELECT inet_client_addr()::text")
+                page = await store.messages.list(
+                    P,
+                    Q,
+                    marker=None,
+                    limit=10,
+                    echo=True,
+                    include_claimed=False,
+                    include_delayed=True,
+                    client_id=CLIENT,
+                )
+                return client, [m.body for m in page]
+            finally:
+                await store.close()
+
+        client, bodies = asyncio.run(use())
+        assert client is None  # no TCP peer: the socket
+        assert bodies == [0, 1, 2]
+    finally:
+        server.remove()
