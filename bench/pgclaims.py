@@ -26,7 +26,7 @@ import asyncpg
 from marconi.postgres import EmbeddedPostgres
 from node.models import NewMessage
 from node.storage.postgresql import PostgresStorage
-from node.storage.postgresql.claims import CLAIM
+from node.storage.postgresql.claims import CLAIM, with_limit
 from node.storage.postgresql.messages import DELETE_HELD
 from node.storage.postgresql.schema import FREE, LIVE
 from tests.services import free_port
@@ -130,10 +130,11 @@ async def explain(store: PostgresStorage, now: float) -> None:
         print(f"messages: {dict(stats) if stats else None}")
         claim_id = "f" * 24
         claim_args: list[Any] = [
-            PROJECT, QUEUE, now, BATCH, claim_id, now + 300, now + 360, 360, 0, 300, 60
+            PROJECT, QUEUE, now, claim_id, now + 300, now + 360, 360, 0, 300, 60, False, None
         ]  # fmt: skip
         print("-- claim")
-        for (line,) in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {CLAIM}", *claim_args):
+        claim = with_limit(CLAIM, BATCH)
+        for (line,) in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {claim}", *claim_args):
             print(line)
         first = await conn.fetchval(
             "SELECT id FROM messages WHERE claim_id = $1 ORDER BY marker LIMIT 1", claim_id

@@ -53,12 +53,16 @@ def system_user() -> pwd.struct_passwd:
 
 
 class EmbeddedPostgres:
-    """One PostgreSQL cluster in `data` (created on first start), serving 127.0.0.1:`port`."""
+    """One PostgreSQL cluster in `data` (created on first start), serving 127.0.0.1:`port`, and
+    with `unix_socket` a Unix socket in its cluster folder too (`socket_uri`)."""
 
-    def __init__(self, data: Path, port: int, *, max_connections: int = 300) -> None:
+    def __init__(
+        self, data: Path, port: int, *, max_connections: int = 300, unix_socket: bool = False
+    ) -> None:
         self.data = data
         self.port = port
         self.max_connections = max_connections
+        self.unix_socket = unix_socket
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._user: pwd.struct_passwd | None = None
@@ -76,6 +80,11 @@ class EmbeddedPostgres:
 
     def uri(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
+
+    def socket_uri(self, database: str = "postgres") -> str:
+        """The URI of the Unix socket (started with `unix_socket`): as libpq's clients reach a
+        server on their own machine by default, without the loopback's TCP on either side."""
+        return f"postgresql://{SUPERUSER}@:{self.port}/{database}?host={self.pgdata}"
 
     def start(self, timeout: float = 30.0) -> None:
         """Initialize the cluster if it has none yet, start the server and wait until it accepts
@@ -106,7 +115,9 @@ class EmbeddedPostgres:
                 str(binaries() / "postgres"),
                 *("-D", str(self.pgdata)),
                 *("-h", HOST, "-p", str(self.port)),
-                *("-k", ""),  # no Unix socket: TCP on loopback only
+                # TCP on loopback; a Unix socket too when asked (in the cluster's folder, which
+                # the server's user owns).
+                *("-k", str(self.pgdata) if self.unix_socket else ""),
                 *("-c", f"max_connections={self.max_connections}"),
                 # A development and test server: durability of the last commits across a power
                 # loss is not needed there; a crash of the server process itself loses nothing.

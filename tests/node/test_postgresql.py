@@ -20,7 +20,7 @@ import pytest
 from node.errors import QueueFrozen
 from node.models import NewMessage, new_id
 from node.storage.postgresql import PostgresStorage
-from node.storage.postgresql.claims import CLAIM
+from node.storage.postgresql.claims import CLAIM, with_limit
 from node.storage.postgresql.connection import PostgresSettings
 from node.storage.postgresql.messages import DELETE_HELD, POST
 from node.storage.postgresql.outbox import LEASE
@@ -302,7 +302,7 @@ async def test_every_hot_query_uses_an_index(storage: PostgresStorage, uri: str)
         for sql, args in queries:
             assert "Seq Scan" not in await plan(conn, sql, *args), sql
         claim = await plan(
-            conn, CLAIM, P, Q, now, 5, mid, now, now, 60, 0, 60, 60, True, "{}"
+            conn, with_limit(CLAIM, 5), P, Q, now, mid, now, now, 60, 0, 60, 60, True, "{}"
         )  # picks by marker, locks what it picks
         assert "Seq Scan" not in claim and "LockRows" in claim
         assert "SKIP LOCKED" in CLAIM
@@ -341,6 +341,34 @@ async def test_a_list_plans_once_per_connection(storage: PostgresStorage) -> Non
             " WHERE statement LIKE 'SELECT id, marker%FROM messages%ORDER BY marker LIMIT %'"
         )
     assert generic >= 5 and custom <= 5, (generic, custom)
+
+
+async def test_a_claim_plans_once_per_connection_and_limit(storage: PostgresStorage) -> None:
+    """A claim's limit is a constant in its statement, as a list's: the server keeps a generic
+    plan of each limit's statement per connection instead of planning every claim again."""
+    await storage.queues.create(P, Q, None)
+    for _ in range(5):  # a queue deep enough that statistics tell a known limit's cost apart
+        await storage.messages.post(P, Q, [NewMessage(i, 600) for i in range(400)], CLIENT)
+    async with storage.db.session() as conn:
+        await conn.execute("ANALYZE messages")
+    taken: list[int] = []
+    for limit in [10] * 10 + [3] * 10:
+        claim, messages = await storage.claims.create(P, Q, ttl=60, grace=60, limit=limit)
+        assert len(messages) == limit
+        taken += [m.marker for m in messages]
+    assert taken == list(range(1, 131))  # in marker order, none twice
+    async with storage.db.session() as conn:
+        plans = {
+            row[0]: (row[1], row[2])
+            for row in await conn.fetch(
+                "SELECT substring(statement from 'LIMIT ([0-9]+) FOR UPDATE SKIP LOCKED'),"
+                " generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%picked AS%' AND statement NOT LIKE '%pg_prepared%'"
+            )
+        }
+    assert set(plans) == {"10", "3"}, plans
+    for generic, custom in plans.values():
+        assert generic >= 5 and custom <= 5, plans
 
 
 async def without_statistics(store: PostgresStorage) -> None:
@@ -399,7 +427,7 @@ async def test_a_claim_walks_its_queue_in_order_before_any_statistics(
         )
     async with storage.db.session() as conn:
         found = await plan(
-            conn, CLAIM, P, Q, now, 10, "f" * 24, now, now, 60, 0, 60, 60, False, None
+            conn, with_limit(CLAIM, 10), P, Q, now, "f" * 24, now, now, 60, 0, 60, 60, False, None
         )
     assert "Index Scan using messages_by_marker" in found and "Bitmap" not in found, found
 
@@ -540,5 +568,42 @@ def test_a_node_rides_out_a_restart_of_postgresql(tmp_path: Path) -> None:
                 url = node.url + body["links"][0]["href"]
             assert set(acknowledged) <= set(found)
             assert len(acknowledged) == 20
+    finally:
+        server.remove()
+
+
+def test_a_partition_on_a_unix_socket(tmp_path: Path) -> None:
+    """A server on the node's machine reached on its Unix socket (`?host=` a folder, as libpq
+    and asyncpg take it): what the bench uses (BENCHMARKS.md, PostgreSQL driver)."""
+    from marconi.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pg", free_port(), unix_socket=True)
+    try:
+        server.start()
+
+        async def use() -> tuple[str | None, list[int]]:
+            store = await PostgresStorage.open(f"{server.socket_uri()}&pool_size=2")
+            try:
+                await store.queues.create(P, Q, None)
+                await store.messages.post(P, Q, [NewMessage(i, 60) for i in range(3)], CLIENT)
+                async with store.db.session() as conn:
+                    client = await conn.fetchval("SELECT inet_client_addr()::text")
+                page = await store.messages.list(
+                    P,
+                    Q,
+                    marker=None,
+                    limit=10,
+                    echo=True,
+                    include_claimed=False,
+                    include_delayed=True,
+                    client_id=CLIENT,
+                )
+                return client, [m.body for m in page]
+            finally:
+                await store.close()
+
+        client, bodies = asyncio.run(use())
+        assert client is None  # no TCP peer: the socket
+        assert bodies == [0, 1, 2]
     finally:
         server.remove()

@@ -10,6 +10,7 @@ leaves a tombstone (`schema.bury`, `claim`), as a message's write does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,35 +34,47 @@ from node.storage.transfer import message_from_row
 
 Messages = list[Message]
 
-# $4 limit, $5 claim id, $6 claim expires, $7 the messages' least expiry (claim end + grace),
-# $8 their ttl when extended to it, $9 the stamp, $10 claim ttl, $11 claim grace.
+# $4 claim id, $5 claim expires, $6 the messages' least expiry (claim end + grace), $7 their
+# ttl when extended to it, $8 the stamp, $9 claim ttl, $10 claim grace. The limit is written
+# into the statement, as a list's is (`messages.list`): with `LIMIT $n` the server plans every
+# claim again; with a constant it keeps one plan per connection and limit (a limit is at most
+# the API's `max_messages_per_claim_or_pop`: a few statements).
 PICK = f"""
 picked AS (
     SELECT id FROM messages WHERE {LIVE} AND {FREE}
-    ORDER BY marker LIMIT $4 FOR UPDATE SKIP LOCKED),
+    ORDER BY marker LIMIT {{limit}} FOR UPDATE SKIP LOCKED),
 held AS (
-    UPDATE messages m SET claim_id = $5, claim_expires = $6, stamp = $9,
+    UPDATE messages m SET claim_id = $4, claim_expires = $5, stamp = $8,
         claim_count = m.claim_count + 1,
-        ttl = CASE WHEN m.expires < $7 THEN $8 ELSE m.ttl END,
-        expires = GREATEST(m.expires, $7)
+        ttl = CASE WHEN m.expires < $6 THEN $7 ELSE m.ttl END,
+        expires = GREATEST(m.expires, $6)
     FROM picked WHERE m.id = picked.id
     RETURNING {", ".join(f"m.{c.strip()}" for c in MESSAGE_COLUMNS.split(","))}),
 made AS (
     INSERT INTO claims (id, project, queue, ttl, grace, created, expires, stamp)
-    SELECT $5, $1, $2, $10, $11, $3, $6, $9 WHERE EXISTS (SELECT 1 FROM held))
+    SELECT $4, $1, $2, $9, $10, $3, $5, $8 WHERE EXISTS (SELECT 1 FROM held))
 SELECT * FROM held ORDER BY marker
 """
 # Untracked: the queue's row shared against a freeze, stamp 0. The queue is found again on the
-# row version a freeze committed, so `ready` is empty for a queue fenced meanwhile. With `$12`,
-# it is empty unless the queue's metadata is `$13` (node.storage.reading).
+# row version a freeze committed, so `ready` is empty for a queue fenced meanwhile. With `$11`,
+# it is empty unless the queue's metadata is `$12` (node.storage.reading).
 CLAIM = f"""
 WITH ready AS MATERIALIZED (
     SELECT 1 FROM queues WHERE project = $1 AND name = $2 AND {unfenced("$3")} AND NOT tracked
-        AND (NOT $12::boolean OR metadata IS NOT DISTINCT FROM $13::text)
+        AND (NOT $11::boolean OR metadata IS NOT DISTINCT FROM $12::text)
     FOR KEY SHARE),
 {PICK.replace(f"WHERE {LIVE}", f"WHERE EXISTS (SELECT 1 FROM ready) AND {LIVE}", 1)}
 """
 CLAIM_TRACKED = f"WITH {PICK}"
+
+
+@functools.lru_cache(maxsize=128)
+def with_limit(statement: str, limit: int) -> str:
+    """`CLAIM` or `CLAIM_TRACKED` for claims of `limit` messages (the same text object each
+    time: asyncpg finds its prepared statement by the text)."""
+    return statement.replace("{limit}", str(int(limit)), 1)
+
+
 # Markers in an outgoing pile of dead letters (`node.storage.deadletters`), its record made on
 # first use: $4 markers, returned as (counter, stamp 0: a pile is never tracked).
 PILE_MARKERS = """
@@ -86,7 +99,6 @@ class PostgresClaims:
             project,
             queue,
             now,
-            limit,
             claim.id,
             claim.expires,
             claim.expires + grace,
@@ -97,7 +109,9 @@ class PostgresClaims:
         ]
         saw = seen(project, queue)
         async with self._db.session() as conn:
-            rows = await conn.fetch(CLAIM, *args, saw is not UNSEEN, None if saw is UNSEEN else saw)
+            rows = await conn.fetch(
+                with_limit(CLAIM, limit), *args, saw is not UNSEEN, None if saw is UNSEEN else saw
+            )
             if rows:
                 return claim, [message_from_row(row) for row in rows]
         # Nothing claimed: no free message, or the queue is missing, fenced, tracked, or its
@@ -108,8 +122,8 @@ class PostgresClaims:
                 await confirm(conn, self._copies, project, queue, now, saw)
             if not stamp:
                 return claim, []
-            args[8] = stamp
-            rows = await conn.fetch(CLAIM_TRACKED, *args)
+            args[7] = stamp
+            rows = await conn.fetch(with_limit(CLAIM_TRACKED, limit), *args)
         return claim, [message_from_row(row) for row in rows]
 
     async def dead_letter(self, project: str, queue: str, policy: DeadLetter, *, limit: int) -> int:
