@@ -39,6 +39,13 @@ from node.storage import transfer
 from node.storage.mongodb.documents import Doc, to_claim, to_message
 
 MARGIN = 64
+# A message document carries its stamp's block of `STAMPS` stamps too (`stamp_block`; -1 for 0:
+# untracked). Where the server filters equalities but sorts in its own process (FerretDB over
+# PostgreSQL: see `blocks`), the messages written after a position are read a stamp block at a
+# time, by equality (pushed down), a few at once: a sorted read of a range of stamps would
+# decode the whole queue there. The other streams (tombstones, claims) are small: read sorted.
+STAMPS = 32
+WIDEST = 8  # stamp blocks read at once
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
 
@@ -59,6 +66,7 @@ class Tracking:
         self._messages = message_docs
         self._claims = claim_docs
         self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
+        self.by_stamp_block = False  # set by `Database.create_indexes` (see `STAMPS`)
 
     async def create_indexes(self) -> None:
         await self.sequences.create_index(
@@ -177,7 +185,8 @@ class Tracking:
             (self._claims, {}),
             (self.removed, {"cid": {"$exists": True}}),
         ]
-        pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
+        pages = [await self._written(project, queue, since, int(doc["stamp"]), limit)]
+        pages += [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams[1:]]
         full = [int(rows[-1]["stamp"]) for rows in pages if len(rows) == limit]
         upto, more = max(since, _lowered(doc)), bool(full)
         if more:
@@ -199,12 +208,39 @@ class Tracking:
             released=tuple(str(r["cid"]) for r in released),
         )
 
+    async def _written(
+        self, project: str, queue: str, since: int, top: int, limit: int
+    ) -> list[Doc]:
+        """The queue's messages written after `since`, in stamp order, up to `limit`; the
+        sequence is at `top` (a stamp FerretDB stepped back is at most `MARGIN` above it)."""
+        if not self.by_stamp_block:
+            after = {**_scope(project, queue), "stamp": {"$gt": since}}
+            return await self._page(self._messages, after, limit)
+        found: list[Doc] = []
+        at, last = (since + 1) // STAMPS, (top + MARGIN) // STAMPS
+        while at <= last and len(found) < limit:  # whole blocks: the first `limit` are in them
+            blocks = range(at, min(at + WIDEST, last + 1))
+            reads = [
+                self._messages.find({**_scope(project, queue), "stamp_block": b}).to_list()
+                for b in blocks
+            ]
+            found += [
+                d for docs in await asyncio.gather(*reads) for d in docs if d["stamp"] > since
+            ]
+            at = blocks.stop
+        return sorted(found, key=lambda d: int(d["stamp"]))[:limit]
+
     @staticmethod
     async def _page(coll: AsyncCollection[Doc], query: Doc, limit: int) -> list[Doc]:
         return [doc async for doc in coll.find(query).sort("stamp", ASCENDING).limit(limit)]
 
 
 _FIELDS: dict[str, Any] = {"project": 1, "queue": 1}
+
+
+def stamped(stamp: int) -> Doc:
+    """The fields of a message document that say which write stamped it last (see `STAMPS`)."""
+    return {"stamp": stamp, "stamp_block": stamp // STAMPS if stamp else -1}
 
 
 def _lowered(doc: Doc) -> int:

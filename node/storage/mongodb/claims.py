@@ -14,6 +14,7 @@ from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
 from node.storage.deadletters import pile
 from node.storage.mongodb.blocks import block_of
+from node.storage.mongodb.changes import stamped
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.deadletters import make_pile
 from node.storage.mongodb.documents import (
@@ -74,7 +75,7 @@ class MongoClaims:
             changes: Doc = {
                 "claim_id": cid,
                 "claim_expires": claim.expires,
-                "stamp": stamp,
+                **stamped(stamp),
                 "claim_count": doc.get("claim_count", 0) + 1,  # held: nobody else writes it
             }
             if doc["expires"] < lives_until:
@@ -136,7 +137,7 @@ class MongoClaims:
                     "delay_expires": 0.0,
                     "claim_id": hold,
                     "claim_expires": 0.0,
-                    "stamp": stamp,
+                    **stamped(stamp),
                 }
                 if policy.ttl is not None:
                     changes.update(ttl=policy.ttl, expires=now + policy.ttl)
@@ -203,7 +204,7 @@ class MongoClaims:
         # Messages first, holds after: until then a message that looks free cannot be taken.
         released = await self._s.message_docs.update_many(
             {**scope, "claim_id": cid},
-            {"$set": {"claim_id": None, "claim_expires": 0.0, "stamp": stamp}},
+            {"$set": {"claim_id": None, "claim_expires": 0.0, **stamped(stamp)}},
         )
         if released.matched_count:  # the claim belongs to this queue
             await self._s.holds.docs.delete_many({"holder": cid})
@@ -220,7 +221,7 @@ class MongoClaims:
         lives_until = claim.expires + claim.grace
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
-            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}}
+            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, **stamped(stamp)}}
         )
         if not extend:
             return
@@ -228,5 +229,5 @@ class MongoClaims:
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
             {"$and": [held, {"expires": {"$lt": lives_until}}]},
-            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, "stamp": stamp}},
+            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, **stamped(stamp)}},
         )

@@ -99,6 +99,7 @@ class Database:
         self.reservations.enabled = ferretdb  # MongoDB's `$inc` is atomic
         self.atomic = not ferretdb
         self.blocks.enabled = ferretdb and await self._pushes_down_equalities()
+        self.tracking.by_stamp_block = self.blocks.enabled
         if self.blocks.enabled:
             await self._number_blocks()
 
