@@ -250,7 +250,7 @@ class Blocks:
             fields = {**fields, **dict.fromkeys(query, 1), "marker": 1}
         at = block_of(after + 1)
         budget = TRANSFER_BLOCKS + 2 * -(-limit // BLOCK)
-        span = min(-(-limit // BLOCK), WIDEST)
+        span = min(block_of(after + limit) - at + 1, WIDEST)  # markers are dense, mostly
         found: list[Doc] = []
         top = -1
         while True:

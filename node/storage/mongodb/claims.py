@@ -104,7 +104,7 @@ class MongoClaims:
             **free_query(now),
             "claim_count": {"$gte": policy.max_claims},
         }
-        found = await self._s.message_docs.find(query).sort("marker", ASCENDING).to_list(limit)
+        found = await self._s.blocks.find(project, queue, query, after=0, limit=limit, now=now)
         if not found:
             return 0
         # Held while they move, as a pop holds what it takes: no claim takes them meanwhile.
