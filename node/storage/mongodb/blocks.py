@@ -287,7 +287,7 @@ class Blocks:
                 {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", -1)]
             )
             return None if top is None or top["marker"] <= counter else int(top["marker"])
-        near = range(block_of(counter), block_of(counter) + WIDEST + 1)
+        near = range(block_of(counter), block_of(counter) + 2)  # a lost update: a few markers
         read = await asyncio.gather(*(self._block(project, queue, b, {"marker": 1}) for b in near))
         above = [int(d["marker"]) for docs in read for d in docs if d["marker"] > counter]
         return max(above, default=None)

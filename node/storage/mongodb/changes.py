@@ -40,10 +40,10 @@ from node.storage.mongodb.documents import Doc, to_claim, to_message
 
 MARGIN = 64
 # A message document carries its stamp's block of `STAMPS` stamps too (`stamp_block`; -1 for 0:
-# untracked). Where the server filters equalities but sorts in its own process (FerretDB over
-# PostgreSQL: see `blocks`), the messages written after a position are read a stamp block at a
-# time, by equality (pushed down), a few at once: a sorted read of a range of stamps would
-# decode the whole queue there. The other streams (tombstones, claims) are small: read sorted.
+# untracked), and so do claim documents and tombstones. Where the server filters equalities but
+# sorts in its own process (FerretDB over PostgreSQL: see `blocks`), the changes after a
+# position are read a stamp block at a time, by equality (pushed down), a few at once: a sorted
+# read of a range of stamps would decode every message, claim and tombstone of the queue there.
 STAMPS = 32
 WIDEST = 8  # stamp blocks read at once
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
@@ -108,7 +108,7 @@ class Tracking:
         if stamp and gone:
             await self.removed.insert_many(
                 [
-                    {**_scope(project, queue), "stamp": stamp, "mid": mid, "marker": m, "at": now}
+                    {**_scope(project, queue), **stamped(stamp), "mid": mid, "marker": m, "at": now}
                     for mid, m in gone
                 ]
             )
@@ -119,7 +119,7 @@ class Tracking:
         """Tombstones for the claims `ids` deleted by a write stamped `stamp` (0: untracked)."""
         if stamp and ids:
             await self.removed.insert_many(
-                [{**_scope(project, queue), "stamp": stamp, "cid": cid, "at": now} for cid in ids]
+                [{**_scope(project, queue), **stamped(stamp), "cid": cid, "at": now} for cid in ids]
             )
 
     async def forget(self, project: str, queue: str) -> None:
@@ -185,8 +185,15 @@ class Tracking:
             (self._claims, {}),
             (self.removed, {"cid": {"$exists": True}}),
         ]
-        pages = [await self._written(project, queue, since, int(doc["stamp"]), limit)]
-        pages += [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams[1:]]
+        if self.by_stamp_block:
+            top = int(doc["stamp"])
+            reads = [
+                self._stamp_blocks(coll, project, queue, since, top, limit, kind)
+                for coll, kind in streams
+            ]
+            pages = list(await asyncio.gather(*reads))
+        else:
+            pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
         full = [int(rows[-1]["stamp"]) for rows in pages if len(rows) == limit]
         upto, more = max(since, _lowered(doc)), bool(full)
         if more:
@@ -208,24 +215,31 @@ class Tracking:
             released=tuple(str(r["cid"]) for r in released),
         )
 
-    async def _written(
-        self, project: str, queue: str, since: int, top: int, limit: int
+    async def _stamp_blocks(
+        self,
+        coll: AsyncCollection[Doc],
+        project: str,
+        queue: str,
+        since: int,
+        top: int,
+        limit: int,
+        kind: Doc,
     ) -> list[Doc]:
-        """The queue's messages written after `since`, in stamp order, up to `limit`; the
-        sequence is at `top` (a stamp FerretDB stepped back is at most `MARGIN` above it)."""
-        if not self.by_stamp_block:
-            after = {**_scope(project, queue), "stamp": {"$gt": since}}
-            return await self._page(self._messages, after, limit)
+        """The documents of `coll` (those with the fields `kind` names) written after `since`,
+        in stamp order, up to `limit`, read by stamp blocks (see `STAMPS`); the sequence is at
+        `top` (a stamp FerretDB stepped back is at most `MARGIN` above it)."""
         found: list[Doc] = []
         at, last = (since + 1) // STAMPS, (top + MARGIN) // STAMPS
         while at <= last and len(found) < limit:  # whole blocks: the first `limit` are in them
             blocks = range(at, min(at + WIDEST, last + 1))
             reads = [
-                self._messages.find({**_scope(project, queue), "stamp_block": b}).to_list()
-                for b in blocks
+                coll.find({**_scope(project, queue), "stamp_block": b}).to_list() for b in blocks
             ]
             found += [
-                d for docs in await asyncio.gather(*reads) for d in docs if d["stamp"] > since
+                d
+                for docs in await asyncio.gather(*reads)
+                for d in docs
+                if d["stamp"] > since and all(name in d for name in kind)
             ]
             at = blocks.stop
         return sorted(found, key=lambda d: int(d["stamp"]))[:limit]

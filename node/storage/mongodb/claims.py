@@ -85,7 +85,7 @@ class MongoClaims:
             self._s.message_docs.bulk_write([update for _, update in marked], ordered=False)
         ]
         if stamp:  # the claim's own change, tracked as the messages' are (its record has none)
-            writes.append(self._s.claim_docs.update_one({"_id": cid}, {"$set": {"stamp": stamp}}))
+            writes.append(self._s.claim_docs.update_one({"_id": cid}, {"$set": stamped(stamp)}))
         result, *_ = await asyncio.gather(*writes)
         if result.matched_count < len(marked):  # some went meanwhile (a bulk delete)
             ids = [doc["_id"] for doc, _ in marked]
@@ -183,7 +183,7 @@ class MongoClaims:
         stamp = await self._s.tracking.stamp(project, queue)
         doc = await self._s.claim_docs.find_one_and_update(
             {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}},
-            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl, "stamp": stamp}},
+            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl, **stamped(stamp)}},
         )
         if doc is None:
             raise ClaimDoesNotExist(project, queue, claim_id)
