@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
 from node.errors import MessageIsClaimed
@@ -517,3 +518,70 @@ async def test_a_migration_step_costs_its_batch_not_the_queue(
             assert len(message_reads) <= 8, message_reads
     finally:
         await target.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10, open: a message stored more than blocks.SETTLE after its markers were "
+    "reserved lands below a low-water mark that already moved past its block, and stays "
+    "hidden from pages and claims until the next seed (blocks.RESEED, 300 s)",
+)
+async def test_a_message_stored_late_is_listed_at_once(
+    counted: tuple[MongoStorage, Commands], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post that stalls between reserving its marker and storing its message (a paused
+    process, a slow server) must not stay invisible once it lands."""
+    monkeypatch.setattr(blocks, "SETTLE", 0.2)
+    store, _ = counted
+    if not store.blocks.enabled:
+        pytest.skip("no low-water mark where blocks are not read (one sorted query)")
+    await store.posts.reserve(P, Q, 1)  # marker 1, its message not stored yet
+    await store.messages.post(P, Q, [NewMessage(body=i, ttl=600) for i in range(63)], "c")
+
+    async def page() -> list[int]:
+        listed = await store.messages.list(
+            P,
+            Q,
+            marker=None,
+            limit=10,
+            echo=True,
+            include_claimed=True,
+            include_delayed=True,
+            client_id="c",
+        )
+        return [m.marker for m in listed]
+
+    first = await store.messages.list(
+        P,
+        Q,
+        marker=None,
+        limit=30,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id="c",
+    )
+    await store.messages.bulk_delete(P, Q, [m.id for m in first], None)  # markers 2 to 31
+    assert (await page())[0] == 32
+    await asyncio.sleep(0.3)  # every marker reserved so far counts as landed
+    assert (await page())[0] == 32  # the mark moves past the first block now
+    now = clock()
+    late = {
+        "_id": ObjectId(),
+        "project": P,
+        "queue": Q,
+        "marker": 1,
+        "block": 0,
+        "body": "1",
+        "ttl": 600,
+        "created": now,
+        "expires": now + 600,
+        "delay_expires": 0.0,
+        "client_id": "late",
+        "claim_id": None,
+        "claim_expires": 0.0,
+        "claim_count": 0,
+        **changes.stamped(0),
+    }
+    await store.message_docs.insert_one(late)  # the stalled post's insert, as posts write it
+    assert (await page())[0] == 1
