@@ -225,20 +225,26 @@ async def test_a_large_queue_moves_within_the_default_freeze_limit_under_load(
 
 
 async def move_mongodb_queue_under_load(
-    etcd_url: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest, size: int
+    etcd_url: str,
+    tmp_path: Path,
+    clock: FakeClock,
+    request: pytest.FixtureRequest,
+    size: int,
+    clients: int,
 ) -> None:
     """`size` messages from one MongoDB partition to another (FerretDB over PostgreSQL, or
     `MONGODB_URL`) while clients post, claim and delete through the proxy: every message
     accounted for exactly once. FerretDB is slow and its fence not atomic with every write: the
     settle interval of `test_move_under_load_on_mongodb`, and a freeze limit of 2 s (under the
     3 s the proxy holds a request to a frozen queue): on a loaded 2-core machine every command
-    to FerretDB can take hundreds of milliseconds, and a freeze sends a few dozen."""
+    to FerretDB can take hundreds of milliseconds, and a freeze sends a few dozen. `clients`
+    producers and as many consumers, each pausing 20 ms between requests."""
     uris = {name: storage_uri("mongodb", tmp_path, request) for name in ("p1", "p2")}
     async with migration_cluster(etcd_url, uris, clock) as c:
         assert (await call(c.proxy, "PUT", Q))[0] == 201
         source = (await c.placement()).partition
         target = "p2" if source == "p1" else "p1"
-        load = Load(c.proxy)
+        load = Load(c.proxy, producers=clients, consumers=clients, pause=0.02)
         for start in range(0, size, 500):  # straight into the source: producer -1's
             bodies = [NewMessage({"p": -1, "n": n}, 3600) for n in range(start, start + 500)]
             ids = await c.storage(source).messages.post(PROJECT, QUEUE, bodies, "filler")
@@ -266,7 +272,7 @@ async def move_mongodb_queue_under_load(
 async def test_a_1000_message_queue_moves_between_mongodb_partitions_under_load(
     etcd_server: Etcd, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
 ) -> None:
-    await move_mongodb_queue_under_load(etcd_server.url, tmp_path, clock, request, 1000)
+    await move_mongodb_queue_under_load(etcd_server.url, tmp_path, clock, request, 1000, 1)
 
 
 @pytest.mark.slow
@@ -280,7 +286,7 @@ async def test_a_1000_message_queue_moves_between_mongodb_partitions_under_load(
 async def test_a_20000_message_queue_moves_between_mongodb_partitions_under_load(
     etcd_server: Etcd, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
 ) -> None:
-    await move_mongodb_queue_under_load(etcd_server.url, tmp_path, clock, request, 20_000)
+    await move_mongodb_queue_under_load(etcd_server.url, tmp_path, clock, request, 20_000, 3)
 
 
 @pytest.mark.slow

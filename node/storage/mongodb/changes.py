@@ -44,7 +44,7 @@ MARGIN = 64
 # sorts in its own process (FerretDB over PostgreSQL: see `blocks`), the changes after a
 # position are read a stamp block at a time, by equality (pushed down), a few at once: a sorted
 # read of a range of stamps would decode every message, claim and tombstone of the queue there.
-STAMPS = 32
+STAMPS = 64
 WIDEST = 8  # stamp blocks read at once
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
