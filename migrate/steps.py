@@ -16,6 +16,7 @@ running it again after a partial run converges to the same state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
@@ -217,8 +218,10 @@ class LiveSteps:
 
     async def verify(self) -> QueueDigest:
         m = self.move
-        src_queue = await self.source.export_queue(m.project, m.queue)
-        dst_queue = await self.target.export_queue(m.project, m.queue)
+        src_queue, dst_queue = await asyncio.gather(  # both at once: the freeze is waiting
+            self.source.export_queue(m.project, m.queue),
+            self.target.export_queue(m.project, m.queue),
+        )
         if src_queue is None or dst_queue is None:
             missing = m.source if src_queue is None else m.target
             raise Diverged(f"verify: queue {m.queue} is missing on {missing}")

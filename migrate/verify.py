@@ -188,18 +188,21 @@ class Verifier:
         if b is None:
             return None
         touched = Touched(set(b.dirty), set(b.dirty_claims))
-        try:
-            for store, since in ((self.source, b.source_at), (self.target, b.target_at)):
-                while True:
-                    page = await store.changes(self.project, self.queue, since=since, limit=PAGE)
-                    touched.ranges.update(range_of(m.marker) for m in page.messages)
-                    touched.ranges.update(range_of(r.marker) for r in page.removed)
-                    touched.claims.update(c.id for c in page.claims)
-                    touched.claims.update(page.released)
-                    if not page.more:
-                        break
-                    since = page.upto
-                    await asyncio.sleep(0)
+
+        async def read(store: TransferStore, since: int) -> None:
+            while True:
+                page = await store.changes(self.project, self.queue, since=since, limit=PAGE)
+                touched.ranges.update(range_of(m.marker) for m in page.messages)
+                touched.ranges.update(range_of(r.marker) for r in page.removed)
+                touched.claims.update(c.id for c in page.claims)
+                touched.claims.update(page.released)
+                if not page.more:
+                    return
+                since = page.upto
+                await asyncio.sleep(0)
+
+        try:  # both partitions at once: a freeze waits for the slower one only
+            await asyncio.gather(read(self.source, b.source_at), read(self.target, b.target_at))
         except ChangesLost:
             return None
         return touched
@@ -211,8 +214,10 @@ class Verifier:
         wanted = None if ids is None else sorted(ids)
         found: dict[str, ClaimPair] = {}
         with self._pinned():  # both read at one instant: nothing expires in between
-            theirs = await self.source.export_claims(self.project, self.queue, ids=wanted)
-            ours = await self.target.export_claims(self.project, self.queue, ids=wanted)
+            theirs, ours = await asyncio.gather(
+                self.source.export_claims(self.project, self.queue, ids=wanted),
+                self.target.export_claims(self.project, self.queue, ids=wanted),
+            )
         for c in theirs:
             found[c.id] = (c, None)
         for c in ours:
@@ -241,8 +246,9 @@ class Verifier:
                     return found
                 upto = after + CHUNK * RANGE
             with self._pinned():  # both read at one instant: nothing expires in between
-                theirs = await self._digests(self.source, after, upto)
-                ours = await self._digests(self.target, after, upto)
+                theirs, ours = await asyncio.gather(
+                    self._digests(self.source, after, upto), self._digests(self.target, after, upto)
+                )
             runs = set(theirs) | set(ours)
             if spans is not None:  # a touched range now empty on both sides is found too
                 runs |= set(range(after // RANGE, upto // RANGE))

@@ -52,6 +52,8 @@ WIDEST = 8  # blocks read at once, at most (a read that comes back short asks fo
 # some of whose markers this process never saw stored).
 SETTLE = 30.0
 RESEED = 300.0  # seconds a low-water mark is trusted before the queue's first marker is read again
+# Blocks a migration's read reads before it sorts the rest instead, beyond twice what it asked.
+TRANSFER_BLOCKS = 16
 
 Key = tuple[str, str]
 
@@ -213,10 +215,98 @@ class Blocks:
                 return found[:limit]
             span = min(span * 2, WIDEST)
 
-    async def _block(self, project: str, queue: str, block: int) -> list[Doc]:
+    async def _block(
+        self, project: str, queue: str, block: int, fields: Doc | None = None
+    ) -> list[Doc]:
         return await self._messages.find(
-            {"project": project, "queue": queue, "block": block}
+            {"project": project, "queue": queue, "block": block}, fields
         ).to_list()
+
+    # --- reads for a migration (no low-water mark: each call says where it starts) -------------
+
+    async def ranged(
+        self,
+        project: str,
+        queue: str,
+        query: Doc,
+        *,
+        after: int,
+        limit: int,
+        fields: Doc | None = None,
+    ) -> list[Doc]:
+        """Up to `limit` documents of the queue matching `query` (which names the project and
+        the queue; it may compare `expires`) with a marker above `after`, in marker order, with
+        `fields` (None: all; else with `marker` and what `query` names too). Where blocks are
+        read: the blocks from `after` up to the counter's, a few at once, so that a read costs
+        about `limit` documents decoded, not the queue; after `TRANSFER_BLOCKS` blocks more than
+        `limit` could fill (a sparse queue), one sorted read for the rest, which costs the
+        queue once."""
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        if not self.enabled:
+            plain = {**query, "marker": {"$gt": after}}
+            return await self._messages.find(plain, fields).sort("marker", ASCENDING).to_list(limit)
+        if fields is not None:  # what `query` compares is read too
+            fields = {**fields, **dict.fromkeys(query, 1), "marker": 1}
+        at = block_of(after + 1)
+        budget = TRANSFER_BLOCKS + 2 * -(-limit // BLOCK)
+        span = min(block_of(after + limit) - at + 1, WIDEST)  # markers are dense, mostly
+        found: list[Doc] = []
+        top = -1
+        while True:
+            blocks = range(at, at + span)
+            reads = [self._block(project, queue, b, fields) for b in blocks]
+            if top < 0:
+                queue_doc, read = await asyncio.gather(
+                    self._queue_doc((project, queue)), asyncio.gather(*reads)
+                )
+                if queue_doc is None:
+                    return []
+                top = block_of(int(queue_doc["counter"]))
+            else:
+                read = list(await asyncio.gather(*reads))
+            for docs in read:
+                docs.sort(key=lambda d: int(d["marker"]))
+                found += [d for d in docs if d["marker"] > after and matches(d, query)]
+            at += span
+            budget -= span
+            if len(found) >= limit or at > top:
+                return found[:limit]
+            if budget <= 0:
+                rest = {**query, "marker": {"$gt": at * BLOCK - 1}}
+                cursor = self._messages.find(rest, fields).sort("marker", ASCENDING)
+                return found + await cursor.to_list(limit - len(found))
+            span = min(span * 2, WIDEST)
+
+    async def highest(self, project: str, queue: str, counter: int) -> int | None:
+        """The highest marker stored above `counter` (a lost update of FerretDB's counter can
+        leave it below markers handed out), None if none. Where blocks are read: the blocks
+        from the counter's up (a sorted read would decode the whole queue)."""
+        if not self.enabled:
+            top = await self._messages.find_one(
+                {"project": project, "queue": queue}, {"marker": 1}, sort=[("marker", -1)]
+            )
+            return None if top is None or top["marker"] <= counter else int(top["marker"])
+        near = range(block_of(counter), block_of(counter) + 2)  # a lost update: a few markers
+        read = await asyncio.gather(*(self._block(project, queue, b, {"marker": 1}) for b in near))
+        above = [int(d["marker"]) for docs in read for d in docs if d["marker"] > counter]
+        return max(above, default=None)
+
+    async def holding(self, project: str, queue: str, docs: list[Doc]) -> dict[Any, Doc]:
+        """The stored documents with the `_id`s of `docs`, by `_id`: where blocks are read,
+        found in the blocks of their markers, and those not there by `_id` alone, one read
+        each (an `$in` is filtered by FerretDB itself, over the whole partition)."""
+        ids = {doc["_id"] for doc in docs}
+        if not self.enabled:
+            return {d["_id"]: d async for d in self._messages.find({"_id": {"$in": list(ids)}})}
+        blocks = sorted({block_of(int(doc["marker"])) for doc in docs})
+        read = await asyncio.gather(*(self._block(project, queue, b) for b in blocks))
+        stored = {d["_id"]: d for found in read for d in found if d["_id"] in ids}
+        elsewhere = [i for i in ids if i not in stored]
+        for doc in await asyncio.gather(*(self._messages.find_one({"_id": i}) for i in elsewhere)):
+            if doc is not None:
+                stored[doc["_id"]] = doc
+        return stored
 
     async def _queue_doc(self, key: Key) -> Doc | None:
         return await self._queues.find_one(queue_key(*key), {"counter": 1})

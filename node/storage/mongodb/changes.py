@@ -39,6 +39,13 @@ from node.storage import transfer
 from node.storage.mongodb.documents import Doc, to_claim, to_message
 
 MARGIN = 64
+# A message document carries its stamp's block of `STAMPS` stamps too (`stamp_block`; -1 for 0:
+# untracked), and so do claim documents and tombstones. Where the server filters equalities but
+# sorts in its own process (FerretDB over PostgreSQL: see `blocks`), the changes after a
+# position are read a stamp block at a time, by equality (pushed down), a few at once: a sorted
+# read of a range of stamps would decode every message, claim and tombstone of the queue there.
+STAMPS = 64
+WIDEST = 8  # stamp blocks read at once
 QUIET = 0.5  # seconds a node takes a queue found untracked to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as untracked, at most
 
@@ -59,6 +66,7 @@ class Tracking:
         self._messages = message_docs
         self._claims = claim_docs
         self._untracked: dict[tuple[str, str], float] = {}  # monotonic time it was asked
+        self.by_stamp_block = False  # set by `Database.create_indexes` (see `STAMPS`)
 
     async def create_indexes(self) -> None:
         await self.sequences.create_index(
@@ -100,7 +108,7 @@ class Tracking:
         if stamp and gone:
             await self.removed.insert_many(
                 [
-                    {**_scope(project, queue), "stamp": stamp, "mid": mid, "marker": m, "at": now}
+                    {**_scope(project, queue), **stamped(stamp), "mid": mid, "marker": m, "at": now}
                     for mid, m in gone
                 ]
             )
@@ -111,7 +119,7 @@ class Tracking:
         """Tombstones for the claims `ids` deleted by a write stamped `stamp` (0: untracked)."""
         if stamp and ids:
             await self.removed.insert_many(
-                [{**_scope(project, queue), "stamp": stamp, "cid": cid, "at": now} for cid in ids]
+                [{**_scope(project, queue), **stamped(stamp), "cid": cid, "at": now} for cid in ids]
             )
 
     async def forget(self, project: str, queue: str) -> None:
@@ -177,7 +185,15 @@ class Tracking:
             (self._claims, {}),
             (self.removed, {"cid": {"$exists": True}}),
         ]
-        pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
+        if self.by_stamp_block:
+            top = int(doc["stamp"])
+            reads = [
+                self._stamp_blocks(coll, project, queue, since, top, limit, kind)
+                for coll, kind in streams
+            ]
+            pages = list(await asyncio.gather(*reads))
+        else:
+            pages = [await self._page(coll, {**after, **kind}, limit) for coll, kind in streams]
         full = [int(rows[-1]["stamp"]) for rows in pages if len(rows) == limit]
         upto, more = max(since, _lowered(doc)), bool(full)
         if more:
@@ -199,12 +215,46 @@ class Tracking:
             released=tuple(str(r["cid"]) for r in released),
         )
 
+    async def _stamp_blocks(
+        self,
+        coll: AsyncCollection[Doc],
+        project: str,
+        queue: str,
+        since: int,
+        top: int,
+        limit: int,
+        kind: Doc,
+    ) -> list[Doc]:
+        """The documents of `coll` (those with the fields `kind` names) written after `since`,
+        in stamp order, up to `limit`, read by stamp blocks (see `STAMPS`); the sequence is at
+        `top` (a stamp FerretDB stepped back is at most `MARGIN` above it)."""
+        found: list[Doc] = []
+        at, last = (since + 1) // STAMPS, (top + MARGIN) // STAMPS
+        while at <= last and len(found) < limit:  # whole blocks: the first `limit` are in them
+            blocks = range(at, min(at + WIDEST, last + 1))
+            reads = [
+                coll.find({**_scope(project, queue), "stamp_block": b}).to_list() for b in blocks
+            ]
+            found += [
+                d
+                for docs in await asyncio.gather(*reads)
+                for d in docs
+                if d["stamp"] > since and all(name in d for name in kind)
+            ]
+            at = blocks.stop
+        return sorted(found, key=lambda d: int(d["stamp"]))[:limit]
+
     @staticmethod
     async def _page(coll: AsyncCollection[Doc], query: Doc, limit: int) -> list[Doc]:
         return [doc async for doc in coll.find(query).sort("stamp", ASCENDING).limit(limit)]
 
 
 _FIELDS: dict[str, Any] = {"project": 1, "queue": 1}
+
+
+def stamped(stamp: int) -> Doc:
+    """The fields of a message document that say which write stamped it last (see `STAMPS`)."""
+    return {"stamp": stamp, "stamp_block": stamp // STAMPS if stamp else -1}
 
 
 def _lowered(doc: Doc) -> int:

@@ -14,6 +14,7 @@ from node.models import Claim, DeadLetter, is_id, new_id
 from node.storage.base import Messages
 from node.storage.deadletters import pile
 from node.storage.mongodb.blocks import block_of
+from node.storage.mongodb.changes import stamped
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.deadletters import make_pile
 from node.storage.mongodb.documents import (
@@ -74,7 +75,7 @@ class MongoClaims:
             changes: Doc = {
                 "claim_id": cid,
                 "claim_expires": claim.expires,
-                "stamp": stamp,
+                **stamped(stamp),
                 "claim_count": doc.get("claim_count", 0) + 1,  # held: nobody else writes it
             }
             if doc["expires"] < lives_until:
@@ -84,7 +85,7 @@ class MongoClaims:
             self._s.message_docs.bulk_write([update for _, update in marked], ordered=False)
         ]
         if stamp:  # the claim's own change, tracked as the messages' are (its record has none)
-            writes.append(self._s.claim_docs.update_one({"_id": cid}, {"$set": {"stamp": stamp}}))
+            writes.append(self._s.claim_docs.update_one({"_id": cid}, {"$set": stamped(stamp)}))
         result, *_ = await asyncio.gather(*writes)
         if result.matched_count < len(marked):  # some went meanwhile (a bulk delete)
             ids = [doc["_id"] for doc, _ in marked]
@@ -103,7 +104,7 @@ class MongoClaims:
             **free_query(now),
             "claim_count": {"$gte": policy.max_claims},
         }
-        found = await self._s.message_docs.find(query).sort("marker", ASCENDING).to_list(limit)
+        found = await self._s.blocks.find(project, queue, query, after=0, limit=limit, now=now)
         if not found:
             return 0
         # Held while they move, as a pop holds what it takes: no claim takes them meanwhile.
@@ -136,7 +137,7 @@ class MongoClaims:
                     "delay_expires": 0.0,
                     "claim_id": hold,
                     "claim_expires": 0.0,
-                    "stamp": stamp,
+                    **stamped(stamp),
                 }
                 if policy.ttl is not None:
                     changes.update(ttl=policy.ttl, expires=now + policy.ttl)
@@ -182,7 +183,7 @@ class MongoClaims:
         stamp = await self._s.tracking.stamp(project, queue)
         doc = await self._s.claim_docs.find_one_and_update(
             {"_id": cid, "project": project, "queue": queue, "expires": {"$gt": now}},
-            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl, "stamp": stamp}},
+            {"$set": {"ttl": ttl, "grace": grace, "expires": now + ttl, **stamped(stamp)}},
         )
         if doc is None:
             raise ClaimDoesNotExist(project, queue, claim_id)
@@ -203,7 +204,7 @@ class MongoClaims:
         # Messages first, holds after: until then a message that looks free cannot be taken.
         released = await self._s.message_docs.update_many(
             {**scope, "claim_id": cid},
-            {"$set": {"claim_id": None, "claim_expires": 0.0, "stamp": stamp}},
+            {"$set": {"claim_id": None, "claim_expires": 0.0, **stamped(stamp)}},
         )
         if released.matched_count:  # the claim belongs to this queue
             await self._s.holds.docs.delete_many({"holder": cid})
@@ -220,7 +221,7 @@ class MongoClaims:
         lives_until = claim.expires + claim.grace
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
-            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, "stamp": stamp}}
+            held, {"$set": {"claim_id": cid, "claim_expires": claim.expires, **stamped(stamp)}}
         )
         if not extend:
             return
@@ -228,5 +229,5 @@ class MongoClaims:
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.message_docs.update_many(
             {"$and": [held, {"expires": {"$lt": lives_until}}]},
-            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, "stamp": stamp}},
+            {"$set": {"expires": lives_until, "ttl": claim.ttl + claim.grace, **stamped(stamp)}},
         )

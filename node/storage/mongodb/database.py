@@ -15,7 +15,7 @@ from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from node.storage.mongodb.blocks import BLOCK, Blocks
-from node.storage.mongodb.changes import Tracking
+from node.storage.mongodb.changes import Tracking, stamped
 from node.storage.mongodb.documents import Doc, backend
 from node.storage.mongodb.fences import Fences
 from node.storage.mongodb.holds import Holds
@@ -99,6 +99,9 @@ class Database:
         self.reservations.enabled = ferretdb  # MongoDB's `$inc` is atomic
         self.atomic = not ferretdb
         self.blocks.enabled = ferretdb and await self._pushes_down_equalities()
+        self.tracking.by_stamp_block = self.blocks.enabled
+        if self.tracking.by_stamp_block:
+            await self._number_stamp_blocks()
         if self.blocks.enabled:
             await self._number_blocks()
 
@@ -131,6 +134,27 @@ class Database:
             await self.message_docs.bulk_write(updates, ordered=False)
         await self._settings.update_one(
             {"_id": "blocks"}, {"$set": {"numbered": True}}, upsert=True
+        )
+
+    async def _number_stamp_blocks(self) -> None:
+        """Give each stamped document written before changes were read by stamp blocks its
+        `stamp_block` (see `changes`), once per database: a move in flight across the upgrade
+        would miss their changes otherwise."""
+        if await self._settings.find_one({"_id": "stamp_blocks"}) is not None:
+            return
+        for docs in (self.message_docs, self.claim_docs, self.tracking.removed):
+            unnumbered = docs.find({"stamp_block": {"$exists": False}}, {"stamp": 1})
+            updates = [
+                UpdateOne(
+                    {"_id": doc["_id"], "stamp_block": {"$exists": False}},
+                    {"$set": {"stamp_block": stamped(int(doc.get("stamp") or 0))["stamp_block"]}},
+                )
+                async for doc in unnumbered
+            ]
+            if updates:
+                await docs.bulk_write(updates, ordered=False)
+        await self._settings.update_one(
+            {"_id": "stamp_blocks"}, {"$set": {"numbered": True}}, upsert=True
         )
 
     async def close(self) -> None:

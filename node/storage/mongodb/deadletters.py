@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from node.models import Message, Outgoing
 from node.storage.deadletters import MARK, SENT, bound_for, pile
 from node.storage.mongodb.blocks import block_of
+from node.storage.mongodb.changes import stamped
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import (
     Doc,
@@ -93,7 +94,7 @@ class MongoDeadLetters:
                         "delay_expires": 0.0,
                         "claim_id": _hold(m),
                         "claim_expires": m.expires,
-                        "stamp": stamp,
+                        **stamped(stamp),
                     }
                 },
             )
@@ -124,7 +125,7 @@ class MongoDeadLetters:
         updates = [
             UpdateOne(
                 {"_id": ObjectId(m.id), "project": project, "queue": queue, "claim_id": _hold(m)},
-                {"$set": {"claim_id": None, "claim_expires": 0.0, "stamp": stamp}},
+                {"$set": {"claim_id": None, "claim_expires": 0.0, **stamped(stamp)}},
             )
             for m in messages
         ]
@@ -168,5 +169,5 @@ def _doc(project: str, queue: str, marker: int, stamp: int, m: Message) -> Doc:
         "claim_id": _hold(m),
         "claim_expires": m.expires,
         "claim_count": m.claim_count,
-        "stamp": stamp,
+        **stamped(stamp),
     }

@@ -9,6 +9,7 @@ read-modify-write there: the unique index is the one primitive trusted on every 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from bson import ObjectId
@@ -110,9 +111,23 @@ class Holds:
             return mids
         except BulkWriteError as exc:
             busy = [mids[i] for i in duplicates(exc)]
-        expired = self.docs.find({"message": {"$in": busy}, "expires": {"$lte": now}})
-        replaced = {old["message"] async for old in expired if await self._replace(old, hold)}
+        replaced = {
+            old["message"]
+            for old in await self._expired(busy, now)
+            if await self._replace(old, hold)
+        }
         return [mid for mid in mids if mid not in busy or mid in replaced]
+
+    async def _expired(self, mids: list[ObjectId], now: float) -> list[Doc]:
+        """The expired holds of `mids`. Where blocks are read (FerretDB over PostgreSQL, which
+        filters an `$in` or a range itself, over every hold of the partition, but passes an
+        equality down), each hold is read by its message, alone, all at once."""
+        if not self._blocks.enabled:
+            return await self.docs.find(
+                {"message": {"$in": mids}, "expires": {"$lte": now}}
+            ).to_list()
+        found = await asyncio.gather(*(self.docs.find_one({"message": mid}) for mid in mids))
+        return [old for old in found if old is not None and old["expires"] <= now]
 
     async def _replace(self, old: Doc, hold: Callable[[ObjectId], Doc]) -> bool:
         """Take over the message of the expired hold `old`; False if another taker was first."""

@@ -38,7 +38,7 @@ from pymongo.errors import BulkWriteError
 
 from node.errors import QueueDoesNotExist, StorageUnavailable
 from node.storage.mongodb.blocks import Blocks, block_of
-from node.storage.mongodb.changes import Tracking
+from node.storage.mongodb.changes import Tracking, stamped
 from node.storage.mongodb.documents import Doc, backend, duplicates, queue_key
 from node.storage.mongodb.fences import Fences, alongside
 from node.storage.mongodb.outbox import MongoOutbox
@@ -174,7 +174,7 @@ class Posts:
                 for i, doc in enumerate(docs):
                     doc["marker"] = first + i
                     doc["block"] = block_of(first + i)
-                    doc["stamp"] = stamp
+                    doc.update(stamped(stamp))
                 try:
                     await self._messages.insert_many(docs, ordered=True)
                 except BulkWriteError as exc:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -31,6 +32,7 @@ from node.models import (
 )
 from node.storage import transfer
 from node.storage.mongodb.blocks import block_of
+from node.storage.mongodb.changes import stamped
 from node.storage.mongodb.database import Database
 from node.storage.mongodb.documents import (
     Doc,
@@ -39,7 +41,7 @@ from node.storage.mongodb.documents import (
     live_query,
     queue_key,
     to_claim,
-    to_messages,
+    to_message,
 )
 
 
@@ -97,55 +99,56 @@ def _claim_doc(project: str, queue: str, c: Claim) -> Doc:
     }
 
 
+Lookup = Callable[[list[Doc]], Awaitable[dict[Any, Doc]]]
+
+
 async def _upsert(
     coll: AsyncCollection[Doc],
     project: str,
     queue: str,
     docs: list[Doc],
     stamp: Callable[[], Awaitable[int]] | None = None,
+    lookup: Lookup | None = None,
 ) -> int:
     """Insert the documents that are new and replace those that differ; return how many. With
-    `stamp`, what is written is stamped with what it gives (called only if anything is)."""
+    `stamp`, what is written is stamped with what it gives (taken before the writes).
+
+    The documents are inserted first: only those refused as duplicates are read back (with
+    `lookup`, else by `_id`) and compared, so a bulk copy into an empty queue reads nothing
+    (FerretDB filters an `_id` `$in` itself, over the whole partition)."""
     if not docs:
         return 0
-    ids = [doc["_id"] for doc in docs]
-    stored = {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": ids}})}
-    for old in stored.values():
-        if (old["project"], old["queue"]) != (project, queue):
-            raise TransferConflict(f"{old['_id']} belongs to queue {old['queue']}")
-    changed = [
-        doc
-        for doc in docs
-        if doc["_id"] in stored and any(stored[doc["_id"]].get(k) != v for k, v in doc.items())
-    ]
-    new = [doc for doc in docs if doc["_id"] not in stored]
-    written = len(changed) + len(new)
-    if stamp is not None and written:
-        value = await stamp()
-        changed = [{**doc, "stamp": value} for doc in changed]
-        new = [{**doc, "stamp": value} for doc in new]
+    value = None if stamp is None else await stamp()
+    fresh = docs if value is None else [{**doc, **stamped(value)} for doc in docs]
     try:
-        if new:
-            try:
-                await coll.insert_many(new, ordered=False)
-            except BulkWriteError as exc:
-                refused = [new[i] for i in duplicates(exc)]
-                late = {
-                    doc["_id"]
-                    async for doc in coll.find(
-                        {"_id": {"$in": [d["_id"] for d in refused]}, **_scope(project, queue)},
-                        {"_id": 1},
-                    )
-                }
-                if any(doc["_id"] not in late for doc in refused):
+        try:
+            await coll.insert_many(fresh, ordered=False)
+            return len(docs)
+        except BulkWriteError as exc:
+            refused = sorted(duplicates(exc))
+            if lookup is None:
+                ids = [docs[i]["_id"] for i in refused]
+                stored = {d["_id"]: d async for d in coll.find({"_id": {"$in": ids}})}
+            else:
+                stored = await lookup([docs[i] for i in refused])
+            for i in refused:
+                old = stored.get(docs[i]["_id"])
+                if old is None:
                     message = f"{coll.name}: a marker belongs to another message"
                     raise TransferConflict(message) from exc
-                changed += refused
-        if changed:
-            await coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d) for d in changed])
+                if (old["project"], old["queue"]) != (project, queue):
+                    raise TransferConflict(f"{old['_id']} belongs to queue {old['queue']}") from exc
+            # A duplicate `_id` of this queue: an earlier import (maybe one landing late).
+            changed = [
+                fresh[i]
+                for i in refused
+                if any(stored[docs[i]["_id"]].get(k) != v for k, v in docs[i].items())
+            ]
+            if changed:
+                await coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d) for d in changed])
+            return len(docs) - len(refused) + len(changed)
     except (BulkWriteError, DuplicateKeyError) as exc:
         raise TransferConflict(f"{coll.name}: {exc}") from exc
-    return written
 
 
 async def _delete(coll: AsyncCollection[Doc], project: str, queue: str, ids: Sequence[str]) -> int:
@@ -201,7 +204,6 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
         fields = {
             "marker": 1,
             "body": 1,
@@ -210,7 +212,14 @@ class MongoTransfer:
             "claim_expires": 1,
             "claim_count": 1,
         }
-        cursor = self._s.message_docs.find(query, fields).sort("marker", ASCENDING).limit(limit)
+        found = await self._s.blocks.ranged(
+            project,
+            queue,
+            live_query(project, queue, now),
+            after=after_marker,
+            limit=limit,
+            fields=fields,
+        )
         return [
             (
                 int(d["marker"]),
@@ -225,24 +234,22 @@ class MongoTransfer:
                     d.get("claim_count", 0),
                 ),
             )
-            async for d in cursor
+            for d in found
         ]
 
     @backend()
     async def export_queue(self, project: str, queue: str) -> QueueExport | None:
-        doc, top, reason = await asyncio.gather(
+        doc, reason = await asyncio.gather(
             self._s.queue_docs.find_one(queue_key(project, queue)),
-            self._s.message_docs.find_one(
-                _scope(project, queue), {"marker": 1}, sort=[("marker", DESCENDING)]
-            ),
             self._s.fences.reason(project, queue),
         )
         if doc is None:
             return None
+        # Past a lost update of the counter (FerretDB), the highest marker stored says more.
+        above = await self._s.blocks.highest(project, queue, int(doc["counter"]))
         return QueueExport(
             metadata=json.loads(doc["metadata"]),
-            # Past a lost update of the counter (FerretDB), the highest marker stored says more.
-            counter=max(int(doc["counter"]), 0 if top is None else int(top["marker"])),
+            counter=int(doc["counter"]) if above is None else above,
             created=doc["created"],
             fence=reason,
         )
@@ -254,9 +261,10 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
-        return [transfer.exported(m, now) for m in await to_messages(cursor)]
+        found = await self._s.blocks.ranged(
+            project, queue, live_query(project, queue, now), after=after_marker, limit=limit
+        )
+        return [transfer.exported(to_message(doc), now) for doc in found]
 
     @backend()
     async def export_rows(
@@ -265,19 +273,35 @@ class MongoTransfer:
         if limit <= 0:  # MongoDB reads limit 0 as "no limit"
             return []
         now = self._s.clock()
-        query = {**live_query(project, queue, now), "marker": {"$gt": after_marker}}
-        cursor = self._s.message_docs.find(query).sort("marker", ASCENDING).limit(limit)
-        return [_row(doc, now) async for doc in cursor]
+        found = await self._s.blocks.ranged(
+            project, queue, live_query(project, queue, now), after=after_marker, limit=limit
+        )
+        return [_row(doc, now) for doc in found]
 
     @backend()
     async def export_claims(
         self, project: str, queue: str, *, ids: Sequence[str] | None = None
     ) -> list[Claim]:
-        query = {**_scope(project, queue), "expires": {"$gt": self._s.clock()}}
+        now = self._s.clock()
+        if ids is not None and self._s.blocks.enabled:
+            found = await self._claims_alone([ObjectId(i) for i in ids if is_id(i)])
+            live = [
+                d
+                for d in found.values()
+                if _scope(d["project"], d["queue"]) == _scope(project, queue) and d["expires"] > now
+            ]
+            return [to_claim(d) for d in sorted(live, key=lambda d: (d["created"], d["_id"]))]
+        query = {**_scope(project, queue), "expires": {"$gt": now}}
         if ids is not None:
             query["_id"] = {"$in": [ObjectId(i) for i in ids if is_id(i)]}
         cursor = self._s.claim_docs.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)])
         return [to_claim(d) async for d in cursor]
+
+    async def _claims_alone(self, ids: Sequence[Any]) -> dict[Any, Doc]:
+        """The claim documents with these `_id`s, each read alone, all at once: FerretDB filters
+        an `$in` itself, over every claim of the partition, but passes an `_id` alone down."""
+        found = await asyncio.gather(*(self._s.claim_docs.find_one({"_id": i}) for i in ids))
+        return {doc["_id"]: doc for doc in found if doc is not None}
 
     @backend()
     async def import_queue(self, project: str, queue: str, export: QueueExport) -> None:
@@ -317,7 +341,10 @@ class MongoTransfer:
         def stamp() -> Awaitable[int]:
             return self._s.tracking.stamp(project, queue)
 
-        return await _upsert(self._s.message_docs, project, queue, docs, stamp)
+        def lookup(refused: list[Doc]) -> Awaitable[dict[Any, Doc]]:
+            return self._s.blocks.holding(project, queue, refused)
+
+        return await _upsert(self._s.message_docs, project, queue, docs, stamp, lookup)
 
     @backend()
     async def import_claims(self, project: str, queue: str, claims: Sequence[Claim]) -> int:
@@ -327,11 +354,17 @@ class MongoTransfer:
         def stamp() -> Awaitable[int]:
             return self._s.tracking.stamp(project, queue)
 
-        return await _upsert(self._s.claim_docs, project, queue, docs, stamp)
+        def lookup(refused: list[Doc]) -> Awaitable[dict[Any, Doc]]:
+            return self._claims_alone([doc["_id"] for doc in refused])
+
+        alone = lookup if self._s.blocks.enabled else None
+        return await _upsert(self._s.claim_docs, project, queue, docs, stamp, alone)
 
     @backend()
     async def delete_messages(self, project: str, queue: str, ids: Sequence[str]) -> int:
         oids = [ObjectId(i) for i in ids if is_id(i)]
+        if self._s.blocks.enabled:
+            return await self._delete_each(project, queue, oids)
         query = {**_scope(project, queue), "_id": {"$in": oids}}
         gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
         if not gone:
@@ -339,6 +372,23 @@ class MongoTransfer:
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
         return await _delete(self._s.message_docs, project, queue, [str(g[0]) for g in gone])
+
+    async def _delete_each(self, project: str, queue: str, oids: list[ObjectId]) -> int:
+        """`delete_messages` where the server filters an `$in` itself, over the whole partition
+        (FerretDB), but passes equalities down: each id read, then deleted, alone, all at
+        once."""
+        scope = _scope(project, queue)
+        docs = self._s.message_docs
+        found = await asyncio.gather(
+            *(docs.find_one({"_id": o, **scope}, {"marker": 1}) for o in oids)
+        )
+        gone = [(d["_id"], d["marker"]) for d in found if d is not None]
+        if not gone:
+            return 0
+        stamp = await self._s.tracking.stamp(project, queue)
+        await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
+        done = await asyncio.gather(*(docs.delete_one({"_id": g[0], **scope}) for g in gone))
+        return sum(d.deleted_count for d in done)
 
     @backend()
     async def delete_claims(self, project: str, queue: str, ids: Sequence[str]) -> int:
@@ -350,6 +400,32 @@ class MongoTransfer:
         await self._s.tracking.bury_claims(project, queue, stamp, gone, self._s.clock())
         return await _delete(self._s.claim_docs, project, queue, [str(g) for g in gone])
 
+    async def _drop_blocks(self, project: str, queue: str, some: list[Doc], limit: int) -> int:
+        """Delete up to `limit` of the queue's messages, among the blocks holding `some` of them:
+        whole blocks by equality where they fit, else ids alone (FerretDB filters an `_id`
+        `$in` itself, over the whole partition); how many went."""
+        scope = _scope(project, queue)
+        docs = self._s.message_docs
+        blocks = sorted({doc["block"] for doc in some})
+        read = await asyncio.gather(
+            *(docs.find({**scope, "block": b}, {"_id": 1}).to_list() for b in blocks)
+        )
+        whole: list[int] = []
+        alone: list[ObjectId] = []
+        total = 0
+        for b, held in zip(blocks, read, strict=True):
+            if total + len(held) > limit:
+                if not whole:  # the first block alone is more than `limit`
+                    alone = [doc["_id"] for doc in held][:limit]
+                break
+            whole.append(b)
+            total += len(held)
+        await asyncio.gather(
+            *(docs.delete_many({**scope, "block": b}) for b in whole),
+            *(docs.delete_one({**scope, "_id": i}) for i in alone),
+        )
+        return total + len(alone)
+
     async def digest(self, project: str, queue: str) -> QueueDigest:
         return await transfer.digest(self, project, queue)
 
@@ -360,11 +436,14 @@ class MongoTransfer:
         found = 0
         for coll in (self._s.message_docs, self._s.claim_docs):
             if found < limit:
-                cursor = coll.find(scope, {"_id": 1}).limit(limit - found)
-                ids = [doc["_id"] async for doc in cursor]
-                if ids:
-                    await coll.delete_many({"_id": {"$in": ids}})
-                    found += len(ids)
+                cursor = coll.find(scope, {"_id": 1, "block": 1}).limit(limit - found)
+                some = [doc async for doc in cursor]
+                numbered = all("block" in doc for doc in some)
+                if some and numbered and coll is self._s.message_docs and self._s.blocks.enabled:
+                    found += await self._drop_blocks(project, queue, some, limit - found)
+                elif some:
+                    await coll.delete_many({"_id": {"$in": [doc["_id"] for doc in some]}})
+                    found += len(some)
         if found:  # counted as found: gone, whether this call or a concurrent one removed them
             return found
         # The queue's record last, with its few subscriptions.
