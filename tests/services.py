@@ -101,14 +101,11 @@ def postgres_cluster(data_dir: Path) -> Iterator[str]:
     finally:
         server.stop()
         # A session leaves a schema per test: tens of thousands of files, a minute and more to
-        # delete on a busy machine. An `rm` of its own deletes them after the session instead.
-        cluster, link = server.pgdata, data_dir / "pgdata"
-        subprocess.Popen(
-            ["rm", "-rf", str(cluster), str(link)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # delete on a busy machine. An `rm` in the background deletes them after the session
+        # instead (the shell that starts it ends at once; the `rm` ends by itself).
+        cluster, link = str(server.pgdata), str(data_dir / "pgdata")
+        background = 'rm -rf "$1" "$2" >/dev/null 2>&1 &'
+        subprocess.run(["sh", "-c", background, "sh", cluster, link], check=True)
 
 
 def _postgres_bin() -> Path:
