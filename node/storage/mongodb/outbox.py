@@ -48,11 +48,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from node.storage.mongodb.documents import Doc, backend, duplicates
-from node.storage.outbox import NOTIFICATION, Deliveries, Delivery, Nudge
+from node.storage.mongodb.owed import Owed
+from node.storage.outbox import Deliveries, Delivery, Nudge
 
 Clock = Callable[[], float]
 QUIET = 0.05  # seconds a node takes a queue found without subscriptions to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as without subscriptions, at most
+PROMOTE = 1000  # intents a migration's export decides at a time
 
 
 def _document(d: Delivery) -> Doc:
@@ -98,11 +100,19 @@ class MongoOutbox:
         subscription_docs: AsyncCollection[Doc],
         fence_docs: AsyncCollection[Doc],
         clock: Clock,
-        claim_docs: AsyncCollection[Doc] | None = None,
+        message_docs: AsyncCollection[Doc],
     ) -> None:
         self.docs = docs
         # One claim per lease taken: its unique `_id` is what makes a lease one holder's.
-        self.claims = claim_docs if claim_docs is not None else docs.database["outbox_claims"]
+        self.claims = docs.database["outbox_claims"]
+        # What posts owe until a deliverer turns it into deliveries (see `owed`).
+        self.owed = Owed(
+            docs.database["outbox_intents"],
+            docs.database["outbox_stored"],
+            message_docs,
+            subscription_docs,
+            clock,
+        )
         self._subscriptions = subscription_docs
         self._fences = fence_docs
         self._clock = clock
@@ -114,6 +124,7 @@ class MongoOutbox:
         await self.docs.create_index([("project", ASCENDING), ("queue", ASCENDING)])
         await self.claims.create_index("delivery")
         await self.claims.create_index([("project", ASCENDING), ("queue", ASCENDING)])
+        await self.owed.create_indexes()
 
     # --- the post path -------------------------------------------------------------------------
 
@@ -143,39 +154,13 @@ class MongoOutbox:
         """The queue may have subscriptions now: the next post asks."""
         self._quiet.pop((project, queue), None)
 
-    async def record_post(
-        self, project: str, queue: str, subscribers: list[Doc], messages: list[Doc], now: float
-    ) -> None:
-        """One delivery of the stored `messages` (in marker order) per subscription."""
-        notices = json.dumps(
-            [
-                {"ttl": m["ttl"], "body": json.loads(m["body"]), "Message_Type": NOTIFICATION,
-                 "queue_name": queue}
-                for m in messages
-            ]
-        )  # fmt: skip
-        post = str(messages[0]["_id"])
-        docs = [
-            {
-                "_id": f"{post}:{s['_id']}",
-                "project": project,
-                "queue": queue,
-                "subscription": str(s["_id"]),
-                "subscriber": s["subscriber"],
-                "options": s["options"],
-                "confirmed": bool(s.get("confirmed")),
-                "notices": notices,
-                "posted": now,
-                "due": now,
-                "failures": 0,
-                "sent": 0,
-                "owner": "",
-                "lease": "",  # a new delivery: no claim on it was ever made
-            }
-            for s in subscribers
-        ]
-        await self._insert(docs)
-        self.written.set()
+    async def owe(self, project: str, queue: str, docs: list[Doc], now: float) -> bool:
+        """Before the group `docs` is stored: what it owes the queue's live subscriptions, on
+        record (see `owed`). False when it owes nothing."""
+        subscribers = await self.subscribers(project, queue)
+        if subscribers:
+            await self.owed.intend(project, queue, subscribers, docs, now)
+        return bool(subscribers)
 
     async def _insert(self, docs: list[Doc]) -> int:
         if not docs:
@@ -196,6 +181,8 @@ class MongoOutbox:
         async with backend():
             gone = await self.docs.delete_many(query)
             await self.claims.delete_many(query)
+            if subscription is None:
+                await self.owed.forget(project, queue)
             return int(gone.deleted_count)
 
     # --- the deliverers -----------------------------------------------------------------------
@@ -210,6 +197,7 @@ class MongoOutbox:
                     {"project": 1, "queue": 1},
                 )
             }
+            await self._promote(fenced, limit=limit)
             cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING).limit(limit)
             candidates = [d async for d in cursor if (d["project"], d["queue"]) not in fenced]
             won = await self._claim(candidates, now)
@@ -218,6 +206,17 @@ class MongoOutbox:
             held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
             await self.docs.update_many({"_id": {"$in": [d["_id"] for d in won]}}, {"$set": held})
             return [_delivery({**d, **held}) for d in won]
+
+    async def _promote(
+        self, fenced: set[tuple[str, str]], *, limit: int, scope: tuple[str, str] | None = None
+    ) -> int:
+        """Posts' intents decided: the deliveries of those stored inserted (a duplicate is one
+        another deliverer inserted first), then the intents removed; how many were decided."""
+        deliveries, decided = await self.owed.promote(fenced, limit=limit, scope=scope)
+        await self._insert(deliveries)
+        await self.owed.settle(decided)
+        await self.owed.collect()
+        return len(decided)
 
     async def _claim(self, candidates: list[Doc], now: float) -> list[Doc]:
         """The candidates this call won: those whose claim (delivery id and the lease token
@@ -267,13 +266,16 @@ class MongoOutbox:
 
     async def depth(self) -> int:
         async with backend():
-            return int(await self.docs.count_documents({}))
+            return int(await self.docs.count_documents({})) + await self.owed.depth()
 
     async def wait(self, seconds: float) -> None:
         await self.written.wait(seconds)
 
     async def export_outbox(self, project: str, queue: str) -> Deliveries:
         async with backend():
+            # What the queue's posts owe moves with it: decided now (the queue is fenced).
+            while await self._promote(set(), limit=PROMOTE, scope=(project, queue)):
+                pass
             cursor = self.docs.find({"project": project, "queue": queue}).sort("_id", ASCENDING)
             return [_delivery(d) async for d in cursor]
 
@@ -284,4 +286,5 @@ class MongoOutbox:
         async with backend():
             gone = await self.docs.delete_many({"project": project, "queue": queue})
             await self.claims.delete_many({"project": project, "queue": queue})
+            await self.owed.forget(project, queue)
             return int(gone.deleted_count)
