@@ -5,6 +5,7 @@ nothing when nothing was stored, whatever a consumer removed meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -214,3 +215,54 @@ async def test_a_queue_deleted_owes_nothing(
     assert await owed_notices(survivor) == []
     assert await leftovers(survivor) == (0, 0)
     assert await survivor.outbox.depth() == 0
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["young", "after grace"])
+async def test_removals_racing_two_deliverers_lose_nothing_and_leave_nothing(
+    nodes: tuple[MongoStorage, MongoStorage],
+    server: str,  # noqa: F811
+    clock: FakeClock,
+    late: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty posts whose writer died after their messages; a consumer pops and deletes them
+    while two other nodes lease and settle at once (FerretDB applies conditional writes as a
+    read then a write: only unique inserts arbitrate). Every post is notified, and nothing
+    hidden is left behind once stray evidence (a removal that raced its post's promotion) is
+    collected."""
+    writer, survivor = nodes
+    groups = [await post_and_die(writer, after_write=True) for _ in range(20)]
+    if late:
+        clock.advance(owed.GRACE + 1)
+    other = await open_store(server, survivor.message_docs.database.name, clock)
+    notified: list[str] = []
+
+    async def deliver(node: MongoStorage, owner: str) -> None:
+        for _ in range(30):
+            taken = await node.outbox.lease(owner, limit=3, lasts=30)
+            notified.extend(d.id.split(":")[0] for d in taken)
+            await node.outbox.done(owner, [d.id for d in taken])
+            await asyncio.sleep(0)
+
+    async def consume() -> None:
+        for n, group in enumerate(groups):
+            first = str(group[0]["_id"])
+            if n % 2:
+                await survivor.messages.delete(P, Q, first, None)
+            else:
+                await survivor.messages.bulk_delete(P, Q, [str(d["_id"]) for d in group], None)
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(deliver(other, "a"), deliver(survivor, "b"), consume())
+        while taken := await other.outbox.lease("a", limit=50, lasts=30):
+            notified.extend(d.id.split(":")[0] for d in taken)
+            await other.outbox.done("a", [d.id for d in taken])
+    finally:
+        await other.close()
+    assert set(notified) == {str(g[0]["_id"]) for g in groups}
+    assert await survivor.outbox.depth() == 0
+    monkeypatch.setattr(owed, "SWEEP", 0.0)
+    clock.advance(owed.GRACE + 1)
+    assert await survivor.outbox.lease("b", limit=10, lasts=30) == []
+    assert await leftovers(survivor) == (0, 0)

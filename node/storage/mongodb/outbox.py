@@ -1,23 +1,26 @@
 """The MongoDB driver's outbox (`node.storage.outbox.OutboxStore`): one document per delivery
 in `outbox`, its `due` the lease's expiry while it is held.
 
-Without multi-document transactions a post cannot write its deliveries in the very write of its
-messages. They are written right after the messages and before the post is acknowledged (the
-lookup of the queue's subscriptions runs alongside the reservation of markers, so a queue
-without subscriptions waits for nothing more). What that order guarantees, both ways:
-- nothing is notified that was not stored: the deliveries are written only once `insert_many`
-  acknowledged every message of the group (a group that collided on markers takes its messages
-  back and retries before any delivery is written; any other failure writes none);
-- an acknowledged post has its deliveries on record; a post whose process dies between the two
-  writes was never acknowledged (its messages stored, not notified), like a post whose answer
-  was lost: its client posts again.
-Why not one write. FerretDB 1.x has no transactions, and `insert_many` is one atomic write per
-document, not per call, on MongoDB too. Holding a post's deliveries inside its first message
-document (a `notify` field an index pages) would make that one write, but would tie them to
-that message's life: consumers claim and delete messages within milliseconds, and expired ones
-are collected, so the owed notifications would go with them, unless every delete became a
-tombstone that every list, claim, pop and stats query skips. That trade (a rare unnotified
-unacknowledged post against every read path) is not taken.
+A post's deliveries and its messages are stored together or not at all, without transactions
+(FerretDB 1.x has none, and `insert_many` is atomic per document, not per call, on MongoDB
+too). The post writes what it owes first, as an intent (`owed`: the subscriptions and the
+notices, alongside the reservation of its markers, so it waits for nothing more), then its
+messages, the first of which carries `owes: true` in its own atomic write. Deliverers decide
+each intent before they lease (`lease` calls `owed.promote`): a post whose first message is
+stored, or was stored and removed (every removal of a message that owes first leaves its
+evidence, while its intent is undecided), gets its deliveries inserted here, one per
+subscription that still lives; a post whose first message is not found `owed.GRACE` seconds on
+has that id blocked (a hidden document a late insert collides with), and owes nothing. So:
+- nothing is notified that was not stored, and a post cut short after its messages (its
+  process killed, its client unanswered) is notified all the same;
+- a consumer's delete, a claim's delete, a pop, expiry or a purge never loses what a message
+  owes, and leaves nothing hidden for good: intents go once decided, blocks expire, evidence
+  goes with its intent (or, when a removal raced the decision, in a later sweep);
+- a queue without subscriptions pays nothing: its posts write no intent, and its removals
+  delete what does not owe in their one usual command.
+A migration's export decides the queue's intents first (their deliveries move as deliveries);
+the queue's drop, delete or `forget_owed` forgets its undecided ones, as SQLite's delete forgets
+what a deleted queue owed.
 
 Most queues have no subscriptions: like its fences (`node.storage.mongodb.fences`), a node that
 found a queue without live subscriptions believes it for `QUIET` seconds without asking again,
@@ -32,7 +35,9 @@ a deliverer takes the candidates it read by inserting one claim per candidate in
 `outbox_claims`, `_id` the delivery's id and the token it read (one `insert_many`): the claims
 that went in are the deliveries it won; a duplicate key means another took that delivery (at
 that token) first. It then marks its winnings held, with a new token (one `update_many`).
-Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`).
+Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`). Two deliverers may
+decide one intent at once: the second insert of its deliveries is a duplicate, ignored, unless
+the first was already delivered and done, which sends it again (at least once).
 """
 
 from __future__ import annotations
@@ -212,11 +217,11 @@ class MongoOutbox:
     ) -> int:
         """Posts' intents decided: the deliveries of those stored inserted (a duplicate is one
         another deliverer inserted first), then the intents removed; how many were decided."""
-        deliveries, decided = await self.owed.promote(fenced, limit=limit, scope=scope)
-        await self._insert(deliveries)
+        decided = await self.owed.promote(fenced, limit=limit, scope=scope)
+        await self._insert(decided.deliveries)
         await self.owed.settle(decided)
         await self.owed.collect()
-        return len(decided)
+        return len(decided.intents)
 
     async def _claim(self, candidates: list[Doc], now: float) -> list[Doc]:
         """The candidates this call won: those whose claim (delivery id and the lease token

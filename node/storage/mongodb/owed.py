@@ -28,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from bson import ObjectId
 from pymongo import ASCENDING
@@ -45,6 +46,13 @@ BLOCK_FOR = 7 * 86400.0  # how long such a document holds it (collected as an ex
 SWEEP = 60.0  # seconds between two collections of stray evidence, per process
 NOT_OWING = {"owes": {"$ne": True}}
 OWING = {"owes": True}
+
+
+@dataclass(frozen=True)
+class Decided:
+    deliveries: list[Doc]  # outbox documents of the posts found stored
+    intents: list[str]  # the intents decided: stored, or dropped
+    evidenced: list[str]  # the evidence read (to go with its intent)
 
 
 class Owed:
@@ -148,48 +156,56 @@ class Owed:
         *,
         limit: int,
         scope: tuple[str, str] | None = None,
-    ) -> tuple[list[Doc], list[str]]:
-        """Decide the oldest intents (of `scope` only, if given): the deliveries (outbox
-        documents) of the posts found stored, which the caller inserts before it `settle`s the
-        intents decided (the second list). Intents of `fenced` queues are left to their
-        migration; young ones whose messages are not found yet, to a later call."""
+    ) -> Decided:
+        """Decide the oldest intents (of `scope` only, if given). The caller inserts the
+        deliveries, then `settle`s. Intents of `fenced` queues are left to their migration;
+        young ones whose first message is not found yet, to a later call."""
         now = self._clock()
         query: Doc = {} if scope is None else {"project": scope[0], "queue": scope[1]}
         cursor = self.intents.find(query).sort("posted", ASCENDING).limit(limit)
         intents = [i async for i in cursor if (i["project"], i["queue"]) not in fenced]
         if not intents:
-            return [], []
-        stored = await self._stored(intents)
-        stale = [i for i in intents if i["_id"] not in stored and i["posted"] <= now - GRACE]
+            return Decided([], [], [])
+        there, evidenced = await self._stored(intents)
+        stale = [
+            i for i in intents if i["_id"] not in there | evidenced and i["posted"] <= now - GRACE
+        ]
         if stale:
-            stored |= await self._block(stale, now)
-        decided = [i["_id"] for i in intents if i["_id"] in stored or i in stale]
-        promoted = [i for i in intents if i["_id"] in stored]
-        return _deliveries(promoted, await self._alive(promoted, now)), decided
+            late, late_evidenced = await self._block(stale, now)
+            there, evidenced = there | late, evidenced | late_evidenced
+        stored = [i for i in intents if i["_id"] in there | evidenced]
+        return Decided(
+            deliveries=_deliveries(stored, await self._alive(stored, now)),
+            intents=[i["_id"] for i in stored + [i for i in stale if i not in stored]],
+            evidenced=sorted(evidenced),
+        )
 
-    async def settle(self, ids: Sequence[str]) -> None:
-        """The intents `ids` are decided (their deliveries inserted, or none owed): gone."""
-        if ids:
-            await self.intents.delete_many({"_id": {"$in": list(ids)}})
-            await self.evidence.delete_many({"_id": {"$in": list(ids)}})
+    async def settle(self, decided: Decided) -> None:
+        """The intents decided (their deliveries inserted, or none owed) go, with their
+        evidence."""
+        if decided.intents:
+            await self.intents.delete_many({"_id": {"$in": decided.intents}})
+        if decided.evidenced:
+            await self.evidence.delete_many({"_id": {"$in": decided.evidenced}})
 
-    async def _stored(self, intents: list[Doc]) -> set[str]:
-        """The posts among `intents` whose first message is stored, or was: its evidence.
-        Read in that order: a removal writes the evidence before the message goes."""
+    async def _stored(self, intents: list[Doc]) -> tuple[set[str], set[str]]:
+        """The posts among `intents` whose first message is stored, and those whose first
+        message was (its evidence). Read in that order: a removal writes the evidence before
+        the message goes."""
         firsts = [ObjectId(i["_id"]) for i in intents]
-        found = {
+        there = {
             str(d["_id"])
             async for d in self._messages.find({"_id": {"$in": firsts}, **OWING}, {"_id": 1})
         }
-        rest = [i["_id"] for i in intents if i["_id"] not in found]
-        if rest:
-            evidence = self.evidence.find({"_id": {"$in": rest}}, {"_id": 1})
-            found |= {e["_id"] async for e in evidence}
-        return found
+        rest = [i["_id"] for i in intents if i["_id"] not in there]
+        if not rest:
+            return there, set()
+        evidence = self.evidence.find({"_id": {"$in": rest}}, {"_id": 1})
+        return there, {e["_id"] async for e in evidence}
 
-    async def _block(self, stale: list[Doc], now: float) -> set[str]:
+    async def _block(self, stale: list[Doc], now: float) -> tuple[set[str], set[str]]:
         """Hold the first ids of `stale` posts (none of whose messages was found), so that no
-        late insert stores them; return the posts found stored after all."""
+        late insert stores them; return the posts found stored after all (as `_stored`)."""
         blocks = [
             {
                 "_id": ObjectId(i["_id"]),
