@@ -167,6 +167,18 @@ class MongoOutbox:
             await self.owed.intend(project, queue, subscribers, docs, now)
         return bool(subscribers)
 
+    async def _insert_new(self, docs: list[Doc]) -> list[Doc]:
+        """Insert `docs`; those this call inserted (the others were there already)."""
+        if not docs:
+            return []
+        async with backend():
+            try:
+                await self.docs.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                there = duplicates(exc)
+                return [d for i, d in enumerate(docs) if i not in there]
+            return docs
+
     async def _insert(self, docs: list[Doc]) -> int:
         if not docs:
             return 0
@@ -202,26 +214,41 @@ class MongoOutbox:
                     {"project": 1, "queue": 1},
                 )
             }
-            await self._promote(fenced, limit=limit)
-            cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING).limit(limit)
+            held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
+            _, taken = await self._promote(fenced, limit=limit, held=held)
+            if len(taken) >= limit:
+                return taken
+            cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING)
+            cursor = cursor.limit(limit - len(taken))
             candidates = [d async for d in cursor if (d["project"], d["queue"]) not in fenced]
             won = await self._claim(candidates, now)
-            if not won:
-                return []
-            held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
-            await self.docs.update_many({"_id": {"$in": [d["_id"] for d in won]}}, {"$set": held})
-            return [_delivery({**d, **held}) for d in won]
+            if won:
+                ids = [d["_id"] for d in won]
+                await self.docs.update_many({"_id": {"$in": ids}}, {"$set": held})
+            return taken + [_delivery({**d, **held}) for d in won]
 
     async def _promote(
-        self, fenced: set[tuple[str, str]], *, limit: int, scope: tuple[str, str] | None = None
-    ) -> int:
-        """Posts' intents decided: the deliveries of those stored inserted (a duplicate is one
-        another deliverer inserted first), then the intents removed; how many were decided."""
-        decided = await self.owed.promote(fenced, limit=limit, scope=scope)
-        await self._insert(decided.deliveries)
+        self,
+        fenced: set[tuple[str, str]],
+        *,
+        limit: int,
+        scope: tuple[str, str] | None = None,
+        held: Doc | None = None,
+    ) -> tuple[int, Deliveries]:
+        """Posts' intents decided: the deliveries of those stored inserted, then the intents
+        removed; how many were decided, and the deliveries inserted `held` (up to `limit`).
+        A delivery this call inserted is its own: the unique `_id` arbitrates, as a claim
+        does (a duplicate is one another deliverer inserted first). A lease leaves the check
+        that each subscription still lives to its deliverer; a migration's export checks."""
+        decided = await self.owed.promote(fenced, limit=limit, scope=scope, check=held is None)
+        docs = decided.deliveries
+        if held is not None:
+            docs = [{**d, **held} for d in docs[:limit]] + docs[limit:]
+        inserted = await self._insert_new(docs)
         await self.owed.settle(decided)
         await self.owed.collect()
-        return len(decided.intents)
+        taken = [_delivery(d) for d in inserted if held is not None and d["owner"] == held["owner"]]
+        return len(decided.intents), taken
 
     async def _claim(self, candidates: list[Doc], now: float) -> list[Doc]:
         """The candidates this call won: those whose claim (delivery id and the lease token
@@ -279,7 +306,7 @@ class MongoOutbox:
     async def export_outbox(self, project: str, queue: str) -> Deliveries:
         async with backend():
             # What the queue's posts owe moves with it: decided now (the queue is fenced).
-            while await self._promote(set(), limit=PROMOTE, scope=(project, queue)):
+            while (await self._promote(set(), limit=PROMOTE, scope=(project, queue)))[0]:
                 pass
             cursor = self.docs.find({"project": project, "queue": queue}).sort("_id", ASCENDING)
             return [_delivery(d) async for d in cursor]

@@ -156,10 +156,12 @@ class Owed:
         *,
         limit: int,
         scope: tuple[str, str] | None = None,
+        check: bool = True,
     ) -> Decided:
         """Decide the oldest intents (of `scope` only, if given). The caller inserts the
         deliveries, then `settle`s. Intents of `fenced` queues are left to their migration;
-        young ones whose first message is not found yet, to a later call."""
+        young ones whose first message is not found yet, to a later call. `check`: owe only
+        subscriptions that still live (else their deliverer checks)."""
         now = self._clock()
         query: Doc = {} if scope is None else {"project": scope[0], "queue": scope[1]}
         cursor = self.intents.find(query).sort("posted", ASCENDING).limit(limit)
@@ -175,7 +177,7 @@ class Owed:
             there, evidenced = there | late, evidenced | late_evidenced
         stored = [i for i in intents if i["_id"] in there | evidenced]
         return Decided(
-            deliveries=_deliveries(stored, await self._alive(stored, now)),
+            deliveries=_deliveries(stored, await self._alive(stored, now) if check else None),
             intents=[i["_id"] for i in stored + [i for i in stale if i not in stored]],
             evidenced=sorted(evidenced),
         )
@@ -266,8 +268,8 @@ class Owed:
         return total
 
 
-def _deliveries(intents: list[Doc], alive: set[str]) -> list[Doc]:
-    """One delivery per subscription each post owed that is `alive`."""
+def _deliveries(intents: list[Doc], alive: set[str] | None) -> list[Doc]:
+    """One delivery per subscription each post owed (that is `alive`, if known)."""
     return [
         {
             "_id": f"{i['_id']}:{s['id']}",
@@ -287,5 +289,5 @@ def _deliveries(intents: list[Doc], alive: set[str]) -> list[Doc]:
         }
         for i in intents
         for s in i["subscriptions"]
-        if s["id"] in alive
+        if alive is None or s["id"] in alive
     ]
