@@ -6,11 +6,12 @@ A post's deliveries and its messages are stored together or not at all, without 
 too). The post writes what it owes first, as an intent (`owed`: the subscriptions and the
 notices, alongside the reservation of its markers, so it waits for nothing more), then its
 messages, the first of which carries `owes: true` in its own atomic write. Deliverers decide
-each intent before they lease (`lease` calls `owed.promote`): a post whose first message is
+each intent as they lease (`lease` calls `owed.promote`): a post whose first message is
 stored, or was stored and removed (every removal of a message that owes first leaves its
 evidence, while its intent is undecided), gets its deliveries inserted here, one per
-subscription that still lives; a post whose first message is not found `owed.GRACE` seconds on
-has that id blocked (a hidden document a late insert collides with), and owes nothing. So:
+subscription, held by the deliverer that inserts them (up to its lease's limit); a post whose
+first message is not found `owed.GRACE` seconds on has that id blocked (a hidden document a
+late insert collides with), and owes nothing. So:
 - nothing is notified that was not stored, and a post cut short after its messages (its
   process killed, its client unanswered) is notified all the same;
 - a consumer's delete, a claim's delete, a pop, expiry or a purge never loses what a message
@@ -35,9 +36,11 @@ a deliverer takes the candidates it read by inserting one claim per candidate in
 `outbox_claims`, `_id` the delivery's id and the token it read (one `insert_many`): the claims
 that went in are the deliveries it won; a duplicate key means another took that delivery (at
 that token) first. It then marks its winnings held, with a new token (one `update_many`).
-Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`). Two deliverers may
-decide one intent at once: the second insert of its deliveries is a duplicate, ignored, unless
-the first was already delivered and done, which sends it again (at least once).
+Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`). A delivery a lease
+inserts itself is held without a claim: its insert under a unique `_id` was the arbitration.
+Two deliverers may decide one intent at once: the second insert of its deliveries is a
+duplicate, ignored, unless the first was already delivered and done, which sends it again (at
+least once).
 """
 
 from __future__ import annotations
