@@ -6,7 +6,8 @@ A post's deliveries and its messages are stored together or not at all, without 
 too). The post writes what it owes first, as an intent (`owed`: the subscriptions and the
 notices, alongside the reservation of its markers, so it waits for nothing more), then its
 messages, the first of which carries `owes: true` in its own atomic write. Deliverers decide
-each intent as they lease (`lease` calls `owed.promote`): a post whose first message is
+each intent as they lease (`lease` calls `owed.promote` with the room its due deliveries
+left): a post whose first message is
 stored, or was stored and removed (every removal of a message that owes first leaves its
 evidence, while its intent is undecided), gets its deliveries inserted here, one per
 subscription, held by the deliverer that inserts them (up to its lease's limit); a post whose
@@ -218,17 +219,18 @@ class MongoOutbox:
                 )
             }
             held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
-            _, taken = await self._promote(fenced, limit=limit, held=held)
-            if len(taken) >= limit:
-                return taken
-            cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING)
-            cursor = cursor.limit(limit - len(taken))
+            # The deliveries due first (the oldest: a dead holder's, retries), then the posts'
+            # intents decided in the room left.
+            cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING).limit(limit)
             candidates = [d async for d in cursor if (d["project"], d["queue"]) not in fenced]
             won = await self._claim(candidates, now)
             if won:
                 ids = [d["_id"] for d in won]
                 await self.docs.update_many({"_id": {"$in": ids}}, {"$set": held})
-            return taken + [_delivery({**d, **held}) for d in won]
+            taken = [_delivery({**d, **held}) for d in won]
+            if len(taken) < limit:
+                taken += (await self._promote(fenced, limit=limit - len(taken), held=held))[1]
+            return taken
 
     async def _promote(
         self,
