@@ -71,11 +71,11 @@ def _pct(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-def measure(base: Path, subscriptions: int, load: Load) -> Row:
-    data = base / f"notify-{subscriptions}"
+def measure(base: Path, subscriptions: int, load: Load, driver: str = "sqlite") -> Row:
+    data = base / f"notify-{driver}-{subscriptions}"
     port = free_port()
     out = data / "lags.json"
-    with storage("sqlite", data) as uri, direct(uri, 1, data) as target:
+    with storage(driver, data) as uri, direct(uri, 1, data) as target:
         receiver_proc = subprocess.Popen(
             [sys.executable, "-m", "bench.receiver", str(port), str(out)],
             stdout=subprocess.DEVNULL,

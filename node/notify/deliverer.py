@@ -83,6 +83,7 @@ class Deliverer:
                     stop_if_cancelled(exc)
                     log.warning("outbox_unavailable", error=str(exc))
                     await asyncio.sleep(self.settings.poll_interval * 10)
+                stop_if_cancelled()  # a cancellation pymongo retried past, swallowed
         finally:
             if self._finished:  # sent: settle them if the storage still answers
                 with contextlib.suppress(Exception):
@@ -196,14 +197,16 @@ class Deliverer:
                 OUTBOX_DEPTH.set(await self.outbox.depth())
             except StorageUnavailable as exc:
                 stop_if_cancelled(exc)
+            stop_if_cancelled()
             await asyncio.sleep(self.settings.depth_interval)
 
 
-def stop_if_cancelled(exc: StorageUnavailable) -> None:
+def stop_if_cancelled(exc: StorageUnavailable | None = None) -> None:
     """Raise `CancelledError` when the task was cancelled: pymongo reports an operation cut
     short by a cancellation as a failure (`_OperationCancelled`), which the loops above would
     otherwise wait out and go on from, so that the task never stopped (seen as a node's
-    cleanup hanging on MongoDB)."""
+    cleanup hanging on MongoDB). That failure is an `AutoReconnect`: a retryable read retries
+    it, and then nothing is raised at all, so the loops also ask after each turn."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError() from exc

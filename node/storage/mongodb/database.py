@@ -62,7 +62,9 @@ class Database:
         self.fences = Fences(db["fences"], self.queue_docs, clock)
         self.holds = Holds(db["holds"], self.message_docs, self.fences, self.blocks)
         self.tracking = Tracking(db, self.message_docs, self.claim_docs)
-        self.outbox = MongoOutbox(db["outbox"], self.subscription_docs, self.fences.docs, clock)
+        self.outbox = MongoOutbox(
+            db["outbox"], self.subscription_docs, self.fences.docs, clock, self.message_docs
+        )
         self.posts = Posts(
             self.queue_docs,
             self.message_docs,

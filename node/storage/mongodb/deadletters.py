@@ -140,8 +140,7 @@ class MongoDeadLetters:
 
     @backend()
     async def discard(self, project: str, queue: str, ids: Sequence[str]) -> int:
-        result = await self._s.message_docs.delete_many(_in_pile(project, queue, ids))
-        return result.deleted_count
+        return await self._s.outbox.owed.remove(_in_pile(project, queue, ids), expected=len(ids))
 
 
 def _in_pile(project: str, queue: str, ids: Sequence[str]) -> Doc:

@@ -29,6 +29,7 @@ from node.storage.mongodb.documents import (
     to_message,
 )
 from node.storage.mongodb.fences import alongside
+from node.storage.mongodb.owed import NOT_OWING, OWING
 from node.storage.rules import check_delete
 
 # How long a pop or a delete may hold messages before others may take them over (its process died).
@@ -168,12 +169,18 @@ class MongoMessages:
     async def _remove(self, project: str, queue: str, query: Doc, now: float) -> bool:
         """Delete the message `query` finds, if it is the queue's; True if one was deleted."""
         stamp = await self._s.tracking.stamp(project, queue)  # just before: see `Tracking`
+        query = {**query, "project": project, "queue": queue}
         # No projection: FerretDB 1.x does not take one in findAndModify.
-        doc = await self._s.message_docs.find_one_and_delete(
-            {**query, "project": project, "queue": queue}
-        )
+        doc = await self._s.message_docs.find_one_and_delete({**query, **NOT_OWING})
         if doc is None:
-            return False
+            # The first message of a post that owes notifications: its evidence first.
+            owing = await self._s.message_docs.find_one({**query, **OWING}, {"owes": 1})
+            if owing is None:
+                return False
+            await self._s.outbox.owed.keep([owing])
+            doc = await self._s.message_docs.find_one_and_delete(query)
+            if doc is None:
+                return False
         await self._s.tracking.bury(project, queue, stamp, [(doc["_id"], doc["marker"])], now)
         return True
 
@@ -191,9 +198,13 @@ class MongoMessages:
             query["claim_id"] = {"$in": object_ids(claim_ids)}
         if stamp := await self._s.tracking.stamp(project, queue):
             # Tracked: what goes leaves tombstones, so read it first.
-            gone = [(d["_id"], d["marker"]) async for d in self._s.message_docs.find(query)]
+            docs = await self._s.message_docs.find(query).to_list(None)
+            gone = [(d["_id"], d["marker"]) for d in docs]
             await self._s.tracking.bury(project, queue, stamp, gone, self._s.clock())
-        await self._s.message_docs.delete_many(query)
+            await self._s.outbox.owed.keep(docs)
+            await self._s.message_docs.delete_many(query)
+        else:
+            await self._s.outbox.owed.remove(query, expected=len(oids))
 
     @backend()
     async def pop(self, project: str, queue: str, limit: int) -> Messages:
@@ -215,6 +226,7 @@ class MongoMessages:
         gone = [(ObjectId(m.id), m.marker) for m in popped]
         stamp = await self._s.tracking.stamp(project, queue)
         await self._s.tracking.bury(project, queue, stamp, gone, now)
+        await self._s.outbox.owed.keep(taken)
         # The holds stay until collected: a taker that read these messages before they went
         # then finds them held, never free.
         await self._s.message_docs.delete_many({"_id": {"$in": ids}})

@@ -1,23 +1,28 @@
 """The MongoDB driver's outbox (`node.storage.outbox.OutboxStore`): one document per delivery
 in `outbox`, its `due` the lease's expiry while it is held.
 
-Without multi-document transactions a post cannot write its deliveries in the very write of its
-messages. They are written right after the messages and before the post is acknowledged (the
-lookup of the queue's subscriptions runs alongside the reservation of markers, so a queue
-without subscriptions waits for nothing more). What that order guarantees, both ways:
-- nothing is notified that was not stored: the deliveries are written only once `insert_many`
-  acknowledged every message of the group (a group that collided on markers takes its messages
-  back and retries before any delivery is written; any other failure writes none);
-- an acknowledged post has its deliveries on record; a post whose process dies between the two
-  writes was never acknowledged (its messages stored, not notified), like a post whose answer
-  was lost: its client posts again.
-Why not one write. FerretDB 1.x has no transactions, and `insert_many` is one atomic write per
-document, not per call, on MongoDB too. Holding a post's deliveries inside its first message
-document (a `notify` field an index pages) would make that one write, but would tie them to
-that message's life: consumers claim and delete messages within milliseconds, and expired ones
-are collected, so the owed notifications would go with them, unless every delete became a
-tombstone that every list, claim, pop and stats query skips. That trade (a rare unnotified
-unacknowledged post against every read path) is not taken.
+A post's deliveries and its messages are stored together or not at all, without transactions
+(FerretDB 1.x has none, and `insert_many` is atomic per document, not per call, on MongoDB
+too). The post writes what it owes first, as an intent (`owed`: the subscriptions and the
+notices, alongside the reservation of its markers, so it waits for nothing more), then its
+messages, the first of which carries `owes: true` in its own atomic write. Deliverers decide
+each intent as they lease (`lease` calls `owed.promote` with the room its due deliveries
+left): a post whose first message is
+stored, or was stored and removed (every removal of a message that owes first leaves its
+evidence, while its intent is undecided), gets its deliveries inserted here, one per
+subscription, held by the deliverer that inserts them (up to its lease's limit); a post whose
+first message is not found `owed.GRACE` seconds on has that id blocked (a hidden document a
+late insert collides with), and owes nothing. So:
+- nothing is notified that was not stored, and a post cut short after its messages (its
+  process killed, its client unanswered) is notified all the same;
+- a consumer's delete, a claim's delete, a pop, expiry or a purge never loses what a message
+  owes, and leaves nothing hidden for good: intents go once decided, blocks expire, evidence
+  goes with its intent (or, when a removal raced the decision, in a later sweep);
+- a queue without subscriptions pays nothing: its posts write no intent, and its removals
+  delete what does not owe in their one usual command.
+A migration's export decides the queue's intents first (their deliveries move as deliveries);
+the queue's drop, delete or `forget_owed` forgets its undecided ones, as SQLite's delete forgets
+what a deleted queue owed.
 
 Most queues have no subscriptions: like its fences (`node.storage.mongodb.fences`), a node that
 found a queue without live subscriptions believes it for `QUIET` seconds without asking again,
@@ -32,7 +37,11 @@ a deliverer takes the candidates it read by inserting one claim per candidate in
 `outbox_claims`, `_id` the delivery's id and the token it read (one `insert_many`): the claims
 that went in are the deliveries it won; a duplicate key means another took that delivery (at
 that token) first. It then marks its winnings held, with a new token (one `update_many`).
-Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`).
+Claims go with their deliveries (`done`, `drop_outbox`, `forget_owed`). A delivery a lease
+inserts itself is held without a claim: its insert under a unique `_id` was the arbitration.
+Two deliverers may decide one intent at once: the second insert of its deliveries is a
+duplicate, ignored, unless the first was already delivered and done, which sends it again (at
+least once).
 """
 
 from __future__ import annotations
@@ -48,11 +57,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from node.storage.mongodb.documents import Doc, backend, duplicates
-from node.storage.outbox import NOTIFICATION, Deliveries, Delivery, Nudge
+from node.storage.mongodb.owed import Owed
+from node.storage.outbox import Deliveries, Delivery, Nudge
 
 Clock = Callable[[], float]
 QUIET = 0.05  # seconds a node takes a queue found without subscriptions to stay so
 QUIET_QUEUES = 10_000  # queues a node remembers as without subscriptions, at most
+PROMOTE = 1000  # intents a migration's export decides at a time
 
 
 def _document(d: Delivery) -> Doc:
@@ -98,11 +109,19 @@ class MongoOutbox:
         subscription_docs: AsyncCollection[Doc],
         fence_docs: AsyncCollection[Doc],
         clock: Clock,
-        claim_docs: AsyncCollection[Doc] | None = None,
+        message_docs: AsyncCollection[Doc],
     ) -> None:
         self.docs = docs
         # One claim per lease taken: its unique `_id` is what makes a lease one holder's.
-        self.claims = claim_docs if claim_docs is not None else docs.database["outbox_claims"]
+        self.claims = docs.database["outbox_claims"]
+        # What posts owe until a deliverer turns it into deliveries (see `owed`).
+        self.owed = Owed(
+            docs.database["outbox_intents"],
+            docs.database["outbox_stored"],
+            message_docs,
+            subscription_docs,
+            clock,
+        )
         self._subscriptions = subscription_docs
         self._fences = fence_docs
         self._clock = clock
@@ -114,6 +133,7 @@ class MongoOutbox:
         await self.docs.create_index([("project", ASCENDING), ("queue", ASCENDING)])
         await self.claims.create_index("delivery")
         await self.claims.create_index([("project", ASCENDING), ("queue", ASCENDING)])
+        await self.owed.create_indexes()
 
     # --- the post path -------------------------------------------------------------------------
 
@@ -143,39 +163,25 @@ class MongoOutbox:
         """The queue may have subscriptions now: the next post asks."""
         self._quiet.pop((project, queue), None)
 
-    async def record_post(
-        self, project: str, queue: str, subscribers: list[Doc], messages: list[Doc], now: float
-    ) -> None:
-        """One delivery of the stored `messages` (in marker order) per subscription."""
-        notices = json.dumps(
-            [
-                {"ttl": m["ttl"], "body": json.loads(m["body"]), "Message_Type": NOTIFICATION,
-                 "queue_name": queue}
-                for m in messages
-            ]
-        )  # fmt: skip
-        post = str(messages[0]["_id"])
-        docs = [
-            {
-                "_id": f"{post}:{s['_id']}",
-                "project": project,
-                "queue": queue,
-                "subscription": str(s["_id"]),
-                "subscriber": s["subscriber"],
-                "options": s["options"],
-                "confirmed": bool(s.get("confirmed")),
-                "notices": notices,
-                "posted": now,
-                "due": now,
-                "failures": 0,
-                "sent": 0,
-                "owner": "",
-                "lease": "",  # a new delivery: no claim on it was ever made
-            }
-            for s in subscribers
-        ]
-        await self._insert(docs)
-        self.written.set()
+    async def owe(self, project: str, queue: str, docs: list[Doc], now: float) -> bool:
+        """Before the group `docs` is stored: what it owes the queue's live subscriptions, on
+        record (see `owed`). False when it owes nothing."""
+        subscribers = await self.subscribers(project, queue)
+        if subscribers:
+            await self.owed.intend(project, queue, subscribers, docs, now)
+        return bool(subscribers)
+
+    async def _insert_new(self, docs: list[Doc]) -> list[Doc]:
+        """Insert `docs`; those this call inserted (the others were there already)."""
+        if not docs:
+            return []
+        async with backend():
+            try:
+                await self.docs.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                there = duplicates(exc)
+                return [d for i, d in enumerate(docs) if i not in there]
+            return docs
 
     async def _insert(self, docs: list[Doc]) -> int:
         if not docs:
@@ -196,6 +202,8 @@ class MongoOutbox:
         async with backend():
             gone = await self.docs.delete_many(query)
             await self.claims.delete_many(query)
+            if subscription is None:
+                await self.owed.forget(project, queue)
             return int(gone.deleted_count)
 
     # --- the deliverers -----------------------------------------------------------------------
@@ -210,14 +218,42 @@ class MongoOutbox:
                     {"project": 1, "queue": 1},
                 )
             }
+            held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
+            # The deliveries due first (the oldest: a dead holder's, retries), then the posts'
+            # intents decided in the room left.
             cursor = self.docs.find({"due": {"$lte": now}}).sort("due", ASCENDING).limit(limit)
             candidates = [d async for d in cursor if (d["project"], d["queue"]) not in fenced]
             won = await self._claim(candidates, now)
-            if not won:
-                return []
-            held = {"owner": owner, "due": now + lasts, "lease": uuid.uuid4().hex}
-            await self.docs.update_many({"_id": {"$in": [d["_id"] for d in won]}}, {"$set": held})
-            return [_delivery({**d, **held}) for d in won]
+            if won:
+                ids = [d["_id"] for d in won]
+                await self.docs.update_many({"_id": {"$in": ids}}, {"$set": held})
+            taken = [_delivery({**d, **held}) for d in won]
+            if len(taken) < limit:
+                taken += (await self._promote(fenced, limit=limit - len(taken), held=held))[1]
+            return taken
+
+    async def _promote(
+        self,
+        fenced: set[tuple[str, str]],
+        *,
+        limit: int,
+        scope: tuple[str, str] | None = None,
+        held: Doc | None = None,
+    ) -> tuple[int, Deliveries]:
+        """Posts' intents decided: the deliveries of those stored inserted, then the intents
+        removed; how many were decided, and the deliveries inserted `held` (up to `limit`).
+        A delivery this call inserted is its own: the unique `_id` arbitrates, as a claim
+        does (a duplicate is one another deliverer inserted first). A lease leaves the check
+        that each subscription still lives to its deliverer; a migration's export checks."""
+        decided = await self.owed.promote(fenced, limit=limit, scope=scope, check=held is None)
+        docs = decided.deliveries
+        if held is not None:
+            docs = [{**d, **held} for d in docs[:limit]] + docs[limit:]
+        inserted = await self._insert_new(docs)
+        await self.owed.settle(decided)
+        await self.owed.collect()
+        taken = [_delivery(d) for d in inserted if held is not None and d["owner"] == held["owner"]]
+        return len(decided.intents), taken
 
     async def _claim(self, candidates: list[Doc], now: float) -> list[Doc]:
         """The candidates this call won: those whose claim (delivery id and the lease token
@@ -267,13 +303,16 @@ class MongoOutbox:
 
     async def depth(self) -> int:
         async with backend():
-            return int(await self.docs.count_documents({}))
+            return int(await self.docs.count_documents({})) + await self.owed.depth()
 
     async def wait(self, seconds: float) -> None:
         await self.written.wait(seconds)
 
     async def export_outbox(self, project: str, queue: str) -> Deliveries:
         async with backend():
+            # What the queue's posts owe moves with it: decided now (the queue is fenced).
+            while (await self._promote(set(), limit=PROMOTE, scope=(project, queue)))[0]:
+                pass
             cursor = self.docs.find({"project": project, "queue": queue}).sort("_id", ASCENDING)
             return [_delivery(d) async for d in cursor]
 
@@ -284,4 +323,5 @@ class MongoOutbox:
         async with backend():
             gone = await self.docs.delete_many({"project": project, "queue": queue})
             await self.claims.delete_many({"project": project, "queue": queue})
+            await self.owed.forget(project, queue)
             return int(gone.deleted_count)

@@ -51,6 +51,10 @@ GROUP = 1000
 Key = tuple[str, str]
 
 
+async def _same(value: bool) -> bool:
+    return value
+
+
 @dataclass
 class _Post:
     docs: list[Doc]
@@ -150,20 +154,24 @@ class Posts:
         project, queue = key
         n = len(docs)
         now = float(docs[0]["created"])  # when the post was written, for the delivery lag
+        owes: bool | None = None  # known once asked: the group's intent is written by then
         async with backend():
             for _ in range(ATTEMPTS):
                 known = self._floors.get(key)
+                # What the group owes the queue's subscriptions goes on record alongside the
+                # reservation, before its messages (see `owed`).
+                owing = self._outbox.owe(project, queue, docs, now) if owes is None else _same(owes)
                 if known is None:
-                    (top, stamp), floor, subscribers = await asyncio.gather(
+                    (top, stamp), floor, owes = await asyncio.gather(
                         self.reserve(project, queue, n),
                         self._highest_marker(project, queue),
-                        self._outbox.subscribers(project, queue),
+                        owing,
                     )
                     self._floors[key] = floor
                 else:
                     floor = known
-                    (top, stamp), subscribers = await asyncio.gather(
-                        self.reserve(project, queue, n), self._outbox.subscribers(project, queue)
+                    (top, stamp), owes = await asyncio.gather(
+                        self.reserve(project, queue, n), owing
                     )
                 first = top - n + 1
                 if first <= floor:
@@ -181,11 +189,14 @@ class Posts:
                     duplicates(exc)  # re-raises anything but a marker handed out twice
                 else:
                     self._floors[key] = max(self._floors.get(key, 0), top)
-                    if subscribers:  # before the post is acknowledged (see `outbox`)
-                        await self._outbox.record_post(project, queue, subscribers, docs, now)
+                    if owes:
+                        self._outbox.written.set()  # this process's deliverer decides it now
                     return
-                # Another process holds some of these markers: take back what went in.
-                await self._messages.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
+                # Another process holds some of these markers: take back what went in (only
+                # the queue's: a deliverer may have blocked the group's first id, see `owed`).
+                await self._messages.delete_many(
+                    {"_id": {"$in": [doc["_id"] for doc in docs]}, "queue": queue}
+                )
                 self._floors[key] = floor = await self._highest_marker(project, queue)
                 await self._raise_counter(project, queue, floor)
         raise StorageUnavailable(f"no free markers in queue {queue} after {ATTEMPTS} tries")

@@ -166,5 +166,5 @@ class MongoQueues:
 
     async def _purge(self, project: str, queue: str) -> None:
         contents = {"project": project, "queue": queue}
-        await self._s.message_docs.delete_many(contents)
+        await self._s.outbox.owed.remove(contents)  # what owes keeps its evidence
         await self._s.claim_docs.delete_many(contents)

@@ -56,7 +56,7 @@ class MongoStorage(Database):
     async def collect_garbage(self) -> int:
         now = self.clock()
         expired = {"expires": {"$lte": now}}
-        gone = (await self.message_docs.delete_many(expired)).deleted_count
+        gone = await self.outbox.owed.remove(expired)  # what owes keeps its evidence
         gone += (await self.claim_docs.delete_many(expired)).deleted_count
         gone += (await self.subscription_docs.delete_many(expired)).deleted_count
         await self.holds.docs.delete_many(expired)  # bookkeeping, not counted as records
