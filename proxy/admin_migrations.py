@@ -4,7 +4,8 @@ partition; plan and start a rebalance.
 Migrations are records in the catalog (`catalog.registry`); the migration workers act on them.
 Drain and rebalance create at most what the per-partition limits allow at once and answer with
 the plan (a drain's next `MAX_MOVES` moves at most): a drain goes on as its migrations finish,
-each call creating the next ones (the CLI's `--wait` calls it until the partition owns nothing).
+each call creating the next ones (the CLI's `--wait` calls it until the partition owns nothing
+and the dead letters waiting in its piles have moved: `dead_letters`, `proxy.piles`).
 Both read the catalog a page at a time and never hold it whole (`proxy.load`).
 """
 
@@ -27,6 +28,7 @@ from ground.logs import get_logger
 from proxy.admin import NAME, path_partition, read_body
 from proxy.errors import BadRequest
 from proxy.load import LoadReader
+from proxy.piles import PileReader
 from wire.answers import ok
 from wire.request import param_bool
 from wire.topics import container
@@ -89,10 +91,13 @@ def _receives(partition: Partition) -> None:
 
 
 class MigrationAdmin:
-    def __init__(self, catalog: Catalog, registry: Registry, reader: LoadReader) -> None:
+    def __init__(
+        self, catalog: Catalog, registry: Registry, reader: LoadReader, piles: PileReader
+    ) -> None:
         self.catalog = catalog
         self.registry = registry
         self.reader = reader
+        self.piles = piles
 
     def routes(self) -> list[web.RouteDef]:
         one = "/admin/migrations/{id}"
@@ -166,11 +171,14 @@ class MigrationAdmin:
         planned = plan_drain(name, survey.first, [partition, *partitions], busy, survey.counts)
         created = await self._start(admit(planned, active, self.registry.limits))
         moving = [m for m in active if m.source == name] + created
+        # Read last: once it owns no queue, no claim piles letters here any more.
+        dead_letters = await self.piles.report(partition)
         return ok(
             {
                 "partition": name,
                 "state": partition.state.value,
                 "remaining": survey.owned,
+                "dead_letters": dead_letters,
                 "moving": [_doc(m) for m in moving],
                 "cooling_down": survey.cooling_down,
                 "cancelled": [_doc(m) for m in cancelled if m is not None],

@@ -34,6 +34,7 @@ from proxy.limits import ProjectLimits, limits_hook
 from proxy.listing import CatalogListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
+from proxy.piles import PileReader
 from proxy.pipeline import LeanPath
 from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
@@ -81,10 +82,11 @@ def create_app(
         FrozenBuffer(cache, settings.frozen_buffer, settings.frozen_max_wait),
     )
     listing = CatalogListing(router, forwarder)
-    admin = Admin(catalog, cache, router, pools)
+    piles = PileReader(forwarder)
+    admin = Admin(catalog, cache, router, pools, piles)
     registry = Registry(catalog, settings.migration_limits)
     reader = LoadReader(catalog, forwarder, stats_limit=settings.rebalance_stats_limit)
-    migrations = MigrationAdmin(catalog, registry, reader)
+    migrations = MigrationAdmin(catalog, registry, reader, piles)
     auth = authentication(settings)
 
     # Before routing, in order: who the request comes from (the project and roles), then the
