@@ -96,7 +96,7 @@ def create_app(
         hooks.insert(len(auth.hooks), limits_hook(ProjectLimits(settings.limits)))
     # The same steps, in the same order, on both servers: aiohttp's runs them as middlewares,
     # the lean path (proxy.pipeline) calls them.
-    steps = Steps(hooks, Recorder("proxy"))
+    steps = Steps(hooks, Recorder("proxy"), auth.reads_body)
     # A declared body over MAX_BODY is refused at once and its connection closed (the lean
     # path hands such a request here).
     app = web.Application(
