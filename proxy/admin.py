@@ -6,6 +6,7 @@ Paths name a project's queues with "_" for the project "" (v1 requests without a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -229,8 +230,12 @@ class Admin:
     # --- health ----------------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        """Each partition's nodes, and the dead letters waiting in its piles (what keeps it
+        from being removed: `proxy.piles`)."""
         partitions: dict[str, Any] = {}
-        for partition in self.cache.partitions.values():
+        known = list(self.cache.partitions.values())
+        piles = await asyncio.gather(*(self.piles.report(p) for p in known))
+        for partition, pile in zip(known, piles, strict=True):
             pool = self.pools.pool(partition)
             partitions[partition.name] = {
                 "healthy": pool.healthy,
@@ -238,6 +243,7 @@ class Admin:
                     n.url: {"healthy": bool(n.healthy), "outstanding": n.outstanding}
                     for n in pool.nodes
                 },
+                "dead_letters": {"waiting": pile["waiting"], "more": pile["more"]},
             }
         return ok(
             {

@@ -159,6 +159,7 @@ async def test_health(c: Cluster) -> None:
         health = body["partitions"][name]
         assert health["healthy"] is True
         assert health["nodes"] == {url: {"healthy": True, "outstanding": 0} for url in part.urls}
+        assert health["dead_letters"] == {"waiting": 0, "more": False}
 
 
 @pytest.mark.parametrize(

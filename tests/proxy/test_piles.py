@@ -46,6 +46,9 @@ async def test_a_partition_with_waiting_letters_is_not_removed(
             f" queues (2 for {PROJECT}/failed); the migration workers move them once it has a"
             " storage URI (marconi partitions set p1 --storage URI)."
         )
+        _, health = await admin(c, "GET", "/admin/health")
+        waiting = {n: p["dead_letters"] for n, p in health["partitions"].items()}
+        assert waiting == {"p1": {"waiting": 2, "more": False}, "p2": {"waiting": 0, "more": False}}
         status, report = await admin(c, "POST", "/admin/partitions/p1/drain")
         assert status == 200 and report["remaining"] == 0
         assert report["dead_letters"] == {
@@ -65,6 +68,8 @@ async def test_a_partition_whose_nodes_do_not_answer_is_not_removed(
         status, body = await admin(c, "DELETE", "/admin/partitions/p2")
         assert status == 409, body
         assert "may still hold dead letters" in body["description"]
+        _, health = await admin(c, "GET", "/admin/health")
+        assert health["partitions"]["p2"]["dead_letters"] == {"waiting": None, "more": True}
         status, report = await admin(c, "POST", "/admin/partitions/p2/drain")
         assert status == 200 and report["dead_letters"]["waiting"] is None
         assert "no node of it answered" in report["dead_letters"]["unknown"]
