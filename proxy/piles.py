@@ -11,6 +11,7 @@ answers, it is unknown, and an unknown count is not "empty".
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -67,14 +68,17 @@ class PilesUnknown(Exception):
 
 
 class PileReader:
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, timeout: float = 5.0) -> None:
         self.forwarder = forwarder
+        self.timeout = timeout  # a node slower than this tells nothing (health stays quick)
 
     async def read(self, partition: Partition) -> Piles:
         """What `partition`'s piles hold now; raises `PilesUnknown` when no node answers."""
         headers = CIMultiDict({"Accept": "application/json"})
         try:
-            answer = await self.forwarder.send(partition, Outgoing("GET", "/piles", headers, b""))
+            async with asyncio.timeout(self.timeout):
+                out = Outgoing("GET", "/piles", headers, b"")
+                answer = await self.forwarder.send(partition, out)
             if answer.status != 200:
                 raise PilesUnknown(f"its node answered {answer.status}")
             doc = json.loads(answer.body)
