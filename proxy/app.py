@@ -34,7 +34,7 @@ from proxy.limits import ProjectLimits, limits_hook
 from proxy.listing import CatalogListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
-from proxy.piles import PileReader
+from proxy.piles import NODE_PATH, PileReader, not_for_clients
 from proxy.pipeline import LeanPath
 from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
@@ -118,6 +118,7 @@ def create_app(
         app.router.add_route("*", QUEUE + suffix, path.queue_route)
     for suffix in TOPIC_ROUTES:
         app.router.add_route("*", TOPIC + suffix, path.queue_route)
+    app.router.add_route("*", NODE_PATH, not_for_clients)
     app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

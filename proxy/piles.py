@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from catalog.errors import Refused
@@ -25,6 +26,13 @@ from proxy.errors import ProxyError
 from proxy.forward import Forwarder, Outgoing
 
 log = get_logger("proxy.piles")
+NODE_PATH = "/piles"  # the nodes' (`node.api.piles`): the proxy's own admin API asks it, no client
+
+
+async def not_for_clients(request: web.Request) -> web.Response:
+    """A client's request for the nodes' `NODE_PATH` (which names other projects' queues) is
+    answered here as any unknown path is, never forwarded to a node."""
+    raise web.HTTPNotFound()
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class PileReader:
         headers = CIMultiDict({"Accept": "application/json"})
         try:
             async with asyncio.timeout(self.timeout):
-                out = Outgoing("GET", "/piles", headers, b"")
+                out = Outgoing("GET", NODE_PATH, headers, b"")
                 answer = await self.forwarder.send(partition, out)
             if answer.status != 200:
                 raise PilesUnknown(f"its node answered {answer.status}")

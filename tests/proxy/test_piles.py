@@ -76,3 +76,14 @@ async def test_a_partition_whose_nodes_do_not_answer_is_not_removed(
         status, body = await admin(c, "DELETE", "/admin/partitions/p2?force=maybe")
         assert status == 400 and set(body) == {"title", "description"}
         assert (await admin(c, "DELETE", "/admin/partitions/p2?force=true"))[0] == 204
+
+
+async def test_no_client_reaches_the_nodes_piles_through_the_proxy(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """`GET /piles` names other projects' queues: the proxy forwards it to no node."""
+    async with cluster(tmp_path, clock) as c:
+        await pile_one(c)
+        for method in ("GET", "POST"):
+            status, body, _ = await call(c.proxy, method, "/piles", headers=ADMIN)
+            assert status == 404 and set(body) == {"title", "description"}, body
