@@ -58,9 +58,10 @@ def drain(client: AdminClient, args: argparse.Namespace) -> int:
         moved = total - report["remaining"]
         now = "; ".join(state(m) for m in report["moving"])
         text = f"{args.partition}: {moved} of {total} queues moved" + (f"; {now}" if now else "")
+        stage = f"{report['remaining']} " + ",".join(f"{i}:{m['phase']}" for i, m in moving.items())
         if not report["remaining"] and letters_wait(report):
             text += f"; {dead_letters(report)}"
-        stage = f"{report['remaining']} " + ",".join(f"{i}:{m['phase']}" for i, m in moving.items())
+            stage += f" {report['dead_letters']['waiting']}"  # a line as their count changes
         progress.update(moved / total if total else 1.0, text, stage=stage)
         idle = max((unclaimed(m) for m in report["moving"]), default=0.0)
         if idle > NO_WORKER_HINT and not hinted:
