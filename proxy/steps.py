@@ -127,8 +127,8 @@ class Steps:
         headers[REQUEST_ID] = request_id(request)
         before = headers.copy()
         wanted = self.reads_body(request.method, request.raw_path.partition("?")[0])
-        body = await _read_body(request) if wanted else b""
-        out = Outgoing(request.method, request.raw_path, headers, body)
+        body = await _read_body(request) if wanted else None
+        out = Outgoing(request.method, request.raw_path, headers, body or b"")
         releases = await self.admit(out)
         try:
             if out.headers != before:  # what a hook changed, the handlers see
@@ -136,17 +136,20 @@ class Steps:
                 merged = CIMultiDict(kept)
                 merged.extend(out.headers)
                 request = request.clone(headers=CIMultiDictProxy(merged))
-            if wanted:
+            if body is not None:
                 request[ADMITTED_BODY] = out.body  # what a hook made of it goes on
             return await handler(request)
         finally:
             self.release(releases)
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(request: web.Request) -> bytes | None:
     """The whole body, from its stream (after aiohttp's `read()` a request can no longer be
-    cloned with the hooks' headers), bounded as `read()` bounds it."""
+    cloned with the hooks' headers), bounded as `read()` bounds it; None, unread, when its
+    declared length is over the bound (`oversized_middleware` refuses it)."""
     limit = request.client_max_size
+    if limit and (request.content_length or 0) > limit:
+        return None
     body = bytearray()
     while chunk := await request.content.readany():
         body += chunk
