@@ -171,21 +171,22 @@ class MigrationAdmin:
         planned = plan_drain(name, survey.first, [partition, *partitions], busy, survey.counts)
         created = await self._start(admit(planned, active, self.registry.limits))
         moving = [m for m in active if m.source == name] + created
-        # Read last: once it owns no queue, no claim piles letters here any more.
-        dead_letters = await self.piles.report(partition)
-        return ok(
-            {
-                "partition": name,
-                "state": partition.state.value,
-                "remaining": survey.owned,
-                "dead_letters": dead_letters,
-                "moving": [_doc(m) for m in moving],
-                "cooling_down": survey.cooling_down,
-                "cancelled": [_doc(m) for m in cancelled if m is not None],
-                "planned": [m.to_doc() for m in planned],
-                "created": [_doc(m) for m in created],
-            }
-        )
+        report: dict[str, Any] = {
+            "partition": name,
+            "state": partition.state.value,
+            "remaining": survey.owned,
+            "moving": [_doc(m) for m in moving],
+            "cooling_down": survey.cooling_down,
+            "cancelled": [_doc(m) for m in cancelled if m is not None],
+            "planned": [m.to_doc() for m in planned],
+            "created": [_doc(m) for m in created],
+        }
+        if not survey.owned and not moving:
+            # Its piles, once its queues are gone (a node's read, not on every call of a
+            # drain under way): a partition that owns no queue takes no claims, so its piles
+            # get no new letters; the drain is over when they are empty.
+            report["dead_letters"] = await self.piles.report(partition)
+        return ok(report)
 
     @staticmethod
     def _arriving(m: Migration, name: str) -> bool:
