@@ -124,7 +124,7 @@ def partitions_set(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def partitions_remove(client: AdminClient, args: argparse.Namespace) -> int:
-    client.remove_partition(args.name)
+    client.remove_partition(args.name, force=args.force)
     if args.json:
         emit_json({"removed": args.name})
     else:
@@ -281,9 +281,16 @@ def add_commands(commands: Subcommands) -> None:
         partitions,
         "remove",
         partitions_remove,
-        "remove a partition from the catalog (refused, exit 1, while it owns queues)",
+        "remove a partition from the catalog (refused, exit 1, while it owns queues or dead "
+        "letters wait in its piles to move to their dead-letter queues)",
     )
     remove.add_argument("name", type=partition_name, metavar="NAME")
+    remove.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even when its nodes cannot tell what its piles hold, or they still "
+        "hold dead letters (those are lost); never while it owns queues",
+    )
 
     queues = commands.add_parser(
         "queues", help="where queues live", description="Where queues live."

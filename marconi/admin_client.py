@@ -169,8 +169,9 @@ class AdminClient:
         updated: dict[str, Any] = _expect(doc)
         return updated
 
-    def remove_partition(self, name: str) -> None:
-        self.request("DELETE", f"/admin/partitions/{segment(name)}")
+    def remove_partition(self, name: str, *, force: bool = False) -> None:
+        query = "?force=true" if force else ""
+        self.request("DELETE", f"/admin/partitions/{segment(name)}{query}")
 
     # --- placements and pins ---------------------------------------------------------------------
 

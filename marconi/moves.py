@@ -1,7 +1,7 @@
 """`marconi drain` and `marconi rebalance`: moves planned by the admin API, started within the
 partition limits. A drain goes on as its migrations finish: each call starts the next ones, and
-`--wait` calls until the partition owns nothing (exit 0), a migration fails or is cancelled
-(exit 1), or `--wait-timeout` runs out (exit 4).
+`--wait` calls until the partition owns nothing and no dead letter waits in its piles (exit 0),
+a migration fails or is cancelled (exit 1), or `--wait-timeout` runs out (exit 4).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def drain(client: AdminClient, args: argparse.Namespace) -> int:
     total = report["remaining"]
     following: dict[str, dict[str, Any]] = {}
     hinted = False
-    while report["remaining"] or report["moving"]:
+    while report["remaining"] or report["moving"] or letters_wait(report):
         # A migration that left the moving list ended: a failed or cancelled one stops the wait.
         moving = {m["id"]: m for m in report["moving"]}
         for ended in [following[i] for i in following if i not in moving]:
@@ -59,6 +59,9 @@ def drain(client: AdminClient, args: argparse.Namespace) -> int:
         now = "; ".join(state(m) for m in report["moving"])
         text = f"{args.partition}: {moved} of {total} queues moved" + (f"; {now}" if now else "")
         stage = f"{report['remaining']} " + ",".join(f"{i}:{m['phase']}" for i, m in moving.items())
+        if not report["remaining"] and letters_wait(report):
+            text += f"; {dead_letters(report)}"
+            stage += f" {report['dead_letters']['waiting']}"  # a line as their count changes
         progress.update(moved / total if total else 1.0, text, stage=stage)
         idle = max((unclaimed(m) for m in report["moving"]), default=0.0)
         if idle > NO_WORKER_HINT and not hinted:
@@ -68,8 +71,11 @@ def drain(client: AdminClient, args: argparse.Namespace) -> int:
             progress.close()
             if args.json:
                 emit_json(report)
+            left = f"{report['remaining']} queues left"
+            if letters_wait(report):
+                left += f" and {dead_letters(report)}"
             error(
-                f"drain of {args.partition}: {report['remaining']} queues left after "
+                f"drain of {args.partition}: {left} after "
                 f"{duration(time.monotonic() - started)}; it goes on as you run marconi drain "
                 f"{args.partition} again"
             )
@@ -81,10 +87,28 @@ def drain(client: AdminClient, args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         emit(
-            f"Drained {args.partition}: it owns no queues ({duration(time.monotonic() - started)})."
+            f"Drained {args.partition}: it owns no queues and no dead letters wait in its piles"
+            f" ({duration(time.monotonic() - started)})."
             f" Remove it with: marconi partitions remove {args.partition}"
         )
     return 0
+
+
+def letters_wait(report: dict[str, Any]) -> bool:
+    """Whether dead letters may still wait in the partition's piles (an unknown count may)."""
+    piles = report.get("dead_letters") or {"waiting": 0, "more": False}
+    return piles["waiting"] != 0 or bool(piles["more"])
+
+
+def dead_letters(report: dict[str, Any]) -> str:
+    piles = report["dead_letters"]
+    if piles["waiting"] is None:
+        return f"its piles of dead letters unknown: {piles.get('unknown')}"
+    named = ", ".join(
+        f"{p['waiting']} for {p['project'] or '_'}/{p['queue']}" for p in piles["piles"]
+    )
+    more = " or more" if piles["more"] else ""
+    return f"{piles['waiting']}{more} dead letters waiting to move ({named})"
 
 
 def _stop(m: dict[str, Any]) -> int:
@@ -103,6 +127,8 @@ def _drain_summary(report: dict[str, Any]) -> str:
         f"{report['remaining']} queues left, {len(report['moving'])} moving, "
         f"{report.get('cooling_down', 0)} cooling down after a recent move"
     )
+    if letters_wait(report):
+        lines.append(f"{dead_letters(report)[0].upper()}{dead_letters(report)[1:]}")
     if report.get("cancelled"):
         cancelled = len(report["cancelled"])
         lines.append(f"Cancelled {cancelled} migrations that were bringing queues in")
@@ -110,7 +136,7 @@ def _drain_summary(report: dict[str, Any]) -> str:
         lines += ["", "Started:", rows(report["created"])]
     if report["planned"]:
         lines += ["", f"Planned ({len(report['planned'])} moves):", _moves(report["planned"])]
-    if report["remaining"]:
+    if report["remaining"] or letters_wait(report):
         lines += ["", f"Follow it to the end: marconi drain {name} --wait"]
     return "\n".join(lines)
 
@@ -173,7 +199,8 @@ def add_commands(commands: Subcommands) -> None:
         "drain",
         drain,
         "move every queue off a partition: mark it draining and start its first migrations "
-        "(each call starts the next ones; --wait calls until it owns nothing)",
+        "(each call starts the next ones; --wait calls until it owns nothing and no dead "
+        "letter waits in its piles)",
     )
     drain_cmd.add_argument("partition", type=partition_name, metavar="PARTITION")
     wait_flags(drain_cmd, "the drain")

@@ -76,6 +76,10 @@ def collect(client: AdminClient, now: float | None = None) -> dict[str, Any]:
                 "weight_share": p["weight"] / weights if active and weights else None,
                 "healthy": bool(seen.get("healthy")),
                 "nodes": nodes,
+                # Letters waiting in its piles to move to their dead-letter queues (None:
+                # unknown); while any wait, it cannot be removed.
+                "dead_letters": (seen.get("dead_letters") or {}).get("waiting", 0),
+                "dead_letters_more": bool((seen.get("dead_letters") or {}).get("more")),
             }
         )
     return {
@@ -130,6 +134,15 @@ def _health(p: dict[str, Any]) -> Text:
     return Text(f"{up}/{len(p['nodes'])} healthy", style="green" if p["healthy"] else "bold red")
 
 
+def _dead_letters(p: dict[str, Any]) -> Text:
+    waiting = p["dead_letters"]
+    if waiting is None:
+        return Text("?", style="yellow")
+    return Text(
+        f"{waiting:,}{'+' if p['dead_letters_more'] else ''}", style="yellow" if waiting else ""
+    )
+
+
 def _counted(value: Any, share: float | None, target: float | None) -> Text:
     return Text(f"{_count(value)} ").append_text(share_bar(share, target))
 
@@ -143,7 +156,7 @@ def render(doc: dict[str, Any]) -> RenderableType:
     head.append(f"{_count(doc['queues'])} queues, {_count(doc['messages'])} messages")
 
     parts = Table(box=box.SIMPLE_HEAD, title="partitions", title_justify="left")
-    for column in ("PARTITION", "STATE", "WEIGHT", "QUEUES", "MESSAGES", "NODES"):
+    for column in ("PARTITION", "STATE", "WEIGHT", "QUEUES", "MESSAGES", "NODES", "DEAD LETTERS"):
         parts.add_column(column, no_wrap=True)
     nodes = Table(box=box.SIMPLE_HEAD, title="nodes", title_justify="left")
     for column in ("PARTITION", "NODE", "HEALTHY", "OUTSTANDING"):
@@ -156,11 +169,16 @@ def render(doc: dict[str, Any]) -> RenderableType:
             _counted(p["queues"], p["queue_share"], p["weight_share"]),
             _counted(p["messages"], p["message_share"], p["weight_share"]),
             _health(p),
+            _dead_letters(p),
         )
         for n in p["nodes"]:
             healthy = Text("yes", style="green") if n.get("healthy") else Text("no", style="red")
             nodes.add_row(p["name"], n["url"], healthy, str(n.get("outstanding", "-")))
-    note = Text("(| marks where each active partition's weight would put its share)", style="dim")
+    note = Text(
+        "(| marks where each active partition's weight would put its share; DEAD LETTERS: waiting"
+        " in its piles to move to their dead-letter queues, ? unknown: no removal until 0)",
+        style="dim",
+    )
     shown: list[RenderableType] = [head, parts, note, nodes]
     if not doc["migrations"]:
         return Group(*shown, Text("No migration in flight."))

@@ -6,6 +6,7 @@ Paths name a project's queues with "_" for the project "" (v1 requests without a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -18,11 +19,12 @@ from catalog.records import Partition, PartitionState, node_url_problem, storage
 from catalog.registry import Registry
 from proxy.errors import BadRequest, NotAuthorized
 from proxy.nodes import NodePools
+from proxy.piles import PileReader
 from proxy.routing import Router
 from wire.answers import no_content, ok
 from wire.errors import ApiError
 from wire.limits import ApiLimits
-from wire.request import parse_json
+from wire.request import param_bool, parse_json
 
 NAME = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 STATES = ", ".join(s.value for s in PartitionState)
@@ -93,12 +95,18 @@ def path_partition(request: web.Request) -> str:
 
 class Admin:
     def __init__(
-        self, catalog: Catalog, cache: PlacementCache, router: Router, pools: NodePools
+        self,
+        catalog: Catalog,
+        cache: PlacementCache,
+        router: Router,
+        pools: NodePools,
+        piles: PileReader,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
         self.router = router
         self.pools = pools
+        self.piles = piles
         self.registry = Registry(catalog)
 
     def routes(self) -> list[web.RouteDef]:
@@ -159,11 +167,19 @@ class Admin:
         return ok(_partition_doc(updated))
 
     async def delete_partition(self, request: web.Request) -> web.Response:
+        """409 while the partition is part of a migration, owns queues, or may hold dead
+        letters in its piles (`proxy.piles`; `?force=true` removes it anyway, losing them)."""
         name = path_partition(request)
-        await self.catalog.partition(name)  # NotFound: 404
+        partition = await self.catalog.partition(name)  # NotFound: 404
         if await self.registry.partition_in_use(name):
             raise Refused(f"Partition {name} is still part of a migration; wait for it to end.")
-        await self.catalog.remove_partition(name)  # Refused while it owns queues: 409
+        # Queues first: a partition that owns none takes no claims, so piles no new letters
+        # once they are read empty.
+        if await self.catalog.count_placements(name, stop_at=1):
+            raise Refused(f"Partition {name} still owns queues; drain it first.")
+        if not param_bool(request, "force"):
+            await self.piles.check_empty(partition)
+        await self.catalog.remove_partition(name)  # Refused if it got a queue meanwhile: 409
         return no_content()
 
     # --- placements and pins ---------------------------------------------------------------------
@@ -214,8 +230,12 @@ class Admin:
     # --- health ----------------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        """Each partition's nodes, and the dead letters waiting in its piles (what keeps it
+        from being removed: `proxy.piles`)."""
         partitions: dict[str, Any] = {}
-        for partition in self.cache.partitions.values():
+        known = list(self.cache.partitions.values())
+        piles = await asyncio.gather(*(self.piles.report(p) for p in known))
+        for partition, pile in zip(known, piles, strict=True):
             pool = self.pools.pool(partition)
             partitions[partition.name] = {
                 "healthy": pool.healthy,
@@ -223,6 +243,7 @@ class Admin:
                     n.url: {"healthy": bool(n.healthy), "outstanding": n.outstanding}
                     for n in pool.nodes
                 },
+                "dead_letters": {"waiting": pile["waiting"], "more": pile["more"]},
             }
         return ok(
             {

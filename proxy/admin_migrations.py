@@ -4,7 +4,8 @@ partition; plan and start a rebalance.
 Migrations are records in the catalog (`catalog.registry`); the migration workers act on them.
 Drain and rebalance create at most what the per-partition limits allow at once and answer with
 the plan (a drain's next `MAX_MOVES` moves at most): a drain goes on as its migrations finish,
-each call creating the next ones (the CLI's `--wait` calls it until the partition owns nothing).
+each call creating the next ones (the CLI's `--wait` calls it until the partition owns nothing
+and the dead letters waiting in its piles have moved: `dead_letters`, `proxy.piles`).
 Both read the catalog a page at a time and never hold it whole (`proxy.load`).
 """
 
@@ -27,6 +28,7 @@ from ground.logs import get_logger
 from proxy.admin import NAME, path_partition, read_body
 from proxy.errors import BadRequest
 from proxy.load import LoadReader
+from proxy.piles import PileReader
 from wire.answers import ok
 from wire.request import param_bool
 from wire.topics import container
@@ -89,10 +91,13 @@ def _receives(partition: Partition) -> None:
 
 
 class MigrationAdmin:
-    def __init__(self, catalog: Catalog, registry: Registry, reader: LoadReader) -> None:
+    def __init__(
+        self, catalog: Catalog, registry: Registry, reader: LoadReader, piles: PileReader
+    ) -> None:
         self.catalog = catalog
         self.registry = registry
         self.reader = reader
+        self.piles = piles
 
     def routes(self) -> list[web.RouteDef]:
         one = "/admin/migrations/{id}"
@@ -166,18 +171,22 @@ class MigrationAdmin:
         planned = plan_drain(name, survey.first, [partition, *partitions], busy, survey.counts)
         created = await self._start(admit(planned, active, self.registry.limits))
         moving = [m for m in active if m.source == name] + created
-        return ok(
-            {
-                "partition": name,
-                "state": partition.state.value,
-                "remaining": survey.owned,
-                "moving": [_doc(m) for m in moving],
-                "cooling_down": survey.cooling_down,
-                "cancelled": [_doc(m) for m in cancelled if m is not None],
-                "planned": [m.to_doc() for m in planned],
-                "created": [_doc(m) for m in created],
-            }
-        )
+        report: dict[str, Any] = {
+            "partition": name,
+            "state": partition.state.value,
+            "remaining": survey.owned,
+            "moving": [_doc(m) for m in moving],
+            "cooling_down": survey.cooling_down,
+            "cancelled": [_doc(m) for m in cancelled if m is not None],
+            "planned": [m.to_doc() for m in planned],
+            "created": [_doc(m) for m in created],
+        }
+        if not survey.owned and not moving:
+            # Its piles, once its queues are gone (a node's read, not on every call of a
+            # drain under way): a partition that owns no queue takes no claims, so its piles
+            # get no new letters; the drain is over when they are empty.
+            report["dead_letters"] = await self.piles.report(partition)
+        return ok(report)
 
     @staticmethod
     def _arriving(m: Migration, name: str) -> bool:

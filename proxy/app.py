@@ -34,6 +34,7 @@ from proxy.limits import ProjectLimits, limits_hook
 from proxy.listing import CatalogListing
 from proxy.load import LoadReader
 from proxy.nodes import NodePools
+from proxy.piles import NODE_PATH, PileReader, not_for_clients
 from proxy.pipeline import LeanPath
 from proxy.policy import PlacementPolicy
 from proxy.probes import Probes
@@ -81,10 +82,11 @@ def create_app(
         FrozenBuffer(cache, settings.frozen_buffer, settings.frozen_max_wait),
     )
     listing = CatalogListing(router, forwarder)
-    admin = Admin(catalog, cache, router, pools)
+    piles = PileReader(forwarder)
+    admin = Admin(catalog, cache, router, pools, piles)
     registry = Registry(catalog, settings.migration_limits)
     reader = LoadReader(catalog, forwarder, stats_limit=settings.rebalance_stats_limit)
-    migrations = MigrationAdmin(catalog, registry, reader)
+    migrations = MigrationAdmin(catalog, registry, reader, piles)
     auth = authentication(settings)
 
     # Before routing, in order: who the request comes from (the project and roles), then the
@@ -94,7 +96,7 @@ def create_app(
         hooks.insert(len(auth.hooks), limits_hook(ProjectLimits(settings.limits)))
     # The same steps, in the same order, on both servers: aiohttp's runs them as middlewares,
     # the lean path (proxy.pipeline) calls them.
-    steps = Steps(hooks, Recorder("proxy"))
+    steps = Steps(hooks, Recorder("proxy"), auth.reads_body)
     # A declared body over MAX_BODY is refused at once and its connection closed (the lean
     # path hands such a request here).
     app = web.Application(
@@ -116,6 +118,7 @@ def create_app(
         app.router.add_route("*", QUEUE + suffix, path.queue_route)
     for suffix in TOPIC_ROUTES:
         app.router.add_route("*", TOPIC + suffix, path.queue_route)
+    app.router.add_route("*", NODE_PATH, not_for_clients)
     app.router.add_route("*", "/{tail:.*}", path.any_node_route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

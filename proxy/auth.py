@@ -75,6 +75,10 @@ class Authentication(Protocol):
 
     def lifecycle(self, app: web.Application) -> AsyncIterator[None]: ...
 
+    def reads_body(self, method: str, path: str) -> bool:
+        """Whether a hook reads (or changes) the body of such a request (`proxy.steps`)."""
+        ...
+
 
 class NoAuth:
     """Development: `X-Project-ID` and `X-Roles` are taken as sent. No hook at all."""
@@ -83,6 +87,9 @@ class NoAuth:
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         yield
+
+    def reads_body(self, method: str, path: str) -> bool:
+        return False
 
 
 class KeystoneAuth:
@@ -107,6 +114,9 @@ class KeystoneAuth:
         await self.client.close()  # after in-flight requests drained
         if self.trusts is not None:
             await self.trusts.close()
+
+    def reads_body(self, method: str, path: str) -> bool:
+        return self.trusts is not None and self.trusts.wants(method, path)
 
     async def identity(self, token: str) -> Identity:
         """The token's identity: from the cache, else from Keystone (one call for all the

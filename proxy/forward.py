@@ -69,7 +69,9 @@ class Outgoing:
         """A request that came through aiohttp's server."""
         headers = copy_headers(request.headers)
         headers[REQUEST_ID] = request_id(request)
-        body = await request.read() if request.body_exists else b""
+        body = request.get(ADMITTED_BODY)
+        if body is None:
+            body = await request.read() if request.body_exists else b""
         return cls(request.method, request.raw_path, headers, body)
 
     @property
@@ -94,6 +96,9 @@ class Outgoing:
     def replayable(self) -> bool:
         return self.method in IDEMPOTENT
 
+
+# A body the steps read before the hooks (one a hook needs: `proxy.steps`), as the hooks left it.
+ADMITTED_BODY = web.RequestKey("admitted_body", bytes)
 
 Settled = Callable[[Answer | None, Exception | None, str], None]
 """Told how a request written at once ended: its answer (counted), or `Lost` when it may be sent

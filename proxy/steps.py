@@ -6,12 +6,17 @@ route), the error table (whatever is raised below becomes Zaqar's error body), t
 (`proxy.hooks`: authentication's, the limits', any added). The lean path (`proxy.pipeline`)
 calls these methods itself; aiohttp's server runs them as the middlewares `middlewares()`
 makes. A change to a step is made here and reaches both.
+
+The lean path has a request's body before its hooks run. aiohttp's server (a chunked body, an
+`Expect: 100-continue`, ...) reads it later, in the handler, so for the few requests whose body
+a hook reads or changes (`reads_body`: a `trust+` subscription's, `proxy.trusts`), the steps
+read it first, and the handler forwards it as the hooks left it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -22,18 +27,27 @@ from ground.metrics import Recorder, route_label
 from ground.requestid import REQUEST_ID, REQUEST_ID_KEY, new_request_id, request_id
 from ground.types import Handler
 from proxy.errors import ErrorAnswer, error_answer
-from proxy.forward import Outgoing, copy_headers
+from proxy.forward import ADMITTED_BODY, Outgoing, copy_headers
 from proxy.hooks import Hook, Release, release_all, run_hooks
 from proxy.http1 import HOP_BY_HOP
 from wire.errors import aiohttp_answer
+
+BodyWanted = Callable[[str, str], bool]  # (method, path) -> whether a hook reads the body
+
+
+def _never(method: str, path: str) -> bool:
+    return False
 
 
 class Steps:
     """The steps, with the hooks and the metrics recorder of one application."""
 
-    def __init__(self, hooks: Sequence[Hook], recorder: Recorder) -> None:
+    def __init__(
+        self, hooks: Sequence[Hook], recorder: Recorder, reads_body: BodyWanted = _never
+    ) -> None:
         self.hooks = tuple(hooks)
         self.recorder = recorder
+        self.reads_body = reads_body
 
     @staticmethod
     def request_id(given: str | None) -> str:
@@ -112,7 +126,9 @@ class Steps:
         headers = copy_headers(request.headers)
         headers[REQUEST_ID] = request_id(request)
         before = headers.copy()
-        out = Outgoing(request.method, request.raw_path, headers, b"")
+        wanted = self.reads_body(request.method, request.raw_path.partition("?")[0])
+        body = await _read_body(request) if wanted else None
+        out = Outgoing(request.method, request.raw_path, headers, body or b"")
         releases = await self.admit(out)
         try:
             if out.headers != before:  # what a hook changed, the handlers see
@@ -120,6 +136,23 @@ class Steps:
                 merged = CIMultiDict(kept)
                 merged.extend(out.headers)
                 request = request.clone(headers=CIMultiDictProxy(merged))
+            if body is not None:
+                request[ADMITTED_BODY] = out.body  # what a hook made of it goes on
             return await handler(request)
         finally:
             self.release(releases)
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, from its stream (after aiohttp's `read()` a request can no longer be
+    cloned with the hooks' headers), bounded as `read()` bounds it; None, unread, when its
+    declared length is over the bound (`oversized_middleware` refuses it)."""
+    limit = request.client_max_size
+    if limit and (request.content_length or 0) > limit:
+        return None
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if limit and len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)

@@ -14,8 +14,9 @@ project, to the trustee: Keystone shows a trust only to its trustor and trustee,
 asks with the caller's token. Otherwise anyone could have someone else's trust's tokens posted
 to a URL of theirs.
 
-Where the body is not at hand (a request aiohttp's server took: chunked, `Expect`, ...), the
-subscription goes on without a trust, and the node refuses it (400).
+Both of the proxy's servers call `prepare` from the same authentication hook with the body at
+hand: aiohttp's server (a chunked body, `Expect: 100-continue`, ...) reads it before the hooks
+for the requests `wants` names (`proxy.steps`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,14 @@ class TrustMaker:
     async def close(self) -> None:
         await self.session.close()
 
+    @staticmethod
+    def wants(method: str, path: str) -> bool:
+        """Whether `prepare` reads the body of such a request: a subscription's creation."""
+        return method == "POST" and SUBSCRIPTIONS.match(path) is not None
+
     async def prepare(self, out: Outgoing, path: str, token: str, identity: Identity) -> None:
         """Give a new `trust+` subscription its trust, or check the one it names."""
-        if out.method != "POST" or not out.body or not SUBSCRIPTIONS.match(path):
+        if not out.body or not self.wants(out.method, path):
             return
         try:
             document = json.loads(out.body)

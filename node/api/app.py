@@ -16,6 +16,7 @@ from node.api import v2
 from node.api.deps import Deps
 from node.api.errors import error_middleware
 from node.api.homedoc import VERSIONS
+from node.api.piles import Piles
 from node.notify.service import delivery_lifecycle
 from node.notify.settings import NotifySettings
 from wire.answers import dumps, zaqar_header_names
@@ -54,8 +55,8 @@ def mount(
 def create_app(
     deps: Deps, *, gc_interval: float = 30.0, notify: NotifySettings | None = None
 ) -> web.Application:
-    """The whole node: `/`, `/metrics`, and each API version under its prefix; with `notify`,
-    the deliverer of the partition's notifications."""
+    """The whole node: `/`, `/metrics`, `/piles` (`node.api.piles`), and each API version under
+    its prefix; with `notify`, the deliverer of the partition's notifications."""
     from node.api import v1, v1_1
 
     app = web.Application(
@@ -71,6 +72,7 @@ def create_app(
     INFO.labels(deps.partition).set(1)
     app.router.add_get("/", versions, allow_head=False)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_get("/piles", Piles(deps.storage).get, allow_head=False)
     key = deps.signed_url_key
     mount(app, "/v2", v2.routes(deps), ids_required=True, signed_url_key=key)
     mount(app, "/v1.1", v1_1.routes(deps), ids_required=True, signed_url_key=key)

@@ -473,3 +473,51 @@ def test_notification_settings_reach_every_node_as_the_node_reads_them(helm: Hel
         assert settings.require_confirmation is True
         assert (settings.smtp_host, settings.smtp_port) == ("mail.example.test", 587)
         assert settings.enabled is True and settings.webhook_timeout == 10.0
+
+
+def test_confirmation_and_trustee_settings_reach_the_nodes_and_the_proxy(
+    helm: Helm, default: Manifests
+) -> None:
+    def of(manifests: Manifests, component: str) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in manifests.of("Deployment")
+            if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        ]
+
+    trustee = {"MARCONI_NOTIFY_TRUSTEE_USERNAME", "MARCONI_NOTIFY_TRUSTEE_PASSWORD"}
+    for node in of(default, "node"):  # safe defaults: no email, no trustee
+        assert not trustee & set(env_of(node))
+        assert "MARCONI_NOTIFY_EXTERNAL_CONFIRMATION_URL" not in env_of(node)
+    assert all("MARCONI_TRUSTEE_USER_ID" not in env_of(p) for p in of(default, "proxy"))
+
+    manifests = helm.template(
+        **{
+            "notifications.confirmation.externalUrl": "https://confirm.example.test/",
+            "notifications.confirmation.emailSender": "Queues <queues@example.test>",
+            "notifications.trustee.userId": "5f1e0000trustee",
+            "notifications.trustee.username": "marconi-trustee",
+            "notifications.trustee.passwordSecret": "marconi-trustee",
+        }
+    )
+    nodes = of(manifests, "node")
+    assert nodes
+    for node in nodes:
+        environment = env_of(node)
+        values = {name: e["value"] for name, e in environment.items() if "value" in e}
+        settings = NotifySettings.from_env(environ=values)
+        assert settings.external_confirmation_url == "https://confirm.example.test/"
+        assert settings.confirmation_email_sender == "Queues <queues@example.test>"
+        assert settings.confirmation_email_topic == NotifySettings().confirmation_email_topic
+        assert settings.keystone_url == "http://keystone-api.openstack.svc.cluster.local:5000"
+        assert (settings.trustee_username, settings.trustee_user_domain) == (
+            "marconi-trustee",
+            "Default",
+        )
+        password = environment["MARCONI_NOTIFY_TRUSTEE_PASSWORD"]
+        assert secret_ref(password) == ("marconi-trustee", "password")
+    for proxy in of(manifests, "proxy"):
+        assert env_of(proxy)["MARCONI_TRUSTEE_USER_ID"]["value"] == "5f1e0000trustee"
+
+    with pytest.raises(HelmFailed, match=r"notifications\.trustee\.passwordSecret"):
+        helm.template(**{"notifications.trustee.username": "marconi-trustee"})

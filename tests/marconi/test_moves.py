@@ -11,6 +11,7 @@ from catalog.registry import Registry
 from tests.marconi.conftest import Cli, make_queues, owner, worker
 from tests.proxy.cluster import Cluster
 from tests.proxy.conftest import PROJECT
+from tests.proxy.test_piles import pile_one
 
 FAST = ("--interval", "0.02")
 NAMES = [f"q{i}" for i in range(4)]
@@ -36,6 +37,28 @@ async def test_drain_marks_the_partition_and_starts_the_first_move(
     assert again.code == 0
     assert (again.json["remaining"], again.json["created"]) == (4, [])
     assert [x["id"] for x in again.json["moving"]] == [m.id]
+
+
+async def test_drain_and_remove_tell_of_the_dead_letters_waiting_in_the_piles(
+    live: Cluster, live_cli: Cli
+) -> None:
+    await pile_one(live)  # two letters in p1's pile for tenant/failed on p2; p1 owns nothing
+    result = await live_cli("drain", "p1")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[1] == "0 queues left, 0 moving, 0 cooling down after a recent move"
+    assert lines[2] == f"2 dead letters waiting to move (2 for {PROJECT}/failed)"
+    assert lines[-1] == "Follow it to the end: marconi drain p1 --wait"
+    waited = await live_cli("drain", "p1", "--wait", "--wait-timeout", "0.1", *FAST)
+    assert waited.code == 4
+    assert "0 queues left and 2 dead letters waiting to move" in waited.err
+
+    refused = await live_cli("partitions", "remove", "p1")
+    assert refused.code == 1
+    told = "still holds 2 dead letters waiting to move to their dead-letter queues"
+    assert f"{told} (2 for {PROJECT}/failed)" in refused.err
+    forced = await live_cli("partitions", "remove", "p1", "--force")
+    assert (forced.code, forced.out) == (0, "Removed partition p1\n")
 
 
 async def test_drain_wait_moves_everything_off(live: Cluster, live_cli: Cli) -> None:

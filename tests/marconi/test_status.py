@@ -59,6 +59,7 @@ async def test_json_gives_each_partition_its_shares_nodes_and_the_migration(
         assert p["healthy"] is True
         assert [n["url"] for n in p["nodes"]] == list(live.partitions[name].urls)
         assert all(n["healthy"] for n in p["nodes"])
+        assert (p["dead_letters"], p["dead_letters_more"]) == (0, False)
     [m] = doc["migrations"]
     assert m["id"] == migration_id
     assert (m["queue"], m["source"], m["target"]) == (f"{PROJECT}/a", "p1", "p3")
@@ -85,10 +86,11 @@ async def test_the_view_shows_partitions_shares_nodes_and_the_migration(
     assert "4 queues, 9 messages" in out
     for name, nodes in live.partitions.items():
         [row] = [line for line in out.splitlines() if line.split()[:2] == [name, "active"]]
-        assert "1/1 healthy" in row
+        assert "1/1 healthy" in row and row.split()[-1] == "0"  # no dead letter waits
         for url in nodes.urls:
             [node] = [line for line in out.splitlines() if url in line]
             assert node.split()[:3] == [name, url, "yes"]
+    assert "DEAD LETTERS" in out
     assert "75.0%" in out and "25.0%" in out  # p1's and p2's shares of the queues
     assert migration_id in out and "p1 -> p3" in out and "INIT" in out
 

@@ -7,6 +7,7 @@ own test hook) right after any of its four steps and another worker resumes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 PROJECT = "graves"
 HEADERS = {"Client-ID": "3b8a7c52-52f1-4a3b-9e7f-1d2c3b4a5f60", "X-Project-ID": PROJECT}
+ADMIN = {"X-Roles": "admin"}
 Q = "/v2/queues/orders"
 DLQ = "/v2/queues/orders-dead"
 POLICY = {"_max_claim_count": 2, "_dead_letter_queue": "orders-dead"}
@@ -50,14 +52,22 @@ class Cluster:
             raw = await answer.read()
             return answer.status, (await answer.json() if raw else None)
 
+    async def admin(self, method: str, path: str) -> tuple[int, Any]:
+        async with self.http.request(method, self.url + path, headers=ADMIN) as answer:
+            raw = await answer.read()
+            return answer.status, (await answer.json() if raw else None)
+
     @contextmanager
-    def worker(self, crash_after: int = 0) -> Iterator[subprocess.Popen[bytes]]:
+    def worker(
+        self, crash_after: int = 0, settings: dict[str, str] | None = None
+    ) -> Iterator[subprocess.Popen[bytes]]:
         env = {
             **os.environ,
             "MARCONI_WORKER_METRICS_PORT": "0",
             "MARCONI_WORKER_DEAD_LETTER_INTERVAL": "0.1",
             "MARCONI_WORKER_LEASE_TTL": "2",
             "MARCONI_WORKER_DEAD_LETTER_CRASH_AFTER": str(crash_after),
+            **{f"MARCONI_WORKER_{name.upper()}": v for name, v in (settings or {}).items()},
         }
         argv = ["worker", "--catalog", self.etcd.url, "--catalog-prefix", self.prefix]
         with (self.logs / "worker.log").open("ab") as log:
@@ -200,3 +210,58 @@ async def test_kill_9_of_the_worker_after_any_step_moves_it_exactly_once(
         assert await c.dead() == ([(mid, "m")] if step < 3 else [])
     if step < 3:
         assert await c.claim_and_release(DLQ) == ["m"]  # released by the resumed worker
+
+
+async def test_a_drained_partition_stays_until_its_piled_letters_have_moved(c: Cluster) -> None:
+    """p1 piles a letter for a dead-letter queue that is gone (so the mover defers it), then is
+    drained: its queue moves, but the drain is not over and p1 may not be removed while the
+    letter waits; once the dead-letter queue is back, the mover delivers it, the drain ends and
+    p1 goes."""
+    assert (await c.request("DELETE", DLQ))[0] == 204
+    mid = await dead_letter_one(c)
+    assert await c.waiting() == 1
+    status, body = await c.admin("DELETE", "/admin/partitions/p1")
+    assert status == 409 and "owns queues" in body["description"]
+    fast = {"purge_grace": "0", "fence_grace": "0.1", "retry_pause": "0.1"}
+    with c.worker(settings=fast):
+
+        async def queues_moved() -> bool:
+            status, report = await c.admin("POST", "/admin/partitions/p1/drain")
+            assert status == 200, report
+            return not report["remaining"] and not report["moving"]
+
+        await until(queues_moved)
+        _, report = await c.admin("POST", "/admin/partitions/p1/drain")
+        piles = [{"project": PROJECT, "queue": "orders-dead", "waiting": 1}]
+        assert report["dead_letters"] == {"waiting": 1, "more": False, "piles": piles}
+        status, body = await c.admin("DELETE", "/admin/partitions/p1")
+        assert status == 409 and set(body) == {"title", "description"}, body
+        assert "1 dead letters waiting" in body["description"]
+        assert f"1 for {PROJECT}/orders-dead" in body["description"]
+
+        waited = await drain_command(c, "--wait-timeout", "0.5")
+        assert waited.returncode == 4, waited.stderr  # the drain is not over
+        assert (
+            f"drain of p1: 0 queues left and 1 dead letters waiting to move (1 for {PROJECT}"
+            "/orders-dead) after"
+        ) in waited.stderr.decode()
+
+        assert (await c.request("PUT", DLQ))[0] == 201  # placed on p2: p1 is draining
+        drained = await drain_command(c)
+        assert drained.returncode == 0, drained.stderr
+        report = json.loads(drained.stdout)
+        assert report["remaining"] == 0
+        assert report["dead_letters"] == {"waiting": 0, "more": False, "piles": []}
+    assert (await c.admin("DELETE", "/admin/partitions/p1"))[0] == 204
+    assert await c.dead() == [(mid, "m")]
+
+
+async def drain_command(c: Cluster, *flags: str) -> subprocess.CompletedProcess[bytes]:
+    """`marconi drain p1 --wait --json` against the proxy, and how it ended."""
+    argv = ["drain", "p1", "--wait", "--json", "--interval", "0.1", "--url", c.url, *flags]
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "marconi.cli", *argv],
+        capture_output=True,
+        timeout=30,
+    )

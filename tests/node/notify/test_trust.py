@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import FakeClock
 from tests.keystone import ADMIN, ALICE, BOB, SERVICE, Keystone
 from tests.node.notify.receivers import eventually, free_port
 from tests.proxy.cluster import Cluster, cluster
+from tests.proxy.conftest import CLIENT_ID
 from tests.proxy.keystone import keystone_settings, send
 
 pytestmark = pytest.mark.keystone
@@ -154,3 +156,33 @@ async def test_naming_someone_elses_trust_is_refused(c: Cluster, keystone_server
     assert status == 403, body
     status, body, _ = await send(c.proxy, "POST", path, token=alice, json=stolen)
     assert status == 201, body  # her own trust, named again: fine
+
+
+@pytest.mark.parametrize("how", ["chunked", "expect"])
+async def test_a_trust_subscription_sent_through_aiohttps_server_gets_its_trust(
+    c: Cluster, keystone_server: Keystone, how: str
+) -> None:
+    """A chunked body, or `Expect: 100-continue`, takes the proxy's aiohttp path rather than
+    its lean one: the subscription gets its trust there too."""
+    alice = keystone_server.token(ALICE)
+    path = "/v2/queues/orders/subscriptions"
+    raw = json.dumps({"subscriber": "trust+http://127.0.0.1:1/hook", "ttl": 600}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield raw[:10]
+        yield raw[10:]
+
+    headers = {"Client-ID": CLIENT_ID, "X-Auth-Token": alice, "Content-Type": "application/json"}
+    if how == "chunked":
+        sent = c.proxy.post(path, data=chunks(), headers=headers)
+    else:
+        sent = c.proxy.post(path, data=raw, headers=headers, expect100=True)
+    async with sent as answer:
+        assert answer.status == 201, await answer.text()
+        created = await answer.json()
+    status, got, _ = await send(c.proxy, "GET", f"{path}/{created['subscription_id']}", token=alice)
+    assert status == 200
+    trust_id = got["options"]["trust_id"]
+    trust = keystone_server.expect(200, "GET", f"/OS-TRUST/trusts/{trust_id}", token=alice)
+    assert trust["trust"]["trustee_user_id"] == c.settings.trustee_user_id
+    assert trust["trust"]["project_id"] == keystone_server.projects["alpha"]
