@@ -27,6 +27,7 @@ MOVES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source_driver", "target_driver"), MOVES)
 async def test_move_under_load_across_backends(
     etcd_server: Etcd,

@@ -151,6 +151,7 @@ async def churn_subscriptions(c: MigrationCluster, migration_id: str) -> dict[st
     raise AssertionError("the migration never ended")
 
 
+@pytest.mark.slow
 async def test_move_under_load(etcd_server: Etcd, tmp_path: Path, clock: FakeClock) -> None:
     async with migration_cluster(etcd_server.url, sqlite_uris(tmp_path), clock) as c:
         source, target, seeds = await prepare(c)
@@ -405,6 +406,7 @@ async def test_worker_killed_at_every_phase(
         await check_after_move(c, load, source, target, seeds)
 
 
+@pytest.mark.slow
 @pytest.mark.mongodb
 async def test_move_under_load_on_mongodb(
     etcd_server: Etcd, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
