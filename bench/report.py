@@ -623,10 +623,25 @@ def split(document: str) -> dict[str, str]:
     return sections
 
 
+# Where the part of a section written by hand begins (findings, profiles, measurements made
+# outside the bench): everything from this line to the section's end survives a new run of it.
+BY_HAND = "<!-- by hand: `make bench` keeps what follows when it writes this section again -->"
+
+
+def _renewed(fresh: str, previous: str) -> str:
+    """`fresh` (a section the bench just wrote) followed by the hand-written end of `previous`."""
+    at = previous.find(BY_HAND)
+    if at < 0 or BY_HAND in fresh:
+        return fresh
+    return fresh.rstrip() + "\n\n" + previous[at:].rstrip() + "\n"
+
+
 def document(sections: dict[str, str], previous: str | None) -> str:
     kept = split(previous) if previous else {}
     body = "\n".join(
-        sections.get(k) or kept.get(k, "") for k in TITLES if k in sections or k in kept
+        _renewed(fresh, kept.get(k, "")) if (fresh := sections.get(k)) else kept.get(k, "")
+        for k in TITLES
+        if k in sections or k in kept
     )
     intro = textwrap.fill(
         "`make bench` (`python -m bench`) starts real processes on 127.0.0.1 and drives them with "
