@@ -19,7 +19,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
 from node.errors import MessageIsClaimed
-from node.models import DeadLetter, NewMessage
+from node.models import DeadLetter, Message, NewMessage
 from node.storage.mongodb import MongoStorage, blocks, changes, fences, outbox
 from tests.conftest import FakeClock
 
@@ -28,6 +28,21 @@ pytestmark = pytest.mark.mongodb
 P = "project-a"
 Q = "orders"
 PRODUCERS, POSTS, CLAIMERS = 64, 4, 16
+
+
+async def every(store: MongoStorage, limit: int, queue: str = Q) -> list[Message]:
+    """The first `limit` messages of `queue`, claimed and delayed ones included."""
+    return await store.messages.list(
+        P,
+        queue,
+        marker=None,
+        limit=limit,
+        echo=True,
+        include_claimed=True,
+        include_delayed=True,
+        client_id="c",
+    )
+
 
 _databases = 0
 
@@ -203,16 +218,7 @@ async def test_round_trips_per_operation(counted: tuple[MongoStorage, Commands])
 
     # The first read of the queue seeds where its live messages begin (FerretDB over
     # PostgreSQL: see `blocks`), once.
-    await store.messages.list(
-        P,
-        Q,
-        marker=None,
-        limit=1,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )
+    await every(store, 1)
     await store.blocks.idle()  # the queue's seed, read in the background (see `blocks`)
     commands.reset()
     claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=5)
@@ -314,30 +320,12 @@ async def test_a_page_and_a_claim_read_blocks_of_markers_not_the_queue(
     store, commands = counted
     for n in range(4):
         await store.messages.post(P, Q, [NewMessage(body=i, ttl=600) for i in range(100)], f"c{n}")
-    consumed = await store.messages.list(
-        P,
-        Q,
-        marker=None,
-        limit=20,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )
+    consumed = await every(store, 20)
     assert [m.marker for m in consumed] == list(range(1, 21))
     await store.messages.bulk_delete(P, Q, [m.id for m in consumed], None)
     first = 1
     while first <= 200:  # delete the first 200 (6 blocks and a quarter), a page at a time
-        page = await store.messages.list(
-            P,
-            Q,
-            marker=None,
-            limit=20,
-            echo=True,
-            include_claimed=True,
-            include_delayed=True,
-            client_id="c",
-        )
+        page = await every(store, 20)
         first = page[0].marker
         assert [m.marker for m in page] == list(range(first, first + 20))
         await store.messages.bulk_delete(P, Q, [m.id for m in page if m.marker <= 200], None)
@@ -406,16 +394,7 @@ async def test_a_delete_without_a_claim_is_one_conditional_delete_where_that_is_
     free, taken = await store.messages.post(
         P, Q, [NewMessage(body=n, ttl=600) for n in ("free", "taken")], "c"
     )
-    await store.messages.list(
-        P,
-        Q,
-        marker=None,
-        limit=1,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )  # where the queue begins, read once (FerretDB over PostgreSQL)
+    await every(store, 1)  # where the queue begins, read once (FerretDB over PostgreSQL)
     claim, held = await store.claims.create(P, Q, ttl=60, grace=60, limit=1)
     assert [m.id for m in held] == [free]
     await store.blocks.idle()  # the queue's seed, read in the background (see `blocks`)
@@ -454,16 +433,7 @@ async def test_dead_letters_are_found_by_blocks_not_a_sorted_read(
     assert await store.claims.dead_letter(P, Q, policy, limit=10) == 5
     assert commands.finds, "the dead letters were read"
     _unsorted_block_reads(store, commands)
-    moved = await store.messages.list(
-        P,
-        "dead",
-        marker=None,
-        limit=10,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )
+    moved = await every(store, 10, "dead")
     assert sorted(m.id for m in moved) == sorted(m.id for m in held)
 
 
@@ -539,28 +509,10 @@ async def test_a_message_stored_late_is_listed_at_once(
     await store.messages.post(P, Q, [NewMessage(body=i, ttl=600) for i in range(63)], "c")
 
     async def page() -> list[int]:
-        listed = await store.messages.list(
-            P,
-            Q,
-            marker=None,
-            limit=10,
-            echo=True,
-            include_claimed=True,
-            include_delayed=True,
-            client_id="c",
-        )
+        listed = await every(store, 10)
         return [m.marker for m in listed]
 
-    first = await store.messages.list(
-        P,
-        Q,
-        marker=None,
-        limit=30,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )
+    first = await every(store, 30)
     await store.messages.bulk_delete(P, Q, [m.id for m in first], None)  # markers 2 to 31
     assert (await page())[0] == 32
     await asyncio.sleep(0.3)  # every marker reserved so far counts as landed

@@ -16,7 +16,7 @@ from node.errors import StorageUnavailable
 from node.models import NewMessage
 from node.storage.mongodb import MongoStorage, owed
 from tests.conftest import FakeClock
-from tests.node.test_mongodb_load import fresh_database, open_store, server  # noqa: F401
+from tests.node.test_mongodb_load import every, fresh_database, open_store, server  # noqa: F401
 
 pytestmark = pytest.mark.mongodb
 
@@ -72,16 +72,7 @@ async def post_and_die(writer: MongoStorage, *, after_write: bool) -> list[dict[
 
 
 async def listed(store: MongoStorage) -> list[str]:
-    found = await store.messages.list(
-        P,
-        Q,
-        marker=None,
-        limit=10,
-        echo=True,
-        include_claimed=True,
-        include_delayed=True,
-        client_id="c",
-    )
+    found = await every(store, 10)
     return [m.id for m in found]
 
 

@@ -22,7 +22,7 @@ from node.notify.settings import NotifySettings
 from node.storage.base import Storage
 from tests.conftest import FakeClock
 from tests.keystone import ADMIN, ALICE, BOB, SERVICE, Keystone
-from tests.node.notify.receivers import eventually, free_port
+from tests.node.notify.receivers import Receiver, eventually
 from tests.proxy.cluster import Cluster, cluster
 from tests.proxy.conftest import CLIENT_ID
 from tests.proxy.keystone import keystone_settings, send
@@ -30,24 +30,13 @@ from tests.proxy.keystone import keystone_settings, send
 pytestmark = pytest.mark.keystone
 
 
-@dataclass
-class CheckingReceiver:
+@dataclass(kw_only=True)
+class CheckingReceiver(Receiver):
     """Answers 204 to a notification whose `X-Auth-Token` Keystone says is valid, 401 else;
     keeps what Keystone said of each token."""
 
     keystone: Keystone
     seen: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # body, token
-    port: int = 0
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> CheckingReceiver:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        self.port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
 
     async def _handle(self, request: web.Request) -> web.Response:
         token = request.headers.get("X-Auth-Token", "")
@@ -59,10 +48,6 @@ class CheckingReceiver:
             return web.Response(status=401)
         self.seen.append((await request.json(), document["token"]))
         return web.Response(status=204)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def user_id(keystone: Keystone, name: str) -> str:
@@ -107,7 +92,8 @@ async def delivering(storages: list[Storage], keystone: Keystone) -> AsyncIterat
 async def test_a_trust_subscriber_gets_a_valid_token_of_the_subscribers_trust(
     c: Cluster, keystone_server: Keystone
 ) -> None:
-    receiver = await CheckingReceiver(keystone_server).start()
+    receiver = CheckingReceiver(keystone=keystone_server)
+    await receiver.start()
     try:
         alice = keystone_server.token(ALICE)
         subscriber = f"trust+http://127.0.0.1:{receiver.port}/hook"
